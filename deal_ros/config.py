@@ -1,0 +1,385 @@
+"""One configuration schema for the core, the command-line tool and the ROS nodes.
+
+The schema is a tree of dataclasses. It loads from a plain YAML file or from a ROS 2 parameter
+file (the same tree under ``<node>: ros__parameters:``), is validated on construction, and
+round-trips through ``to_dict`` (checkpoints store it as JSON).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range; the message names the key."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config '{key}': {message}")
+
+
+def _one_of(value: str, key: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """The CAM network: backbone + CAM head (K maps) + segmentation head (K + 1 classes)."""
+
+    backbone: str = "mobilenet_v2"
+    """Backbone name from the registry: mobilenet_v2, resnet18, resnet50."""
+    output_stride: int = 16
+    """Stride of the last feature map (8 or 16, via dilation)."""
+    pretrained_path: str = ""
+    """Local ImageNet weights (safetensors or torch state dict) with torchvision names; '' = random init."""
+    freeze_stages: int = 0
+    """Number of early backbone stages whose parameters are frozen (0 = train everything)."""
+    freeze_bn: bool = True
+    """Keep BatchNorm in eval mode (required for the folded-BN MobileNetV2 weights in shared/data)."""
+    tf_same_padding: bool = True
+    """MobileNetV2 only: TF 'SAME' padding on the stride-2 convs (matches TF-trained weights)."""
+    input_norm: str = "tf"
+    """Input normalisation: 'tf' (pixel/128 - 1) or 'imagenet' (torchvision mean/std)."""
+    input_height: int = 240
+    """Network input height in pixels; frames are resized to this for training and inference."""
+    input_width: int = 320
+    """Network input width in pixels."""
+    seg_head_channels: int = 64
+    """Channels of the light segmentation head."""
+
+    def validate(self) -> None:
+        _one_of(self.backbone, "model.backbone", ("mobilenet_v2", "resnet18", "resnet50"))
+        _check(self.output_stride in (8, 16), "model.output_stride", f"must be 8 or 16, got {self.output_stride}")
+        _check(0 <= self.freeze_stages <= 5, "model.freeze_stages", "must be in [0, 5]")
+        _one_of(self.input_norm, "model.input_norm", ("tf", "imagenet"))
+        for key in ("input_height", "input_width"):
+            value = getattr(self, key)
+            _check(32 <= value <= 4096 and value % 16 == 0, f"model.{key}", f"must be a multiple of 16 in [32, 4096], got {value}")
+        _check(self.seg_head_channels >= 8, "model.seg_head_channels", "must be >= 8")
+
+
+@dataclass
+class DepthConfig:
+    """How raw depth becomes metres + validity (method.md §2 step 1)."""
+
+    min_m: float = 0.1
+    """Depth below this (metres) is treated as a hole."""
+    max_m: float = 10.0
+    """Depth above this (metres) is treated as a hole."""
+
+    def validate(self) -> None:
+        _check(0.0 <= self.min_m < self.max_m, "depth.min_m", "need 0 <= min_m < max_m")
+
+
+@dataclass
+class DEALConfig:
+    """Depth Edge Alignment Loss settings; every '(ours)' choice of method.md §2 is here."""
+
+    enabled: bool = True
+    weight: float = 1.0
+    """lambda: L = L_cls + lambda * L_DEAL."""
+    warmup_steps: int = 100
+    """lambda ramps linearly from 0 to `weight` over these steps (a flat CAM scores well under DEAL)."""
+    mu: float = 2.5
+    """Soft-binarisation sharpness; an edge is anything above sigmoid(-mu) = 7.6 % of the scale."""
+    grid_stride: int = 4
+    """Loss grid stride relative to the network input (the CAM is upsampled to it)."""
+    edge_operator: str = "plane_sobel"
+    """Depth edge operator: 'sobel' (paper), 'plane_sobel' (Sobel minus local-plane gradient), 'laplacian'."""
+    log_depth: bool = True
+    """Take edges of log-depth (relative jumps) instead of metric depth (paper: False)."""
+    edge_norm: str = "fixed"
+    """Depth edge normalisation: 'max' (paper, per image), 'percentile', 'fixed' (threshold in units)."""
+    edge_threshold: float = 0.05
+    """For edge_norm='fixed': the edge strength that counts as an edge (log-depth units ~ relative step)."""
+    edge_percentile: float = 99.0
+    """For edge_norm='percentile': the percentile of valid edge strengths used as the scale."""
+    plane_window: int = 7
+    """For plane_sobel: window (cells) of the median that estimates the local plane gradient."""
+    hole_fill: str = "row_far"
+    """Hole filling before filtering: 'row_far' (farther of the row neighbours), 'nearest', 'none'."""
+    hole_exclude_window: int = 5
+    """Cells whose window x window neighbourhood is all hole are excluded (0 = exclude every hole)."""
+    cam_norm: str = "minmax"
+    """CAM normalisation before edges: 'minmax' (ReLU + per-map min-max, from SEAM) or 'max'."""
+
+    def validate(self) -> None:
+        _check(self.weight >= 0, "loss.deal.weight", "must be >= 0")
+        _check(self.warmup_steps >= 0, "loss.deal.warmup_steps", "must be >= 0")
+        _check(self.mu > 0, "loss.deal.mu", "must be > 0")
+        _check(self.grid_stride in (1, 2, 4, 8, 16), "loss.deal.grid_stride", "must be 1, 2, 4, 8 or 16")
+        _one_of(self.edge_operator, "loss.deal.edge_operator", ("sobel", "plane_sobel", "laplacian"))
+        _one_of(self.edge_norm, "loss.deal.edge_norm", ("max", "percentile", "fixed"))
+        _check(self.edge_threshold > 0, "loss.deal.edge_threshold", "must be > 0")
+        _check(0 < self.edge_percentile <= 100, "loss.deal.edge_percentile", "must be in (0, 100]")
+        _check(self.plane_window >= 3 and self.plane_window % 2 == 1, "loss.deal.plane_window", "must be odd >= 3")
+        _one_of(self.hole_fill, "loss.deal.hole_fill", ("row_far", "nearest", "none"))
+        _check(self.hole_exclude_window >= 0, "loss.deal.hole_exclude_window", "must be >= 0")
+        _one_of(self.cam_norm, "loss.deal.cam_norm", ("minmax", "max"))
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`deal_ros.losses.deal_loss` / :class:`DEALLoss`."""
+        skip = {"enabled", "weight", "warmup_steps"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+@dataclass
+class LossConfig:
+    """The training objective: L_cls + lambda * L_DEAL + seg_weight * CE(seg, pseudo-labels)."""
+
+    deal: DEALConfig = field(default_factory=DEALConfig)
+    seg_weight: float = 1.0
+    """Weight of the segmentation head's cross-entropy on pseudo-labels."""
+    seg_warmup_steps: int = 100
+    """The segmentation head trains only after this many steps (CAMs must be meaningful first)."""
+
+    def validate(self) -> None:
+        self.deal.validate()
+        _check(self.seg_weight >= 0, "loss.seg_weight", "must be >= 0")
+        _check(self.seg_warmup_steps >= 0, "loss.seg_warmup_steps", "must be >= 0")
+
+
+@dataclass
+class PseudoLabelConfig:
+    """From CAMs and tags to pixel labels (method.md §1); 255 = ignore."""
+
+    background: str = "constant"
+    """Background score: 'constant' (= bg_score) or 'power' ((1 - max_k)^alpha)."""
+    bg_score: float = 0.35
+    alpha: float = 4.0
+    fg_threshold: float = 0.6
+    """A pixel is foreground only if its top class score exceeds this."""
+    bg_threshold: float = 0.25
+    """A pixel is background only if every tagged class scores below this; between: ignore (255)."""
+    refine: str = "depth_bilateral"
+    """Refinement of the class scores before argmax: 'none' or 'depth_bilateral' (RGB + depth affinity)."""
+    refine_iterations: int = 10
+    refine_sigma_rgb: float = 0.1
+    """Colour scale of the refinement affinity (RGB in [0, 1])."""
+    refine_sigma_depth: float = 0.02
+    """Relative depth scale of the refinement affinity (|dz| / z)."""
+
+    def validate(self) -> None:
+        _one_of(self.background, "pseudo_label.background", ("constant", "power"))
+        _check(0 <= self.bg_threshold <= self.fg_threshold <= 1, "pseudo_label",
+               "need 0 <= bg_threshold <= fg_threshold <= 1")
+        _check(0 < self.bg_score < 1, "pseudo_label.bg_score", "must be in (0, 1)")
+        _check(self.alpha > 0, "pseudo_label.alpha", "must be > 0")
+        _one_of(self.refine, "pseudo_label.refine", ("none", "depth_bilateral"))
+        _check(self.refine_iterations >= 0, "pseudo_label.refine_iterations", "must be >= 0")
+        _check(self.refine_sigma_rgb > 0 and self.refine_sigma_depth > 0, "pseudo_label.refine_sigma_*", "must be > 0")
+
+
+@dataclass
+class BufferConfig:
+    """The bounded frame buffer of the online trainer."""
+
+    max_frames: int = 500
+    max_bytes: int = 512 * 1024 * 1024
+    class_balanced: bool = True
+    """Sample frames so that every tagged class is drawn about equally often."""
+
+    def validate(self) -> None:
+        _check(self.max_frames >= 1, "buffer.max_frames", "must be >= 1")
+        _check(self.max_bytes >= 1024 * 1024, "buffer.max_bytes", "must be >= 1 MiB")
+
+
+@dataclass
+class AugmentConfig:
+    """Joint augmentation of RGB, depth and labels."""
+
+    hflip: bool = True
+    scale_min: float = 0.75
+    scale_max: float = 1.25
+    color_jitter: float = 0.1
+    """Brightness/contrast jitter amplitude (0 = off); RGB only."""
+
+    def validate(self) -> None:
+        _check(0.25 <= self.scale_min <= self.scale_max <= 4.0, "augment.scale_min/scale_max",
+               "need 0.25 <= scale_min <= scale_max <= 4")
+        _check(0 <= self.color_jitter < 1, "augment.color_jitter", "must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the online / offline trainer."""
+
+    device: str = "auto"
+    """'auto' (CUDA when present, else CPU with a warning), 'cpu', 'cuda' or 'cuda:N'."""
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    """Learning rate of the heads; the backbone uses lr * backbone_lr_scale."""
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    """SGD only."""
+    grad_clip: float = 5.0
+    """Max gradient norm (0 = off)."""
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on CPU)."""
+    seed: int = 0
+    max_steps_per_second: float = 0.0
+    """Cap on the training rate of the online trainer (0 = no cap)."""
+
+    def validate(self) -> None:
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               "train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check(1 <= self.batch_size <= 256, "train.batch_size", "must be in [1, 256]")
+        _one_of(self.optimizer, "train.optimizer", ("adamw", "sgd"))
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.backbone_lr_scale >= 0, "train.backbone_lr_scale", "must be >= 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")
+        _check(self.max_steps_per_second >= 0, "train.max_steps_per_second", "must be >= 0")
+
+
+@dataclass
+class CheckpointConfig:
+    directory: str = "deal_ros_model"
+    """Where checkpoints go; the latest is `<directory>/model.safetensors`."""
+    period_steps: int = 200
+    """Write a checkpoint every N training steps (0 = only on request)."""
+
+    def validate(self) -> None:
+        _check(self.period_steps >= 0, "checkpoint.period_steps", "must be >= 0")
+
+
+@dataclass
+class DealConfig:
+    """Everything deal_ros needs; `classes` are the foreground class names (background is implicit)."""
+
+    classes: list[str] = field(default_factory=lambda: ["object"])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _check(len(self.classes) >= 1, "classes", "need at least one foreground class")
+        _check(len(self.classes) <= 254, "classes", "at most 254 classes fit in a mono8 mask with 255 = ignore")
+        _check(all(isinstance(c, str) and c.strip() == c and c for c in self.classes), "classes",
+               "class names must be non-empty strings without surrounding spaces")
+        _check(len(set(self.classes)) == len(self.classes), "classes", "class names must be unique")
+        _check("background" not in self.classes, "classes", "'background' is implicit (id 0); do not list it")
+        for part in (self.model, self.depth, self.loss, self.pseudo_label, self.buffer, self.augment,
+                     self.train, self.checkpoint):
+            part.validate()
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of foreground classes (the segmentation head has K + 1 outputs)."""
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def architecture_hash(self) -> str:
+        """Short hash of what fixes the tensor shapes: classes and model (checked when loading)."""
+        key = json.dumps({"classes": self.classes, "model": dataclasses.asdict(self.model)}, sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DealConfig:
+        return _build(cls, data, "")
+
+    def updated(self, overrides: dict[str, Any]) -> DealConfig:
+        """A copy with dotted-key overrides applied, e.g. {'loss.deal.weight': 0.5}."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                _check(isinstance(node.get(part), dict), dotted, "unknown key")
+                node = node[part]
+            _check(leaf in node, dotted, "unknown key")
+            node[leaf] = value
+        return DealConfig.from_dict(data)
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    _check(isinstance(data, dict), prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    _check(not unknown, prefix + (unknown[0] if unknown else ""), f"unknown key (known: {sorted(names)})")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = prefix + name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key + ".")
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        _check(isinstance(value, (list, tuple)), key, f"expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, key) for v in value]
+    if hint is bool:
+        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"config '{key}': unsupported type {hint}")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DealConfig:
+    """Load a YAML config: a plain tree, or a ROS 2 parameter file (first `ros__parameters` found)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    data = _strip_ros_parameters(data)
+    try:
+        cfg = DealConfig.from_dict(data)
+        return cfg.updated(overrides) if overrides else cfg
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _strip_ros_parameters(data: Any) -> Any:
+    """Return the DealConfig subtree of a ROS 2 parameter file, or `data` unchanged."""
+    if not isinstance(data, dict):
+        return data
+    for node_params in data.values():
+        if isinstance(node_params, dict) and "ros__parameters" in node_params:
+            params = dict(node_params["ros__parameters"])
+            known = {f.name for f in dataclasses.fields(DealConfig)}
+            return {k: v for k, v in params.items() if k in known}
+    return data

@@ -1,0 +1,44 @@
+"""deal_ros: builds with colcon (ament_python, setuptools 59+) and with plain `pip install .`."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "deal_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+    ],
+    package_data={PACKAGE: ["py.typed"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.23,<2",
+        "torch>=2.1",
+        "opencv-python-headless>=4.6,<4.12",
+        "safetensors>=0.4",
+        "PyYAML>=5.4",
+        "rosbags>=0.10",
+        "matplotlib>=3.5",
+        "tqdm>=4.60",
+        "scikit-image>=0.19",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff==0.17.6"]},
+    zip_safe=True,
+    maintainer="deal_ros maintainers",
+    maintainer_email="maintainers@deal-ros.dev",
+    description="Self-supervised onboard RGB-D segmentation with the Depth Edge Alignment Loss (DEAL).",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "deal-ros = deal_ros.cli:main",
+        ],
+    },
+)
