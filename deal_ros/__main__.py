@@ -1,0 +1,5 @@
+import sys
+
+from deal_ros.cli import main
+
+sys.exit(main())

@@ -1,0 +1,37 @@
+"""Shared fixtures: the real data in ../shared/data (skipped with a reason where it is absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+torch.set_num_threads(2)
+
+
+def _shared(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (clone the repo beside ../shared)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> Path:
+    """Real ImageNet MobileNetV2 weights with torchvision names (see its README)."""
+    return _shared("mobilenet_v2_imagenet") / "mobilenet_v2_imagenet.safetensors"
+
+
+@pytest.fixture(scope="session")
+def apc_scene() -> Path:
+    """15 real RealSense RGB-D frames of a shelf bin (rotated-uint16 depth, see its README)."""
+    return _shared("apc2016_shelf_sample") / "scene-0000"
+
+
+@pytest.fixture(scope="session")
+def imagenet_labels() -> list[str]:
+    path = _shared("mobilenet_v2_imagenet_tflite") / "imagenet_labels.txt"
+    return path.read_text().splitlines()
