@@ -104,7 +104,7 @@ class DEALConfig:
     plane_window: int = 7
     """For plane_sobel: window (cells) of the median that estimates the local plane gradient."""
     hole_fill: str = "row_far"
-    """Hole filling before filtering: 'row_far' (farther of the row neighbours), 'nearest', 'none'."""
+    """Hole filling: 'row_far' (farther row neighbour), 'far' (farthest of row/column), 'pyramid', 'none'."""
     hole_exclude_window: int = 5
     """Cells whose window x window neighbourhood is all hole are excluded (0 = exclude every hole)."""
     cam_norm: str = "minmax"
@@ -120,7 +120,7 @@ class DEALConfig:
         _check(self.edge_threshold > 0, "loss.deal.edge_threshold", "must be > 0")
         _check(0 < self.edge_percentile <= 100, "loss.deal.edge_percentile", "must be in (0, 100]")
         _check(self.plane_window >= 3 and self.plane_window % 2 == 1, "loss.deal.plane_window", "must be odd >= 3")
-        _one_of(self.hole_fill, "loss.deal.hole_fill", ("row_far", "nearest", "none"))
+        _one_of(self.hole_fill, "loss.deal.hole_fill", ("row_far", "far", "pyramid", "none"))
         _check(self.hole_exclude_window >= 0, "loss.deal.hole_exclude_window", "must be >= 0")
         _one_of(self.cam_norm, "loss.deal.cam_norm", ("minmax", "max"))
 

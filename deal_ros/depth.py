@@ -1,0 +1,210 @@
+"""Depth preparation: raw sensor depth to metres, hole filling, resampling and depth-edge maps.
+
+Real RGB-D holes sit on object boundaries (stereo shadows, edge dropout), so holes are *filled from
+the far side* instead of being cut out: the depth jump then stays where the object ends
+(method.md §2 step 1). Only cells deep inside large hole regions are excluded.
+
+Tensors are (B, 1, H, W); depth is in metres with 0 or NaN marking a hole. Nothing here needs a
+gradient: the depth never receives one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deal_ros.filters import gradient_magnitude, laplacian, local_median, sobel_xy
+
+DEPTH_UNITS_M = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
+"""Metres per raw unit for each depth encoding (16-bit depth is millimetres by ROS convention)."""
+
+HOLE_FILLS = ("row_far", "far", "pyramid", "none")
+EDGE_OPERATORS = ("sobel", "plane_sobel", "laplacian")
+EDGE_NORMS = ("max", "percentile", "fixed")
+
+
+def depth_to_metres(raw: np.ndarray, encoding: str, min_m: float = 0.0, max_m: float = math.inf,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Raw depth (16UC1/mono16 millimetres or 32FC1 metres) -> (depth_m float32 (H, W), valid bool (H, W)).
+
+    Zero, NaN, inf and values outside [min_m, max_m] are holes: valid is False and depth_m is 0.
+    """
+    if encoding not in DEPTH_UNITS_M:
+        raise ValueError(f"depth encoding {encoding!r} is not supported; use one of {sorted(DEPTH_UNITS_M)}")
+    if raw.ndim != 2:
+        raise ValueError(f"depth must be a 2-D (H, W) array, got shape {raw.shape}")
+    depth_m = raw.astype(np.float32) * np.float32(DEPTH_UNITS_M[encoding])
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth_m) & (depth_m > 0) & (depth_m >= min_m) & (depth_m <= max_m)
+    depth_m[~valid] = 0.0
+    return depth_m, valid
+
+
+def valid_depth(depth: torch.Tensor) -> torch.Tensor:
+    """Validity of a depth tensor: finite and non-zero (either sign: some pipelines store -z)."""
+    return torch.isfinite(depth) & (depth != 0)
+
+
+def pyramid_fill(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Fill holes with the mean of the nearest valid region (push-pull pyramid); (B, 1, H, W).
+
+    An image without any valid pixel comes back filled with 1.0 (callers exclude it via `valid`).
+    """
+    weight = valid.to(depth.dtype)
+    values = torch.where(valid, depth, torch.zeros_like(depth))
+    levels = [(values, weight)]
+    while min(levels[-1][0].shape[-2:]) > 1:
+        v, w = levels[-1]
+        w_down = F.avg_pool2d(w, 2, ceil_mode=True)
+        v_down = F.avg_pool2d(v * w, 2, ceil_mode=True) / w_down.clamp_min(1e-12)
+        levels.append((v_down, w_down))
+    coarse_v, coarse_w = levels[-1]
+    filled = torch.where(coarse_w > 0, coarse_v, torch.ones_like(coarse_v))
+    for v, w in reversed(levels[:-1]):
+        up = F.interpolate(filled, size=v.shape[-2:], mode="nearest")
+        filled = torch.where(w > 0, v, up)
+    return torch.where(valid, depth, filled)
+
+
+def _nearest_along_rows(depth: torch.Tensor, valid: torch.Tensor, max_gap: int,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Farther of the nearest valid pixels left and right of each hole; (B, 1, H, W) -> (value, ok).
+
+    ok is False where the hole run is longer than max_gap (or the row has no valid pixel).
+    """
+    width = depth.shape[-1]
+    idx = torch.arange(width, device=depth.device).expand_as(depth)
+    left = torch.where(valid, idx, torch.full_like(idx, -1)).cummax(dim=-1).values
+    right_rev = torch.where(valid.flip(-1), idx, torch.full_like(idx, -1)).cummax(dim=-1).values.flip(-1)
+    right = torch.where(right_rev >= 0, width - 1 - right_rev, torch.full_like(idx, -1))
+    has_left, has_right = left >= 0, right >= 0
+    left_val = torch.gather(depth, -1, left.clamp_min(0))
+    right_val = torch.gather(depth, -1, right.clamp_min(0))
+    # Compare by magnitude so that depth stored as -z fills the same way.
+    farther = torch.where(right_val.abs() > left_val.abs(), right_val, left_val)
+    value = torch.where(has_left & has_right, farther, torch.where(has_left, left_val, right_val))
+    run = torch.where(has_left & has_right, right - left - 1,
+                      torch.where(has_left, width - 1 - left, torch.where(has_right, right, width)))
+    return value, (has_left | has_right) & (run <= max_gap)
+
+
+def fill_holes(depth: torch.Tensor, valid: torch.Tensor, mode: str = "row_far", max_gap: int = 32,
+               ) -> torch.Tensor:
+    """Fill depth holes so a depth jump stays where the object ends; (B, 1, H, W) -> (B, 1, H, W).
+
+    row_far: farther of the two nearest valid pixels along the row (the stereo-shadow direction);
+    far: the farthest of the nearest valid pixels along the row and the column (rotation-symmetric);
+    pyramid: smooth push-pull fill; none: pyramid values, to be excluded by the caller.
+    Holes with a gap over max_gap pixels fall back to the pyramid fill.
+    """
+    if mode not in HOLE_FILLS:
+        raise ValueError(f"hole_fill must be one of {HOLE_FILLS}, got {mode!r}")
+    smooth = pyramid_fill(depth, valid)
+    if mode in ("pyramid", "none"):
+        return smooth
+    value, ok = _nearest_along_rows(depth, valid, max_gap)
+    if mode == "far":
+        col_value, col_ok = _nearest_along_rows(depth.transpose(-1, -2), valid.transpose(-1, -2), max_gap)
+        col_value, col_ok = col_value.transpose(-1, -2), col_ok.transpose(-1, -2)
+        use_col = col_ok & (~ok | (col_value.abs() > value.abs()))
+        value, ok = torch.where(use_col, col_value, value), ok | col_ok
+    return torch.where(valid, depth, torch.where(ok, value, smooth))
+
+
+def resample_to_grid(depth: torch.Tensor, hole: torch.Tensor, size: tuple[int, int],
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filled depth -> loss grid (bicubic, antialiased, no overshoot); hole mask -> hole fraction per cell."""
+    if tuple(depth.shape[-2:]) == tuple(size):
+        return depth, hole.to(depth.dtype)
+    grid = F.interpolate(depth, size=size, mode="bicubic", antialias=True, align_corners=False)
+    lo = depth.amin(dim=(-2, -1), keepdim=True)
+    hi = depth.amax(dim=(-2, -1), keepdim=True)
+    grid = torch.maximum(torch.minimum(grid, hi), lo)
+    hole_fraction = F.interpolate(hole.to(depth.dtype), size=size, mode="area")
+    return grid, hole_fraction
+
+
+def edge_strength(z: torch.Tensor, operator: str = "plane_sobel", plane_window: int = 7) -> torch.Tensor:
+    """Edge strength r >= 0 of a map z: (B, C, H, W), in the units of z per cell.
+
+    sobel: gradient magnitude (the paper); plane_sobel: magnitude of the gradient minus the local
+    plane's gradient (median over a window), so a tilted table is not an edge; laplacian: |Laplacian|.
+    """
+    if operator == "sobel":
+        return gradient_magnitude(*sobel_xy(z))
+    if operator == "plane_sobel":
+        gx, gy = sobel_xy(z)
+        return gradient_magnitude(gx - local_median(gx, plane_window), gy - local_median(gy, plane_window))
+    if operator == "laplacian":
+        lap = laplacian(z)
+        return gradient_magnitude(lap, torch.zeros_like(lap))
+    raise ValueError(f"edge_operator must be one of {EDGE_OPERATORS}, got {operator!r}")
+
+
+def normalize_by_max(r: torch.Tensor, valid: torch.Tensor | None = None, tau: float = 1e-6) -> torch.Tensor:
+    """r / max(r) per map (max over valid cells, detached, floored at tau so a flat map stays 0), in [0, 1]."""
+    masked = r if valid is None else torch.where(valid, r, torch.zeros_like(r))
+    scale = masked.detach().amax(dim=(-2, -1), keepdim=True).clamp_min(tau)
+    return (r / scale).clamp(0.0, 1.0)
+
+
+def normalize_depth_edges(r: torch.Tensor, valid: torch.Tensor, norm: str = "fixed", threshold: float = 0.05,
+                          percentile: float = 99.0, mu: float = 2.5, tau: float = 1e-6) -> torch.Tensor:
+    """Depth edge strength r: (B, 1, h, w) -> a in [0, 1], where a = sigmoid(-mu) is the edge/non-edge line.
+
+    max: per-image maximum over valid cells (the paper); percentile: a robust per-image scale;
+    fixed: a = r * sigmoid(-mu) / threshold, so a cell is an edge when r exceeds `threshold`.
+    """
+    if norm == "max":
+        return normalize_by_max(r, valid, tau)
+    if norm == "percentile":
+        flat = torch.where(valid, r, torch.full_like(r, float("nan"))).flatten(1)
+        scale = torch.nanquantile(flat, percentile / 100.0, dim=1)
+        scale = torch.nan_to_num(scale, nan=tau).clamp_min(tau).view(-1, 1, 1, 1)
+        return (r / scale).clamp(0.0, 1.0)
+    if norm == "fixed":
+        return (r * (torch.sigmoid(torch.tensor(-mu)).item() / threshold)).clamp(0.0, 1.0)
+    raise ValueError(f"edge_norm must be one of {EDGE_NORMS}, got {norm!r}")
+
+
+@torch.no_grad()
+def depth_edge_map(
+    depth_m: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    edge_operator: str = "plane_sobel",
+    log_depth: bool = True,
+    edge_norm: str = "fixed",
+    edge_threshold: float = 0.05,
+    edge_percentile: float = 99.0,
+    plane_window: int = 7,
+    hole_fill: str = "row_far",
+    hole_exclude_window: int = 5,
+    mu: float = 2.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth (B, 1, H, W), metres, 0/NaN = hole -> (edge map a in [0, 1], valid bool), both (B, 1, *size).
+
+    Computed in float32 without gradient. Images without valid depth come back all-invalid.
+    """
+    depth = depth_m.detach().float()
+    valid = valid_depth(depth)
+    depth = torch.where(valid, depth, torch.zeros_like(depth)).abs()
+    filled = fill_holes(depth, valid, hole_fill)
+    grid, hole_fraction = resample_to_grid(filled, ~valid, size)
+    hole_cell = hole_fraction > 0.5
+    if hole_fill == "none":
+        # The strict variant: every cell whose Sobel footprint touches a hole is excluded.
+        grid_valid = F.max_pool2d(hole_cell.float(), 3, stride=1, padding=1) == 0
+    elif hole_exclude_window > 0:
+        k = hole_exclude_window
+        grid_valid = F.max_pool2d((~hole_cell).float(), k, stride=1, padding=k // 2) > 0
+    else:
+        grid_valid = ~hole_cell
+    grid_valid &= valid.flatten(1).any(dim=1).view(-1, 1, 1, 1)
+    z = torch.log(grid.clamp_min(torch.finfo(grid.dtype).tiny)) if log_depth else grid
+    r = edge_strength(z, edge_operator, plane_window)
+    a = normalize_depth_edges(r, grid_valid, edge_norm, edge_threshold, edge_percentile, mu)
+    return a, grid_valid
