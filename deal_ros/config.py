@@ -29,6 +29,10 @@ def _one_of(value: str, key: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
 
 
+ARCHITECTURE_FIELDS = ("backbone", "output_stride", "tf_same_padding", "input_norm", "seg_head_channels")
+"""ModelConfig fields that a checkpoint must share with the configuration it is loaded into."""
+
+
 @dataclass
 class ModelConfig:
     """The CAM network: backbone + CAM head (K maps) + segmentation head (K + 1 classes)."""
@@ -292,8 +296,9 @@ class DealConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def architecture_hash(self) -> str:
-        """Short hash of what fixes the tensor shapes: classes and model (checked when loading)."""
-        key = json.dumps({"classes": self.classes, "model": dataclasses.asdict(self.model)}, sort_keys=True)
+        """Short hash of what fixes the network's function: classes and ARCHITECTURE_FIELDS of the model."""
+        model = {k: getattr(self.model, k) for k in ARCHITECTURE_FIELDS}
+        key = json.dumps({"classes": self.classes, "model": model}, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @classmethod

@@ -127,20 +127,24 @@ def resample_to_grid(depth: torch.Tensor, hole: torch.Tensor, size: tuple[int, i
     return grid, hole_fraction
 
 
-def edge_strength(z: torch.Tensor, operator: str = "plane_sobel", plane_window: int = 7) -> torch.Tensor:
+def edge_strength(z: torch.Tensor, operator: str = "plane_sobel", plane_window: int = 7, eps: float = 1e-6,
+                  ) -> torch.Tensor:
     """Edge strength r >= 0 of a map z: (B, C, H, W), in the units of z per cell.
 
     sobel: gradient magnitude (the paper); plane_sobel: magnitude of the gradient minus the local
     plane's gradient (median over a window), so a tilted table is not an edge; laplacian: |Laplacian|.
+    eps: see :func:`deal_ros.filters.gradient_magnitude`; 0 gives the exact (scale-equivariant) magnitude,
+    fine without gradient.
     """
     if operator == "sobel":
-        return gradient_magnitude(*sobel_xy(z))
+        return gradient_magnitude(*sobel_xy(z), eps=eps)
     if operator == "plane_sobel":
         gx, gy = sobel_xy(z)
-        return gradient_magnitude(gx - local_median(gx, plane_window), gy - local_median(gy, plane_window))
+        return gradient_magnitude(gx - local_median(gx, plane_window), gy - local_median(gy, plane_window),
+                                  eps=eps)
     if operator == "laplacian":
         lap = laplacian(z)
-        return gradient_magnitude(lap, torch.zeros_like(lap))
+        return gradient_magnitude(lap, torch.zeros_like(lap), eps=eps)
     raise ValueError(f"edge_operator must be one of {EDGE_OPERATORS}, got {operator!r}")
 
 
@@ -205,6 +209,8 @@ def depth_edge_map(
         grid_valid = ~hole_cell
     grid_valid &= valid.flatten(1).any(dim=1).view(-1, 1, 1, 1)
     z = torch.log(grid.clamp_min(torch.finfo(grid.dtype).tiny)) if log_depth else grid
-    r = edge_strength(z, edge_operator, plane_window)
+    # Exact magnitude (eps=0, no gradient here): with eps, metric depth's small gradients shrink and the
+    # map stops being invariant to the depth unit (m vs mm), a property method.md §2 requires.
+    r = edge_strength(z, edge_operator, plane_window, eps=0.0)
     a = normalize_depth_edges(r, grid_valid, edge_norm, edge_threshold, edge_percentile, mu)
     return a, grid_valid

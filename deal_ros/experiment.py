@@ -1,0 +1,133 @@
+"""Train-and-evaluate runs on frames with ground truth: the demo's and the ablation's shared engine.
+
+One arm = one configuration trained for a fixed number of steps from the same seed on the same
+frames. Pseudo-label mIoU is measured on the training frames (what the segmentation head learns
+from), mask mIoU on held-out frames (what a planner would get). Ignore (255) pseudo-label pixels
+count as background (method.md §4).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from deal_ros.config import DealConfig
+from deal_ros.metrics import ConfusionMatrix
+from deal_ros.segmenter import Segmenter
+from deal_ros.trainer import OnlineTrainer, StepStats
+
+
+class LabelledFrame(Protocol):
+    rgb: np.ndarray
+    depth_m: np.ndarray
+    gt_mask: np.ndarray
+    tags: list[str]
+
+
+@dataclass
+class ArmResult:
+    name: str
+    pseudo_miou: float
+    mask_miou: float
+    pseudo_iou: dict[str, float]
+    mask_iou: dict[str, float]
+    mean_step_time_s: float
+    wall_time_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "history"}
+
+
+def _per_class(matrix: ConfusionMatrix, names: Sequence[str]) -> dict[str, float]:
+    return {name: float(iou) for name, iou in zip(names, matrix.iou())}
+
+
+def evaluate(cfg: DealConfig, segmenter: Segmenter, train_frames: Sequence[LabelledFrame],
+             eval_frames: Sequence[LabelledFrame]) -> tuple[ConfusionMatrix, ConfusionMatrix]:
+    """Confusion matrices of pseudo-labels (on the training frames) and masks (on held-out frames)."""
+    names = ["background", *cfg.classes]
+    pseudo = ConfusionMatrix(len(names), names)
+    masks = ConfusionMatrix(len(names), names)
+    for frame in train_frames:
+        result = segmenter(frame.rgb, frame.depth_m, frame.tags)
+        pseudo.update(result.pseudo_label, frame.gt_mask)
+    for frame in eval_frames:
+        masks.update(segmenter(frame.rgb).mask, frame.gt_mask)
+    return pseudo, masks
+
+
+def run_arm(name: str, cfg: DealConfig, train_frames: Sequence[LabelledFrame], eval_frames: Sequence[LabelledFrame],
+            steps: int, on_step: Callable[[StepStats], None] | None = None) -> tuple[ArmResult, OnlineTrainer]:
+    """Train `cfg` for `steps` steps on train_frames, then evaluate; returns the result and the trainer."""
+    start = time.perf_counter()
+    trainer = OnlineTrainer(cfg)
+    for frame in train_frames:
+        trainer.add_frame(frame.rgb, frame.depth_m, frame.tags)
+    history: list[dict[str, Any]] = []
+    while trainer.step < steps:
+        stats = trainer.train_step()
+        if stats is None:
+            continue
+        history.append(stats.as_dict())
+        if on_step is not None:
+            on_step(stats)
+    segmenter = Segmenter(cfg, trainer.model, model_lock=trainer.model_lock)
+    pseudo, masks = evaluate(cfg, segmenter, train_frames, eval_frames)
+    names = ["background", *cfg.classes]
+    step_times = [h["step_time_s"] for h in history]
+    result = ArmResult(name=name, pseudo_miou=pseudo.miou(), mask_miou=masks.miou(),
+                       pseudo_iou=_per_class(pseudo, names), mask_iou=_per_class(masks, names),
+                       mean_step_time_s=float(np.mean(step_times)) if step_times else 0.0,
+                       wall_time_s=time.perf_counter() - start, history=history)
+    return result, trainer
+
+
+def plot_losses(results: Sequence[ArmResult], path: str, keys: Sequence[str] = ("loss_cls", "loss_deal", "loss_seg"),
+                ) -> None:
+    """One panel per loss term, one line per arm (smoothed over 10 steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for result in results:
+            values = np.array([h[key] for h in result.history], dtype=float)
+            if values.size == 0 or not np.any(values):
+                continue
+            kernel = np.ones(min(10, values.size)) / min(10, values.size)
+            ax.plot(np.arange(1, values.size + 1)[kernel.size - 1:], np.convolve(values, kernel, mode="valid"),
+                    label=result.name)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_bars(results: Sequence[ArmResult], path: str) -> None:
+    """Pseudo-label and mask mIoU per arm as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(results))
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(results)), 3.5))
+    ax.bar(x - 0.2, [r.pseudo_miou for r in results], 0.4, label="pseudo-label mIoU")
+    ax.bar(x + 0.2, [r.mask_miou for r in results], 0.4, label="mask mIoU")
+    ax.set_xticks(x, [r.name for r in results], rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,235 @@
+"""The online trainer: frames in, CAM network trained with L_cls + lambda * L_DEAL + CE(seg, pseudo-labels).
+
+Used alike by the ROS trainer node (frames from a camera, steps in a worker thread), the command-line
+tool (frames from a bag) and the demo (built-in scenes). Thread-safe: `add_frame` may be called from
+one thread while another calls `train_step`; `model_lock` guards the weights for an in-process
+segmenter sharing the same model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deal_ros.augment import augment_batch
+from deal_ros.buffer import FrameBuffer, StoredFrame
+from deal_ros.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from deal_ros.config import DealConfig
+from deal_ros.device import describe_device, resolve_device
+from deal_ros.losses import DEALLoss, classification_loss
+from deal_ros.models import CAMNet, build_cam_net
+from deal_ros.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
+
+LOG = logging.getLogger(__name__)
+
+
+class UnknownClassError(ValueError):
+    """A tag names a class the model does not know."""
+
+
+def tags_to_vector(tags: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """Class names -> (K,) uint8 multi-hot; unknown names are refused, listing the known classes."""
+    unknown = [t for t in tags if t not in classes]
+    if unknown:
+        raise UnknownClassError(f"unknown class name(s) {unknown}; known classes: {list(classes)}")
+    vector = np.zeros(len(classes), dtype=np.uint8)
+    for tag in tags:
+        vector[list(classes).index(tag)] = 1
+    return vector
+
+
+@dataclass
+class StepStats:
+    """What one training step did; published as training health (pitfalls.md 8)."""
+
+    step: int
+    loss: float
+    loss_cls: float
+    loss_deal: float
+    loss_seg: float
+    deal_weight: float
+    pseudo_coverage: float
+    """Fraction of pixels with a confident pseudo-label (not 255)."""
+    batch_size: int
+    step_time_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def batch_to_tensors(frames: Sequence[StoredFrame], device: torch.device,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stored frames -> rgb (B, 3, H, W) float 0..255, depth_m (B, 1, H, W), tags (B, K) float."""
+    rgb = torch.from_numpy(np.stack([f.rgb for f in frames])).to(device).permute(0, 3, 1, 2).float()
+    depth_mm = torch.from_numpy(np.stack([f.depth_mm for f in frames]).astype(np.float32)).to(device)
+    tags = torch.from_numpy(np.stack([f.tags for f in frames]).astype(np.float32)).to(device)
+    return rgb, depth_mm[:, None] / 1000.0, tags
+
+
+class OnlineTrainer:
+    """Owns the model, the frame buffer, the optimizer and the step count."""
+
+    def __init__(self, cfg: DealConfig, device: str | torch.device | None = None) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device) if device is None else torch.device(device)
+        torch.manual_seed(cfg.train.seed)
+        self.model: CAMNet = build_cam_net(cfg.model, cfg.num_classes).to(self.device)
+        self.model.train()
+        self.buffer = FrameBuffer(cfg.buffer, cfg.num_classes, (cfg.model.input_height, cfg.model.input_width))
+        self.optimizer = self._make_optimizer()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
+        self.deal = DEALLoss(**cfg.loss.deal.loss_kwargs())
+        self.step = 0
+        self.batch_size = cfg.train.batch_size
+        self.skipped_steps = 0
+        self.model_lock = threading.RLock()
+        self._rng = np.random.default_rng(cfg.train.seed)
+        self._aug_generator = torch.Generator().manual_seed(cfg.train.seed)
+        LOG.info("trainer on %s, %s backbone, %d classes", describe_device(self.device),
+                 cfg.model.backbone, cfg.num_classes)
+
+    @property
+    def _amp(self) -> bool:
+        return self.cfg.train.amp and self.device.type == "cuda"
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        train = self.cfg.train
+        groups = self.model.param_groups(train.lr, train.backbone_lr_scale)
+        if train.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
+
+    # -- frames -----------------------------------------------------------------------------------
+    def add_frame(self, rgb: np.ndarray, depth_m: np.ndarray, tags: Sequence[str]) -> None:
+        """Buffer one frame: rgb (H, W, 3) uint8, depth_m (H, W) metres aligned to rgb, tags = class names."""
+        if rgb.shape[:2] != depth_m.shape[:2]:
+            raise ValueError(f"RGB {rgb.shape[:2]} and depth {depth_m.shape[:2]} sizes differ; "
+                             "depth must be aligned to colour (e.g. aligned_depth_to_color)")
+        self.buffer.add(rgb, depth_m, tags_to_vector(tags, self.cfg.classes))
+
+    # -- training ---------------------------------------------------------------------------------
+    def deal_weight(self, step: int | None = None) -> float:
+        """lambda at `step`: ramps linearly from 0 over warmup_steps (the classifier must lead early)."""
+        deal = self.cfg.loss.deal
+        if not deal.enabled:
+            return 0.0
+        step = self.step if step is None else step
+        if deal.warmup_steps == 0:
+            return deal.weight
+        return deal.weight * min(1.0, step / deal.warmup_steps)
+
+    def train_step(self) -> StepStats | None:
+        """One optimisation step on a sampled batch; None if the buffer is empty or the step was skipped."""
+        if len(self.buffer) == 0:
+            return None
+        start = time.perf_counter()
+        frames = self.buffer.sample(self.batch_size, self._rng)
+        try:
+            with self.model_lock:
+                stats = self._step(frames)
+        except torch.OutOfMemoryError:
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            if self.batch_size == 1:
+                raise
+            self.batch_size = max(1, self.batch_size // 2)
+            LOG.warning("CUDA out of memory: batch size halved to %d", self.batch_size)
+            return None
+        if stats is None:
+            self.skipped_steps += 1
+            return None
+        stats.step_time_s = time.perf_counter() - start
+        return stats
+
+    def _step(self, frames: Sequence[StoredFrame]) -> StepStats | None:
+        cfg = self.cfg
+        rgb, depth_m, tags = batch_to_tensors(frames, self.device)
+        rgb, depth_m, _ = augment_batch(rgb, depth_m, cfg.augment, self._aug_generator)
+        lam = self.deal_weight()
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._amp):
+            out = self.model(self.model.normalize_input(rgb))
+        loss_cls = classification_loss(out.class_logits, tags)
+        loss_deal = self.deal(out.cam_logits, depth_m, tags) if lam > 0 else loss_cls.new_zeros(())
+        loss_seg = loss_cls.new_zeros(())
+        coverage = 0.0
+        if self.step >= cfg.loss.seg_warmup_steps and cfg.loss.seg_weight > 0:
+            seg_size = tuple(out.seg_logits.shape[-2:])
+            labels, _ = make_pseudo_labels(out.cam_logits.detach(), tags, seg_size, cfg.pseudo_label,
+                                           rgb / 255.0, depth_m)
+            confident = labels != IGNORE_INDEX
+            coverage = float(confident.float().mean())
+            if bool(confident.any()):
+                loss_seg = F.cross_entropy(out.seg_logits.float(), labels, ignore_index=IGNORE_INDEX)
+        loss = loss_cls + lam * loss_deal + cfg.loss.seg_weight * loss_seg
+        if not bool(torch.isfinite(loss)):
+            LOG.warning("non-finite loss at step %d (cls %s, deal %s, seg %s): step skipped", self.step,
+                        float(loss_cls), float(loss_deal), float(loss_seg))
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return StepStats(step=self.step, loss=float(loss), loss_cls=float(loss_cls), loss_deal=float(loss_deal),
+                         loss_seg=float(loss_seg), deal_weight=lam, pseudo_coverage=coverage,
+                         batch_size=len(frames), step_time_s=0.0)
+
+    # -- run-time changes ---------------------------------------------------------------------------
+    def update_config(self, overrides: dict[str, Any]) -> None:
+        """Apply run-time-safe changes (thresholds, lambda, rates; not the architecture or classes)."""
+        new = self.cfg.updated(overrides)
+        if new.architecture_hash() != self.cfg.architecture_hash():
+            raise ValueError("classes and model architecture cannot change at run time; restart with a new config")
+        with self.model_lock:
+            self.cfg = new
+            self.deal = DEALLoss(**new.loss.deal.loss_kwargs())
+            for group in self.optimizer.param_groups:
+                group["lr"] = new.train.lr * (new.train.backbone_lr_scale if group.get("name") == "backbone" else 1.0)
+
+    def reset(self) -> None:
+        """Forget the frames and start the model over (fresh weights, optimizer and step count)."""
+        with self.model_lock:
+            torch.manual_seed(self.cfg.train.seed)
+            fresh = build_cam_net(self.cfg.model, self.cfg.num_classes).to(self.device)
+            self.model.load_state_dict(fresh.state_dict())
+            self.optimizer = self._make_optimizer()
+            self.step = 0
+            self.batch_size = self.cfg.train.batch_size
+        self.buffer.clear()
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.cfg.checkpoint.directory) / "model.safetensors"
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Atomically write the model, optimizer and step (default: <checkpoint.directory>/model.safetensors)."""
+        with self.model_lock:
+            return save_checkpoint(path or self.checkpoint_path, self.model, self.cfg, self.step, self.optimizer)
+
+    def resume(self, path: str | Path | None = None) -> Checkpoint:
+        """Continue from a checkpoint: weights, optimizer state and step count."""
+        ckpt = load_checkpoint(path or self.checkpoint_path, expected=self.cfg)
+        with self.model_lock:
+            try:
+                self.model.load_state_dict(ckpt.model_state)
+            except RuntimeError as exc:
+                raise CheckpointError(f"checkpoint weights do not fit the model: {exc}") from None
+            if ckpt.optimizer_state is not None:
+                self.optimizer.load_state_dict(ckpt.optimizer_state)
+            self.step = ckpt.step
+        LOG.info("resumed from %s at step %d", path or self.checkpoint_path, self.step)
+        return ckpt

@@ -1,0 +1,38 @@
+"""Colour maps for label images: the overlay topic, the demo's figures and the label command."""
+
+from __future__ import annotations
+
+import numpy as np
+
+IGNORE_COLOUR = (255, 255, 255)
+
+
+def palette(num_labels: int = 256) -> np.ndarray:
+    """(num_labels, 3) uint8 colours, Pascal-VOC style (0 = black background), 255 = white (ignore)."""
+    colours = np.zeros((num_labels, 3), dtype=np.uint8)
+    for label in range(num_labels):
+        value, r, g, b = label, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= ((value >> 0) & 1) << shift
+            g |= ((value >> 1) & 1) << shift
+            b |= ((value >> 2) & 1) << shift
+            value >>= 3
+        colours[label] = (r, g, b)
+    if num_labels > 255:
+        colours[255] = IGNORE_COLOUR
+    return colours
+
+
+_PALETTE = palette()
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 class ids -> (H, W, 3) uint8 RGB."""
+    return _PALETTE[labels]
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the colourised labels over rgb (H, W, 3) uint8; background (0) stays untouched."""
+    coloured = colorize(labels).astype(np.float32)
+    blended = rgb.astype(np.float32) * (1 - alpha) + coloured * alpha
+    return np.where((labels > 0)[..., None], blended, rgb).astype(np.uint8)

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from deal_ros.checkpoint import CheckpointError, load_checkpoint, read_manifest, save_checkpoint
+from deal_ros.config import DealConfig
+from deal_ros.models import build_cam_net
+
+CFG = DealConfig(classes=["mug", "box"]).updated({"model.input_height": 64, "model.input_width": 80})
+
+
+def _model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = build_cam_net(CFG.model, CFG.num_classes)
+    optimizer = torch.optim.AdamW(model.param_groups(1e-3, 0.1), lr=1e-3)
+    out = model(torch.randn(2, 3, 64, 80))
+    (out.class_logits.sum() + out.seg_logits.mean()).backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def test_round_trip_keeps_weights_optimizer_and_step(tmp_path) -> None:
+    model, optimizer = _model_and_optimizer()
+    path = save_checkpoint(tmp_path / "ck" / "model.safetensors", model, CFG, 42, optimizer)
+    ckpt = load_checkpoint(path, expected=CFG)
+    assert ckpt.step == 42 and ckpt.classes == ["mug", "box"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(ckpt.model_state[name], value), name
+    fresh = torch.optim.AdamW(model.param_groups(1e-3, 0.1), lr=1e-3)
+    fresh.load_state_dict(ckpt.optimizer_state)
+    reference = optimizer.state_dict()
+    for index, state in fresh.state_dict()["state"].items():
+        assert torch.equal(state["exp_avg"], reference["state"][index]["exp_avg"])
+    assert read_manifest(path)["step"] == "42"
+    assert not list(path.parent.glob("*.tmp")), "no temporary file left behind"
+
+
+def test_refuses_other_classes_and_architecture(tmp_path) -> None:
+    model, _ = _model_and_optimizer()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, CFG, 1)
+    with pytest.raises(CheckpointError, match=r"classes \['mug', 'box'\].*\['mug', 'cup'\]"):
+        load_checkpoint(path, expected=CFG.updated({"classes": ["mug", "cup"]}))
+    with pytest.raises(CheckpointError, match="backbone: checkpoint 'mobilenet_v2' vs config 'resnet18'"):
+        load_checkpoint(path, expected=CFG.updated({"model.backbone": "resnet18"}))
+
+
+def test_truncated_missing_and_foreign_files(tmp_path) -> None:
+    model, _ = _model_and_optimizer()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, CFG, 1)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(CheckpointError, match="not a deal_ros checkpoint"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    model, _ = _model_and_optimizer()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, CFG, 1)
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, CFG, 2)
+    assert path.read_bytes() == before
+    assert load_checkpoint(path).step == 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_concurrent_reader_never_sees_a_torn_file(tmp_path) -> None:
+    model, _ = _model_and_optimizer()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, CFG, 0)
+    errors: list[Exception] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                load_checkpoint(path, expected=CFG)
+            except Exception as exc:  # noqa: BLE001 - any failure is a torn read
+                errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for step in range(1, 15):
+        save_checkpoint(path, model, CFG, step)
+    done.set()
+    thread.join()
+    assert errors == []
+    assert load_checkpoint(path).step == 14
