@@ -42,7 +42,7 @@ def augment_batch(
         scale = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * u[0]
         size = (max(8, round(height * scale)), max(8, round(width * scale)))
         x = F.interpolate(rgb[i: i + 1], size=size, mode="bilinear", align_corners=False)[0]
-        d = F.interpolate(depth_m[i: i + 1], size=size, mode="nearest")[0]
+        d = F.interpolate(depth_m[i: i + 1], size=size, mode="nearest-exact")[0]
         top = int(u[1] * (max(size[0], height) - height + 1))
         left = int(u[2] * (max(size[1], width) - width + 1))
         x, d = _fit(x, (height, width), top, left, 0.0), _fit(d, (height, width), top, left, 0.0)
@@ -55,7 +55,7 @@ def augment_batch(
         out_rgb.append(x)
         out_depth.append(d)
         if labels is not None:
-            lab = F.interpolate(labels[i: i + 1, None].float(), size=size, mode="nearest")[0]
+            lab = F.interpolate(labels[i: i + 1, None].float(), size=size, mode="nearest-exact")[0]
             lab = _fit(lab, (height, width), top, left, float(IGNORE_INDEX))
             out_labels.append((lab.flip(-1) if flip else lab)[0].long())
     return (torch.stack(out_rgb), torch.stack(out_depth),

@@ -81,7 +81,7 @@ def make_pseudo_labels(
         rgb_small = F.interpolate(rgb.float(), size=small, mode="bilinear", align_corners=False, antialias=True)
         depth_small = None
         if depth_m is not None:
-            depth_small = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=small, mode="nearest")
+            depth_small = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=small, mode="nearest-exact")
         coarse = F.interpolate(scores, size=small, mode="bilinear", align_corners=False, antialias=True)
         refined = refine_scores(coarse, rgb_small, depth_small, cfg.refine_iterations,
                                 cfg.refine_sigma_rgb, cfg.refine_sigma_depth)
