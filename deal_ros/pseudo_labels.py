@@ -28,12 +28,12 @@ def _neighbour_offsets() -> list[tuple[int, int]]:
     return [(dy * d, dx * d) for d in _DILATIONS for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
 
-def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """x shifted by (dy, dx) with replicate padding; x: (B, C, H, W)."""
-    pad = max(abs(dy), abs(dx))
+def _neighbours(x: torch.Tensor, offsets: list[tuple[int, int]]) -> torch.Tensor:
+    """x: (B, C, H, W) -> (B, N, C, H, W): x shifted by each offset, replicate padding (one pad, N views)."""
+    pad = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     h, w = x.shape[-2:]
-    return padded[..., pad + dy: pad + dy + h, pad + dx: pad + dx + w]
+    return torch.stack([padded[..., pad + dy: pad + dy + h, pad + dx: pad + dx + w] for dy, dx in offsets], dim=1)
 
 
 @torch.no_grad()
@@ -46,18 +46,18 @@ def refine_scores(scores: torch.Tensor, rgb: torch.Tensor, depth_m: torch.Tensor
     (|dz| / z > sigma_depth) get little weight, so labels stop at object boundaries.
     """
     offsets = _neighbour_offsets()
-    rgb_n = torch.stack([_shifted(rgb, dy, dx) for dy, dx in offsets], dim=1)  # (B, N, 3, h, w)
+    rgb_n = _neighbours(rgb, offsets)  # (B, N, 3, h, w)
     logits = -((rgb_n - rgb[:, None]) ** 2).sum(dim=2) / (2 * sigma_rgb**2)  # (B, N, h, w)
     if depth_m is not None:
         valid = valid_depth(depth_m)
         depth = pyramid_fill(torch.where(valid, depth_m, torch.zeros_like(depth_m)).abs(), valid)
-        depth_n = torch.stack([_shifted(depth, dy, dx) for dy, dx in offsets], dim=1)[:, :, 0]
-        valid_n = torch.stack([_shifted(valid.float(), dy, dx) for dy, dx in offsets], dim=1)[:, :, 0] > 0
+        depth_n = _neighbours(depth, offsets)[:, :, 0]
+        valid_n = _neighbours(valid.float(), offsets)[:, :, 0] > 0
         rel = (depth_n - depth) / depth.clamp_min(1e-6)
         logits = logits - torch.where(valid_n & valid, rel**2 / (2 * sigma_depth**2), torch.zeros_like(rel))
     weights = torch.softmax(logits, dim=1)  # (B, N, h, w)
     for _ in range(iterations):
-        scores = torch.stack([_shifted(scores, dy, dx) for dy, dx in offsets], dim=1).mul(weights[:, :, None]).sum(1)
+        scores = (_neighbours(scores, offsets) * weights[:, :, None]).sum(dim=1)
     return scores
 
 

@@ -183,9 +183,9 @@ class OnlineTrainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        return StepStats(step=self.step, loss=float(loss), loss_cls=float(loss_cls), loss_deal=float(loss_deal),
-                         loss_seg=float(loss_seg), deal_weight=lam, pseudo_coverage=coverage,
-                         batch_size=len(frames), step_time_s=0.0)
+        loss, loss_cls, loss_deal, loss_seg = (float(t.detach()) for t in (loss, loss_cls, loss_deal, loss_seg))
+        return StepStats(step=self.step, loss=loss, loss_cls=loss_cls, loss_deal=loss_deal, loss_seg=loss_seg,
+                         deal_weight=lam, pseudo_coverage=coverage, batch_size=len(frames), step_time_s=0.0)
 
     # -- run-time changes ---------------------------------------------------------------------------
     def update_config(self, overrides: dict[str, Any]) -> None:

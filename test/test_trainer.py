@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deal_ros.config import DealConfig
+from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
+from deal_ros.trainer import OnlineTrainer, UnknownClassError
+
+SIZE = (64, 80)
+
+
+def _cfg(**overrides) -> DealConfig:
+    base = {"model.input_height": SIZE[0], "model.input_width": SIZE[1], "model.freeze_bn": False,
+            "model.output_stride": 8, "train.batch_size": 4, "train.device": "cpu",
+            "loss.deal.warmup_steps": 2, "loss.seg_warmup_steps": 1,
+            "checkpoint.directory": overrides.pop("directory", "unused")}
+    return DealConfig(classes=list(DEFAULT_CLASSES)).updated({**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return make_tabletop_scenes(8, *SIZE, seed=3)
+
+
+def _trainer(scenes, **overrides) -> OnlineTrainer:
+    trainer = OnlineTrainer(_cfg(**overrides))
+    for frame in scenes:
+        trainer.add_frame(frame.rgb, frame.depth_m, frame.tags)
+    return trainer
+
+
+def test_a_step_trains_all_three_terms_and_reports_health(scenes) -> None:
+    trainer = _trainer(scenes)
+    first, second = trainer.train_step(), trainer.train_step()
+    assert first.step == 1 and second.step == 2
+    assert first.deal_weight == 0.0 and second.deal_weight == 0.5, "lambda ramps from 0"
+    assert -1 <= second.loss_deal <= 1 and second.loss_deal != 0 and second.loss_seg > 0
+    assert 0 < second.pseudo_coverage <= 1
+    assert np.isfinite([second.loss, second.loss_cls]).all() and second.step_time_s > 0
+
+
+def test_deterministic_with_a_seed_on_cpu(scenes) -> None:
+    runs = []
+    for _ in range(2):
+        trainer = _trainer(scenes)
+        runs.append([trainer.train_step().loss for _ in range(3)])
+    assert runs[0] == runs[1]
+
+
+def test_classification_loss_falls(scenes) -> None:
+    trainer = _trainer(scenes, **{"loss.seg_warmup_steps": 1000, "train.lr": 3e-3})
+    losses = [trainer.train_step().loss_cls for _ in range(20)]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+def test_resume_continues_step_and_optimizer_state(scenes, tmp_path) -> None:
+    trainer = _trainer(scenes, directory=str(tmp_path))
+    for _ in range(3):
+        trainer.train_step()
+    path = trainer.save()
+    assert path == tmp_path / "model.safetensors"
+    resumed = _trainer(scenes, directory=str(tmp_path))
+    resumed.resume()
+    assert resumed.step == 3
+    a, b = trainer.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(a[i]["exp_avg"], b[i]["exp_avg"]) for i in a)
+    assert resumed.train_step().step == 4
+
+
+def test_bad_frames_are_refused_clearly(scenes) -> None:
+    trainer = _trainer(scenes[:1])
+    frame = scenes[0]
+    with pytest.raises(UnknownClassError, match=r"\['cat'\].*known classes"):
+        trainer.add_frame(frame.rgb, frame.depth_m, ["cat"])
+    with pytest.raises(ValueError, match="aligned"):
+        trainer.add_frame(frame.rgb, frame.depth_m[:-1], ["mug"])
+
+
+def test_all_invalid_depth_and_untagged_frames_train_without_nan() -> None:
+    trainer = OnlineTrainer(_cfg())
+    rng = np.random.default_rng(0)
+    for tags in ([], ["mug"]):
+        trainer.add_frame(rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8), np.full(SIZE, np.nan, np.float32), tags)
+    for _ in range(3):
+        stats = trainer.train_step()
+        assert stats is not None and np.isfinite(stats.loss)
+
+
+def test_out_of_memory_halves_the_batch(scenes, monkeypatch) -> None:
+    trainer = _trainer(scenes)
+    real_forward = trainer.model.forward
+    calls = {"n": 0}
+
+    def forward_that_runs_out_once(x):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(x)
+
+    monkeypatch.setattr(trainer.model, "forward", forward_that_runs_out_once)
+    assert trainer.train_step() is None
+    assert trainer.batch_size == 2
+    assert trainer.train_step().batch_size == 2
+
+
+def test_run_time_updates_and_reset(scenes) -> None:
+    trainer = _trainer(scenes)
+    trainer.train_step()
+    trainer.update_config({"loss.deal.weight": 0.25, "pseudo_label.fg_threshold": 0.8})
+    assert trainer.cfg.loss.deal.weight == 0.25
+    with pytest.raises(ValueError, match="cannot change at run time"):
+        trainer.update_config({"model.backbone": "resnet18"})
+    trainer.reset()
+    assert trainer.step == 0 and len(trainer.buffer) == 0 and trainer.train_step() is None
