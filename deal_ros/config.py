@@ -65,7 +65,8 @@ class ModelConfig:
         _one_of(self.input_norm, "model.input_norm", ("tf", "imagenet"))
         for key in ("input_height", "input_width"):
             value = getattr(self, key)
-            _check(32 <= value <= 4096 and value % 16 == 0, f"model.{key}", f"must be a multiple of 16 in [32, 4096], got {value}")
+            _check(32 <= value <= 4096 and value % 16 == 0, f"model.{key}",
+                   f"must be a multiple of 16 in [32, 4096], got {value}")
         _check(self.seg_head_channels >= 8, "model.seg_head_channels", "must be >= 8")
 
 
@@ -351,7 +352,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
         return value
     if hint is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _check(is_number, key, f"expected a number, got {value!r}")
         return float(value)
     if hint is str:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")

@@ -52,7 +52,18 @@ def pyramid_fill(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Fill holes with the mean of the nearest valid region (push-pull pyramid); (B, 1, H, W).
 
     An image without any valid pixel comes back filled with 1.0 (callers exclude it via `valid`).
+    The fill is averaged over the four flips: one pyramid's 2x2 cells line up with the top-left corner,
+    so on sizes that are not powers of two it alone would break the loss's flip equivariance.
     """
+    flips = ((-1,), (-2,), (-2, -1))
+    filled = _pyramid_fill_once(torch.cat([depth, *(depth.flip(f) for f in flips)]),
+                                torch.cat([valid, *(valid.flip(f) for f in flips)]))
+    first, *others = filled.split(depth.shape[0])
+    filled = torch.stack([first, *(part.flip(f) for part, f in zip(others, flips, strict=True))])
+    return torch.where(valid, depth, filled.mean(dim=0))
+
+
+def _pyramid_fill_once(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     weight = valid.to(depth.dtype)
     values = torch.where(valid, depth, torch.zeros_like(depth))
     levels = [(values, weight)]

@@ -44,7 +44,7 @@ class ArmResult:
 
 
 def _per_class(matrix: ConfusionMatrix, names: Sequence[str]) -> dict[str, float]:
-    return {name: float(iou) for name, iou in zip(names, matrix.iou())}
+    return {name: float(iou) for name, iou in zip(names, matrix.iou(), strict=True)}
 
 
 def evaluate(cfg: DealConfig, segmenter: Segmenter, train_frames: Sequence[LabelledFrame],
@@ -96,7 +96,7 @@ def plot_losses(results: Sequence[ArmResult], path: str, keys: Sequence[str] = (
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes[0], keys, strict=True):
         for result in results:
             values = np.array([h[key] for h in result.history], dtype=float)
             if values.size == 0 or not np.any(values):

@@ -15,7 +15,8 @@ CFG = DealConfig(classes=["mug", "box"]).updated({
 
 def _frame(height: int = 480, width: int = 640):
     rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8), rng.uniform(0.4, 2, (height, width)).astype(np.float32)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return rgb, rng.uniform(0.4, 2, (height, width)).astype(np.float32)
 
 
 def test_outputs_at_camera_resolution() -> None:

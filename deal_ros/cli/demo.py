@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
               "arms": [r.summary() for r in results], "history": {r.name: r.history for r in results}}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     lines = ["# deal-ros demo report", "",
-             f"{len(train_frames)} training / {len(eval_frames)} held-out built-in tabletop scenes at {height}x{width}, "
+             f"{len(train_frames)} training / {len(eval_frames)} held-out built-in tabletop scenes "
+             f"at {height}x{width}, "
              f"{args.steps} steps per arm, seed {args.seed}, backbone weights: {args.weights or 'random init'}.",
              "Pseudo-label mIoU on the training scenes, mask mIoU on the held-out scenes (background included).", "",
              "| arm | pseudo-label mIoU | mask mIoU | s/step |", "|---|---|---|---|"]

@@ -54,18 +54,22 @@ def cam_edge_map(cam_logits: torch.Tensor, cam_norm: str = "minmax") -> torch.Te
     return normalize_by_max(gradient_magnitude(*sobel_xy(normalize_cam(cam_logits, cam_norm))))
 
 
+def _shape(x: object) -> tuple:
+    return tuple(getattr(x, "shape", ()))
+
+
 def _check_inputs(cam_logits: torch.Tensor, depth_m: torch.Tensor, tags: torch.Tensor) -> None:
     if not isinstance(cam_logits, torch.Tensor) or cam_logits.ndim != 4:
-        raise ValueError(f"cam_logits must be a (B, K, h, w) tensor, got shape {tuple(getattr(cam_logits, 'shape', ()))}")
+        raise ValueError(f"cam_logits must be a (B, K, h, w) tensor, got shape {_shape(cam_logits)}")
     b, k = cam_logits.shape[:2]
     if k == 0 or b == 0:
         raise ValueError(f"cam_logits must have B >= 1 images and K >= 1 classes, got shape {tuple(cam_logits.shape)}")
     if not isinstance(depth_m, torch.Tensor) or depth_m.ndim != 4 or depth_m.shape[1] != 1:
-        raise ValueError(f"depth_m must be a (B, 1, H, W) tensor in metres, got shape {tuple(getattr(depth_m, 'shape', ()))}")
+        raise ValueError(f"depth_m must be a (B, 1, H, W) tensor in metres, got shape {_shape(depth_m)}")
     if depth_m.shape[0] != b:
         raise ValueError(f"batch size mismatch: cam_logits has {b} images, depth_m has {depth_m.shape[0]}")
     if not isinstance(tags, torch.Tensor) or tags.ndim != 2:
-        raise ValueError(f"tags must be a (B, K) tensor of 0/1, got shape {tuple(getattr(tags, 'shape', ()))}")
+        raise ValueError(f"tags must be a (B, K) tensor of 0/1, got shape {_shape(tags)}")
     if tags.shape != (b, k):
         raise ValueError(f"tags shape {tuple(tags.shape)} does not match cam_logits (B, K) = ({b}, {k})")
     if not bool(((tags == 0) | (tags == 1)).all()):
@@ -136,7 +140,8 @@ class DEALLoss(nn.Module):
         super().__init__()
         unknown = set(kwargs) - set(deal_loss.__kwdefaults__)
         if unknown:
-            raise TypeError(f"DEALLoss got unknown options {sorted(unknown)}; known: {sorted(deal_loss.__kwdefaults__)}")
+            known = sorted(deal_loss.__kwdefaults__)
+            raise TypeError(f"DEALLoss got unknown options {sorted(unknown)}; known: {known}")
         self.options = {**deal_loss.__kwdefaults__, **kwargs}
 
     @classmethod

@@ -1,0 +1,339 @@
+"""deal_ros.io.bag on real rosbag2 files (sqlite3 and mcap) written by rosbags in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bagfactory import BASE_NS, K, write_empty_bag, write_rgbd_bag, write_ros1_rgbd_bag
+
+from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames, prefetch
+from deal_ros.io.tags import TagSchedule, UnknownTagError, parse_tags
+
+CLASSES = ["mug", "box", "bottle"]
+TAG_CHANGE = [(0.0, "mug,box"), (1.05, "box")]
+
+
+@pytest.fixture(scope="module", params=["sqlite3", "mcap"])
+def bag(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(request.param) / "rgbd"
+    return write_rgbd_bag(path, storage=request.param, tags_sequence=TAG_CHANGE, jitter_ms=8)
+
+
+def test_frames_are_synced_with_tags_and_intrinsics(bag):
+    stats = ReadStats()
+    frames = list(iter_rgbd_frames(bag.path, classes=CLASSES, stats=stats))
+    assert len(frames) == 20 and stats.frames == 20
+    assert not stats.skipped, stats.summary()
+    for i, frame in enumerate(frames):
+        assert frame.index == i
+        assert frame.stamp_ns == bag.rgb_stamps_ns[i]
+        assert frame.rgb.dtype == np.uint8 and frame.rgb.shape == (120, 160, 3)
+        np.testing.assert_array_equal(frame.rgb, bag.rgb[i])
+        assert frame.depth_m.dtype == np.float32 and frame.depth_m.shape == (120, 160)
+        np.testing.assert_allclose(frame.depth_m, bag.depth_m[i], atol=1e-6)
+        assert frame.tags == bag.tags[i]
+        assert frame.frame_id == "camera_color_optical_frame"
+        np.testing.assert_array_equal(frame.intrinsics, K)
+    # the tag change at 1.05 s applies from frame 11 on
+    assert frames[10].tags == ["mug", "box"] and frames[11].tags == ["box"]
+    assert stats.messages["/camera/color/image_raw"] == 20
+
+
+def test_min_gap(bag):
+    stats = ReadStats()
+    frames = list(iter_rgbd_frames(bag.path, min_gap_s=0.25, stats=stats))
+    gaps = np.diff([f.stamp_ns for f in frames])
+    assert len(frames) == 7 and np.all(gaps >= 0.25e9)
+    assert stats.skipped["min_gap"] == 13
+    assert [f.index for f in frames] == list(range(7))
+
+
+def test_fixed_tags_override_the_topic(bag):
+    frames = list(iter_rgbd_frames(bag.path, tags="bottle, mug", classes=CLASSES))
+    assert len(frames) == 20 and all(f.tags == ["bottle", "mug"] for f in frames)
+    frames = list(iter_rgbd_frames(bag.path, tags=[], classes=CLASSES))
+    assert len(frames) == 20 and all(f.tags == [] for f in frames)
+
+
+def test_unknown_fixed_tag_is_refused_with_close_match(bag):
+    with pytest.raises(UnknownTagError, match=r"'mugg'.*known classes.*did you mean 'mug'"):
+        iter_rgbd_frames(bag.path, tags=["mugg"], classes=CLASSES)
+
+
+def test_yaml_schedule(bag, tmp_path):
+    schedule_path = tmp_path / "tags.yaml"
+    schedule_path.write_text(
+        "time: relative\n"
+        "ranges:\n"
+        "  - {start_s: 0.0, end_s: 0.55, tags: 'mug'}\n"
+        "  - {start_s: 0.55, end_s: 1.2, tags: [box, bottle]}\n"
+    )
+    schedule = TagSchedule.from_yaml(schedule_path, CLASSES)
+    stats = ReadStats()
+    frames = list(iter_rgbd_frames(bag.path, tags=schedule, classes=CLASSES, stats=stats))
+    for frame in frames:
+        i = bag.rgb_stamps_ns.index(frame.stamp_ns)
+        t_s = (bag.rgb_log_ns[i] - bag.start_ns) / 1e9
+        assert frame.tags == (["mug"] if t_s < 0.55 else ["box", "bottle"])
+    assert len(frames) + stats.skipped["no_tags"] == 20 and stats.skipped["no_tags"] == 8
+
+
+def test_schedule_absolute_and_errors(tmp_path):
+    absolute = TagSchedule.from_dict(
+        {
+            "time": "absolute",
+            "ranges": [{"start_s": BASE_NS / 1e9, "end_s": BASE_NS / 1e9 + 1, "tags": "mug"}],
+        }
+    )
+    assert absolute.tags_at(BASE_NS + 10**8, 0) == ["mug"]
+    assert absolute.tags_at(BASE_NS + 2 * 10**9, 0) is None
+    with pytest.raises(ValueError, match="overlap"):
+        TagSchedule.from_dict(
+            [{"start_s": 0, "end_s": 2, "tags": "a"}, {"start_s": 1, "end_s": 3, "tags": "b"}]
+        )
+    with pytest.raises(UnknownTagError, match="'cup'"):
+        TagSchedule.from_dict([{"start_s": 0, "end_s": 2, "tags": "cup"}], CLASSES)
+    with pytest.raises(ValueError, match="start_s, end_s and tags"):
+        TagSchedule.from_dict([{"start": 0, "end_s": 2, "tags": "mug"}])
+    with pytest.raises(ValueError, match="not found"):
+        TagSchedule.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_parse_tags():
+    assert parse_tags(" mug ,box,, mug", CLASSES) == ["mug", "box"]
+    assert parse_tags("", CLASSES) == []
+    with pytest.raises(UnknownTagError) as info:
+        parse_tags("Mug, cup", CLASSES)
+    assert info.value.unknown == ["Mug", "cup"] and "did you mean 'mug'" in str(info.value)
+
+
+def test_unknown_tag_on_topic_is_counted(tmp_path):
+    bag = write_rgbd_bag(tmp_path / "b", num_frames=10, tags_sequence=[(0.0, "mug"), (0.45, "mug, cup")])
+    stats = ReadStats()
+    frames = list(iter_rgbd_frames(bag.path, classes=CLASSES, stats=stats))
+    assert [f.tags for f in frames] == [["mug"]] * 5
+    assert stats.skipped["unknown_tag"] == 5
+    assert "'cup'" in stats.examples["unknown_tag"] and "unknown_tag" in stats.summary()
+
+
+def test_frames_before_the_first_tags_are_skipped(tmp_path):
+    bag = write_rgbd_bag(tmp_path / "b", num_frames=10, tags_sequence=[(0.55, "box")])
+    stats = ReadStats()
+    frames = list(iter_rgbd_frames(bag.path, stats=stats))
+    assert len(frames) == 4 and stats.skipped["no_tags"] == 6
+
+
+def test_bag_without_tags_topic(tmp_path):
+    bag = write_rgbd_bag(tmp_path / "b", num_frames=5, tags_topic=None)
+    with pytest.raises(BagError, match="no tags topic"):
+        list(iter_rgbd_frames(bag.path))
+    frames = list(iter_rgbd_frames(bag.path, require_tags=False))
+    assert len(frames) == 5 and all(f.tags == [] for f in frames)
+
+
+def test_missing_topic_lists_image_topics(bag):
+    with pytest.raises(
+        BagError, match=r"/nope.*/camera/aligned_depth_to_color/image_raw.*/camera/color/image_raw"
+    ):
+        list(iter_rgbd_frames(bag.path, rgb_topic="/nope"))
+    with pytest.raises(BagError, match="has type std_msgs/msg/String"):
+        list(iter_rgbd_frames(bag.path, depth_topic="/tags"))
+
+
+def test_missing_empty_and_unknown_paths(tmp_path):
+    with pytest.raises(BagError, match="bag not found"):
+        iter_rgbd_frames(tmp_path / "nothing")
+    empty = write_empty_bag(tmp_path / "empty")
+    with pytest.raises(BagError, match="contains no messages"):
+        list(iter_rgbd_frames(empty, tags=["mug"]))
+    with pytest.raises(BagError, match="contains no messages"):
+        inspect_bag(empty)
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(BagError, match="not a bag"):
+        inspect_bag(tmp_path / "x.txt")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(BagError, match="not a rosbag2"):
+        inspect_bag(tmp_path / "dir")
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_bag(tmp_path, storage, keep):
+    bag = write_rgbd_bag(tmp_path / "b", storage=storage, num_frames=10)
+    (data_file,) = [p for p in bag.path.iterdir() if p.suffix in (".db3", ".mcap")]
+    os.truncate(data_file, int(data_file.stat().st_size * keep))
+    with pytest.raises(BagError, match="truncated or corrupt") as info:
+        list(iter_rgbd_frames(bag.path))
+    assert str(bag.path) in str(info.value)
+
+
+def test_interrupted_recording_without_metadata_is_read(tmp_path):
+    bag = write_rgbd_bag(tmp_path / "b", storage="mcap", num_frames=5)
+    (bag.path / "metadata.yaml").unlink()
+    stats = ReadStats()
+    frames = list(iter_rgbd_frames(bag.path, stats=stats))
+    assert len(frames) == 5
+    assert any("no metadata.yaml" in w for w in stats.warnings)
+
+
+def test_realsense_camera_camera_names_are_picked(tmp_path):
+    bag = write_rgbd_bag(
+        tmp_path / "b",
+        num_frames=4,
+        rgb_topic="/camera/camera/color/image_raw",
+        depth_topic="/camera/camera/aligned_depth_to_color/image_raw",
+        info_topic="/camera/camera/color/camera_info",
+    )
+    frames = list(iter_rgbd_frames(bag.path))
+    assert len(frames) == 4 and frames[0].intrinsics is not None
+    info = inspect_bag(bag.path)
+    assert info.usable and info.choice.depth_aligned
+    assert info.choice.rgb_topic == "/camera/camera/color/image_raw"
+
+
+def test_unaligned_depth_only_warns_and_resizes(tmp_path):
+    bag = write_rgbd_bag(
+        tmp_path / "b", num_frames=4, depth_topic="/camera/depth/image_rect_raw", depth_size=(60, 80)
+    )
+    info = inspect_bag(bag.path)
+    assert info.usable and info.choice.depth_topic == "/camera/depth/image_rect_raw"
+    assert info.choice.depth_aligned is False
+    assert any("unaligned" in w for w in info.warnings) and any("resized" in w for w in info.warnings)
+    stats = ReadStats()
+    frames = list(iter_rgbd_frames(bag.path, stats=stats))
+    assert len(frames) == 4 and frames[0].depth_m.shape == (120, 160)
+    assert sum("resizing depth" in w for w in stats.warnings) == 1
+    with pytest.raises(BagError, match=r"80x60 but RGB.*160x120"):
+        list(iter_rgbd_frames(bag.path, depth_size_policy="refuse"))
+
+
+def test_compressed_topics(tmp_path):
+    bag = write_rgbd_bag(
+        tmp_path / "b",
+        num_frames=4,
+        rgb_topic="/camera/color/image_raw/compressed",
+        depth_topic="/camera/aligned_depth_to_color/image_raw/compressedDepth",
+        rgb_encoding="png",
+        depth_encoding="compressedDepth",
+    )
+    frames = list(iter_rgbd_frames(bag.path))
+    assert len(frames) == 4
+    for i, frame in enumerate(frames):
+        np.testing.assert_array_equal(frame.rgb, bag.rgb[i])
+        np.testing.assert_allclose(frame.depth_m, bag.depth_m[i], atol=1e-6)
+    info = inspect_bag(bag.path)
+    assert info.usable and info.topic(info.choice.depth_topic).encoding == "16UC1; compressedDepth png"
+
+
+def test_32fc1_and_bgr8_bag(tmp_path):
+    bag = write_rgbd_bag(tmp_path / "b", num_frames=3, rgb_encoding="bgr8", depth_encoding="32FC1")
+    frames = list(iter_rgbd_frames(bag.path))
+    np.testing.assert_array_equal(frames[2].rgb, bag.rgb[2])
+    np.testing.assert_array_equal(frames[2].depth_m, bag.depth_m[2])
+
+
+def test_inspect_bag(bag):
+    info = inspect_bag(bag.path)
+    assert info.usable and not info.problems
+    assert info.storage == ("mcap" if "mcap" in str(bag.path) else "sqlite3")
+    rgb = info.topic("/camera/color/image_raw")
+    assert (rgb.count, rgb.encoding, rgb.width, rgb.height) == (20, "rgb8", 160, 120)
+    assert rgb.rate_hz == pytest.approx(10.0, rel=0.1)
+    assert info.topic("/camera/aligned_depth_to_color/image_raw").encoding == "16UC1"
+    assert info.choice.info_topic == "/camera/color/camera_info" and info.choice.tags_topic == "/tags"
+    assert 1.8 < info.duration_s < 2.1
+
+
+def test_multiple_bags_continue_the_index(bag):
+    frames = list(iter_rgbd_frames([bag.path, bag.path], min_gap_s=0.5))
+    assert [f.index for f in frames] == list(range(len(frames))) and len(frames) == 8
+
+
+def test_prefetch_preserves_order_and_reraises():
+    assert list(prefetch(iter(range(200)), max_queue=4)) == list(range(200))
+
+    def failing():
+        yield 1
+        raise BagError("boom")
+
+    it = prefetch(failing())
+    assert next(it) == 1
+    with pytest.raises(BagError, match="boom"):
+        next(it)
+
+
+def test_prefetch_stops_and_closes_the_source_when_the_consumer_stops():
+    closed = threading.Event()
+    produced = []
+
+    def source():
+        try:
+            for i in range(10_000):
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    before = threading.active_count()
+    it = prefetch(source(), max_queue=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()
+    assert closed.wait(2.0)
+    assert len(produced) < 10
+    deadline = time.monotonic() + 2.0
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
+
+
+def test_prefetch_over_a_bag(bag):
+    frames = list(prefetch(iter_rgbd_frames(bag.path), max_queue=3))
+    assert [f.stamp_ns for f in frames] == bag.rgb_stamps_ns
+
+
+def test_bagfactory_accepts_given_frames(tmp_path):
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    depth = np.full((32, 48), 2.0, np.float32)
+    bag = write_rgbd_bag(Path(tmp_path) / "b", frames=[(rgb, depth)] * 3, storage="mcap")
+    frames = list(iter_rgbd_frames(bag.path))
+    assert len(frames) == 3 and frames[0].rgb.shape == (32, 48, 3)
+    np.testing.assert_allclose(frames[0].depth_m, 2.0)
+
+
+def test_ros1_bag(tmp_path):
+    bag = write_ros1_rgbd_bag(tmp_path / "old.bag")
+    info = inspect_bag(bag.path)
+    assert info.storage == "rosbag1" and info.usable
+    frames = list(iter_rgbd_frames(bag.path, classes=CLASSES))
+    assert [f.stamp_ns for f in frames] == bag.rgb_stamps_ns
+    np.testing.assert_array_equal(frames[3].rgb, bag.rgb[3])
+    np.testing.assert_allclose(frames[3].depth_m, bag.depth_m[3], atol=1e-6)
+    np.testing.assert_array_equal(frames[0].intrinsics, K)  # ROS 1 CameraInfo spells it K
+    assert frames[0].tags == ["mug"]
+
+
+def test_select_topics_heuristics_and_explicit_unaligned_depth():
+    from deal_ros.io.bag import select_topics
+
+    image, compressed = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
+    topics = {
+        "/robot/head_cam/rgb/image": image,
+        "/robot/head_cam/rgb/image/compressed": compressed,
+        "/robot/head_cam/depth_registered/image": image,
+        "/robot/head_cam/depth_registered/image/compressedDepth": compressed,
+        "/robot/head_cam/rgb/camera_info": "sensor_msgs/msg/CameraInfo",
+    }
+    choice = select_topics(topics)
+    assert choice.rgb_topic == "/robot/head_cam/rgb/image"
+    assert choice.depth_topic == "/robot/head_cam/depth_registered/image" and choice.depth_aligned
+    assert choice.info_topic == "/robot/head_cam/rgb/camera_info" and choice.tags_topic is None
+    rs = {"/camera/color/image_raw": image, "/camera/depth/image_rect_raw": image}
+    choice = select_topics(rs, depth_topic="/camera/depth/image_rect_raw")
+    assert choice.depth_aligned is False and any("unaligned" in w for w in choice.warnings)
+    with pytest.raises(BagError, match="no depth topic found"):
+        select_topics({"/camera/color/image_raw": image})
