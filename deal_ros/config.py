@@ -102,8 +102,10 @@ class DEALConfig:
     """Take edges of log-depth (relative jumps) instead of metric depth (paper: False)."""
     edge_norm: str = "fixed"
     """Depth edge normalisation: 'max' (paper, per image), 'percentile', 'fixed' (threshold in units)."""
-    edge_threshold: float = 0.05
-    """For edge_norm='fixed': the edge strength that counts as an edge (log-depth units ~ relative step)."""
+    edge_threshold: float = 0.0125
+    """For edge_norm='fixed': the jump across a cell that counts as an edge, in log-depth units (a relative
+    step: 0.0125 = 1.25 %) or metres. Our Sobel is scaled by 1/4 so a step of t reads as t; method.md's
+    t = 0.05 is stated for the unscaled Sobel and is the same threshold."""
     edge_percentile: float = 99.0
     """For edge_norm='percentile': the percentile of valid edge strengths used as the scale."""
     plane_window: int = 7
@@ -136,17 +138,170 @@ class DEALConfig:
 
 
 @dataclass
+class ISLConfig:
+    """Importance-sampling loss (Jonnarth et al., method.md §3): L_cls = (1 - weight) L_gap + weight L_isl."""
+
+    enabled: bool = False
+    weight: float = 0.2
+    """Mixing weight of L_isl into the classification loss (paper: 0.2, i.e. 0.8 L_gap + 0.2 L_isl)."""
+    num_samples: int = 10
+    """Pixels sampled per (image, class) from the CAM's pmf sigmoid(s) + eps, normalised."""
+    eps: float = 1e-5
+    """Added to sigmoid(s) so that no pixel has zero probability."""
+
+    def validate(self) -> None:
+        _check(0 <= self.weight <= 1, "loss.isl.weight", "must be in [0, 1] (a mixing weight)")
+        _check(1 <= self.num_samples <= 10000, "loss.isl.num_samples", "must be in [1, 10000]")
+        _check(self.eps > 0, "loss.isl.eps", "must be > 0")
+
+
+@dataclass
+class FSLConfig:
+    """Feature-similarity loss, local-window form (method.md §3): L += weight * L_fsl."""
+
+    enabled: bool = False
+    weight: float = 1.0
+    mu: float = 2.5
+    """Soft-binarisation of the colour distance: pairs closer than sigmoid(-mu) (7.6 %) count as similar."""
+    sigma: float = 5.0
+    """Gaussian pixel-distance weight, in CAM-grid cells."""
+    radius: int = 10
+    """Only pairs within this distance (cells) are used: memory O(h * w * radius^2), not O((h w)^2)."""
+
+    def validate(self) -> None:
+        _check(self.weight >= 0, "loss.fsl.weight", "must be >= 0")
+        _check(self.mu > 0, "loss.fsl.mu", "must be > 0")
+        _check(self.sigma > 0, "loss.fsl.sigma", "must be > 0")
+        _check(1 <= self.radius <= 64, "loss.fsl.radius", "must be in [1, 64]")
+
+
+@dataclass
+class SmoothnessConfig:
+    """Boundary-guided Charbonnier smoothness of the CAM (structure-aware WSSS, method.md §3)."""
+
+    enabled: bool = False
+    weight: float = 1.0
+    source: str = "depth"
+    """Boundary map S: 'depth' (depth edges), 'pseudo_label' (current pseudo-label boundaries) or 'learned'
+    (the boundary branch; needs loss.boundary.enabled)."""
+    alpha: float = 10.0
+    """Edge-stopping strength: pair weight exp(-alpha |grad S|)."""
+    first_order_weight: float = 1.0
+    """Weight of the first-order term (the paper's text: 1 with 10x second order; its code: 10:1 the other way)."""
+    second_order_weight: float = 0.1
+    """Weight of the second-order term."""
+    guide: str = "gradient"
+    """'gradient': exp(-alpha |S_i - S_j|) per pair (the paper); 'edge': exp(-alpha max(S_i, S_j)) (S as edge map)."""
+    grid_stride: int = 4
+    """Loss grid stride relative to the network input (the CAM is upsampled to it)."""
+
+    def validate(self) -> None:
+        _check(self.weight >= 0, "loss.smoothness.weight", "must be >= 0")
+        _one_of(self.source, "loss.smoothness.source", ("depth", "pseudo_label", "learned"))
+        _check(self.alpha >= 0, "loss.smoothness.alpha", "must be >= 0")
+        _check(self.first_order_weight >= 0 and self.second_order_weight >= 0, "loss.smoothness.*_order_weight",
+               "must be >= 0")
+        _one_of(self.guide, "loss.smoothness.guide", ("gradient", "edge"))
+        _check(self.grid_stride in (1, 2, 4, 8, 16), "loss.smoothness.grid_stride", "must be 1, 2, 4, 8 or 16")
+
+
+@dataclass
+class BoundaryConfig:
+    """Semantic boundary branch (training only) with BCE against pseudo-label boundaries (method.md §3)."""
+
+    enabled: bool = False
+    weight: float = 0.02
+    """BCE weight (paper range 0.01-0.05)."""
+    canny_low: float = 10.0
+    """Canny hysteresis thresholds on the 8-bit grey image (paper: 10 / 100)."""
+    canny_high: float = 100.0
+    depth_edges: bool = False
+    """Also feed Canny edges of the (hole-filled, log) depth to the fusion."""
+    detach_features: bool = False
+    """Stop the BCE gradient at the backbone features (False = multi-task, as in the paper)."""
+
+    def validate(self) -> None:
+        _check(self.weight >= 0, "loss.boundary.weight", "must be >= 0")
+        _check(0 <= self.canny_low <= self.canny_high, "loss.boundary.canny_low/high", "need 0 <= low <= high")
+
+
+@dataclass
+class SSCConfig:
+    """SSC activation self-modulation: pull the CAM towards max(CAM, superpixel-pooled CAM) (method.md §3)."""
+
+    enabled: bool = False
+    weight: float = 1.0
+    start_step: int = 50
+    """The term is off for the first start_step training steps (CAMs must be meaningful first)."""
+    n_segments: int = 64
+    """Approximate number of SLIC superpixels per image (on the loss grid)."""
+    compactness: float = 10.0
+    """SLIC compactness (colour vs space trade-off)."""
+    use_depth: bool = False
+    """Depth-aware superpixels: SLIC on Lab + scaled log-depth as a 4th channel (ours)."""
+    depth_scale: float = 100.0
+    """Lab units per unit of log-depth in the depth channel (100: a 10 % depth step = 10 Lab units)."""
+    confidence: float = 0.3
+    """The term acts where the max-normalised CAM exceeds this after erosion."""
+    erosion_px: int = 8
+    """Erosion window in input pixels (8 in the paper), converted to loss-grid cells."""
+    grid_stride: int = 4
+    """Loss grid stride relative to the network input."""
+
+    def validate(self) -> None:
+        _check(self.weight >= 0, "loss.ssc.weight", "must be >= 0")
+        _check(self.start_step >= 0, "loss.ssc.start_step", "must be >= 0")
+        _check(self.n_segments >= 2, "loss.ssc.n_segments", "must be >= 2")
+        _check(self.compactness > 0, "loss.ssc.compactness", "must be > 0")
+        _check(self.depth_scale >= 0, "loss.ssc.depth_scale", "must be >= 0")
+        _check(0 <= self.confidence < 1, "loss.ssc.confidence", "must be in [0, 1)")
+        _check(self.erosion_px >= 1, "loss.ssc.erosion_px", "must be >= 1")
+        _check(self.grid_stride in (1, 2, 4, 8, 16), "loss.ssc.grid_stride", "must be 1, 2, 4, 8 or 16")
+
+
+@dataclass
+class ReconstructionConfig:
+    """SSC CAM-driven reconstruction: a small decoder rebuilds the image from the CAMs (method.md §3)."""
+
+    enabled: bool = False
+    weight: float = 1.0
+    perceptual_weight: float = 1.0
+    """Weight of the perceptual term (L1 of frozen-backbone features; no VGG weights exist here)."""
+    l1_weight: float = 1.0
+    """Weight of the pixel L1 term."""
+    hidden_channels: int = 32
+    """Width of the decoder."""
+    out_stride: int = 4
+    """The image is reconstructed (and compared) at this stride of the input: cheap, still structural."""
+
+    def validate(self) -> None:
+        _check(self.weight >= 0, "loss.recon.weight", "must be >= 0")
+        _check(self.perceptual_weight >= 0 and self.l1_weight >= 0, "loss.recon.*_weight", "must be >= 0")
+        _check(self.hidden_channels >= 4, "loss.recon.hidden_channels", "must be >= 4")
+        _check(self.out_stride in (1, 2, 4, 8), "loss.recon.out_stride", "must be 1, 2, 4 or 8")
+
+
+@dataclass
 class LossConfig:
-    """The training objective: L_cls + lambda * L_DEAL + seg_weight * CE(seg, pseudo-labels)."""
+    """The training objective: L_cls + lambda * L_DEAL + seg_weight * CE(seg, pseudo-labels) + structure losses."""
 
     deal: DEALConfig = field(default_factory=DEALConfig)
+    isl: ISLConfig = field(default_factory=ISLConfig)
+    fsl: FSLConfig = field(default_factory=FSLConfig)
+    smoothness: SmoothnessConfig = field(default_factory=SmoothnessConfig)
+    boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
+    ssc: SSCConfig = field(default_factory=SSCConfig)
+    recon: ReconstructionConfig = field(default_factory=ReconstructionConfig)
     seg_weight: float = 1.0
     """Weight of the segmentation head's cross-entropy on pseudo-labels."""
     seg_warmup_steps: int = 100
     """The segmentation head trains only after this many steps (CAMs must be meaningful first)."""
 
     def validate(self) -> None:
-        self.deal.validate()
+        for part in (self.deal, self.isl, self.fsl, self.smoothness, self.boundary, self.ssc, self.recon):
+            part.validate()
+        _check(not (self.smoothness.enabled and self.smoothness.source == "learned" and not self.boundary.enabled),
+               "loss.smoothness.source", "'learned' needs the boundary branch (loss.boundary.enabled: true)")
         _check(self.seg_weight >= 0, "loss.seg_weight", "must be >= 0")
         _check(self.seg_warmup_steps >= 0, "loss.seg_warmup_steps", "must be >= 0")
 

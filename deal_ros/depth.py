@@ -166,8 +166,9 @@ def normalize_by_max(r: torch.Tensor, valid: torch.Tensor | None = None, tau: fl
     return (r / scale).clamp(0.0, 1.0)
 
 
-def normalize_depth_edges(r: torch.Tensor, valid: torch.Tensor, norm: str = "fixed", threshold: float = 0.05,
-                          percentile: float = 99.0, mu: float = 2.5, tau: float = 1e-6) -> torch.Tensor:
+def normalize_depth_edges(r: torch.Tensor, valid: torch.Tensor, norm: str = "fixed", threshold: float = 0.0125,
+                          percentile: float = 99.0, mu: float = 2.5, tau: float = 1e-6,
+                          ) -> torch.Tensor:
     """Depth edge strength r: (B, 1, h, w) -> a in [0, 1], where a = sigmoid(-mu) is the edge/non-edge line.
 
     max: per-image maximum over valid cells (the paper); percentile: a robust per-image scale;
@@ -193,7 +194,7 @@ def depth_edge_map(
     edge_operator: str = "plane_sobel",
     log_depth: bool = True,
     edge_norm: str = "fixed",
-    edge_threshold: float = 0.05,
+    edge_threshold: float = 0.0125,
     edge_percentile: float = 99.0,
     plane_window: int = 7,
     hole_fill: str = "row_far",

@@ -4,13 +4,8 @@
 Why: method.md §2 reports that with the DEAL paper's per-image max normalisation only ~15 % of
 object-boundary pixels on real tabletops pass the 7.6 % edge threshold (the table-to-floor jump
 sets the scale). The `deal-ros demo` scenes must reproduce that failure mode, or the demo shows
-nothing. This script measures it, and for contrast the robust map described in method.md
-(plane-free log-depth jumps with a fixed threshold), standalone so it does not depend on the
-package's depth-edge code.
-
-Paper map: holes filled by the nearest valid pixel, depth resampled to stride 4 (bicubic or
-bilinear, antialiased), 3x3 Sobel (replicate padding) on metric depth, magnitude divided by the
-per-image maximum, edge where > 0.0759.
+nothing. This script measures the package's own depth-edge maps (deal_ros.depth.depth_edge_map)
+on the scenes' ground-truth geometry: the paper's setting, the robust default and some variants.
 
 Usage: python scripts/synthetic_edge_stats.py [--frames 32] [--seed 0] [--stride 4]
 """
@@ -18,17 +13,14 @@ Usage: python scripts/synthetic_edge_stats.py [--frames 32] [--seed 0] [--stride
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from deal_ros.depth import depth_edge_map
+from deal_ros.losses import DEAL_PRESETS
 from deal_ros.synthetic import (
     SURFACE_OBJECT0,
     SURFACE_TABLE,
@@ -37,66 +29,14 @@ from deal_ros.synthetic import (
 )
 
 EDGE_THRESHOLD = 0.0759  # sigmoid(-2.5): where the DEAL soft binarisation crosses zero
-ROBUST_T = 0.05  # robust map: plane-free log-depth Sobel magnitude counted as edge
 
 
-def fill_nearest(depth: np.ndarray) -> np.ndarray:
-    """Fill holes (0) with the nearest valid pixel (2-D Euclidean)."""
-    hole = depth <= 0
-    if not hole.any() or hole.all():
-        return depth.copy()
-    _, (iy, ix) = ndimage.distance_transform_edt(hole, return_indices=True)
-    return depth[iy, ix]
-
-
-def fill_row_farther(depth: np.ndarray) -> np.ndarray:
-    """Fill each hole with the farther of the nearest valid pixels left/right on its row (stereo-shadow
-    direction); gaps wider than 32 px and rows without valid pixels fall back to 2-D nearest."""
-    h, w = depth.shape
-    valid = depth > 0
-    idx = np.broadcast_to(np.arange(w), (h, w))
-    left = np.maximum.accumulate(np.where(valid, idx, -1), axis=1)
-    right = np.minimum.accumulate(np.where(valid, idx, w)[:, ::-1], axis=1)[:, ::-1]
-    rows = np.arange(h)[:, None]
-    dl = np.where(left >= 0, depth[rows, np.clip(left, 0, w - 1)], 0.0)
-    dr = np.where(right < w, depth[rows, np.clip(right, 0, w - 1)], 0.0)
-    filled = np.where(valid, depth, np.maximum(dl, dr))
-    wide = ~valid & ((right - left) > 32)
-    fallback = fill_nearest(depth)
-    return np.where(wide | (filled <= 0), fallback, filled)
-
-
-def resample(depth: np.ndarray, stride: int, mode: str) -> np.ndarray:
-    h, w = depth.shape
-    x = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None, None]
-    y = F.interpolate(x, size=(h // stride, w // stride), mode=mode, antialias=True, align_corners=False)
-    return y[0, 0].numpy().astype(np.float64)
-
-
-def sobel(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unnormalised 3x3 Sobel (kernel sums |k| = 8) with replicate padding."""
-    p = np.pad(d, 1, mode="edge")
-    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
-    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
-    return gx, gy
-
-
-def paper_edges(depth: np.ndarray, stride: int, mode: str) -> np.ndarray:
-    """Edge strength in [0, 1] on the stride grid, DEAL paper style (per-image max)."""
-    d = resample(fill_nearest(depth), stride, mode)
-    gx, gy = sobel(d)
-    g = np.hypot(gx, gy)
-    return np.clip(g / max(g.max(), 1e-6), 0.0, 1.0)
-
-
-def robust_edges(depth: np.ndarray, stride: int) -> np.ndarray:
-    """Edge strength in [0, 1]: log-depth Sobel minus the local plane's gradient (7x7 median), fixed t."""
-    d = np.log(np.maximum(resample(fill_row_farther(depth), stride, "bicubic"), 1e-3))
-    gx, gy = sobel(d)
-    rx = gx - ndimage.median_filter(gx, size=7, mode="nearest")
-    ry = gy - ndimage.median_filter(gy, size=7, mode="nearest")
-    r = np.hypot(rx, ry)
-    return np.clip(r * EDGE_THRESHOLD / ROBUST_T, 0.0, 1.0)
+def edge_map(depth_m: np.ndarray, stride: int, **options) -> np.ndarray:
+    """The package's DEAL depth-edge map a in [0, 1] on the stride grid (deal_ros.depth.depth_edge_map)."""
+    depth = torch.from_numpy(depth_m)[None, None]
+    size = (depth_m.shape[0] // stride, depth_m.shape[1] // stride)
+    a, _ = depth_edge_map(depth, size, **options)
+    return a[0, 0].numpy()
 
 
 def regions(frame: SyntheticFrame, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,12 +45,12 @@ def regions(frame: SyntheticFrame, stride: int) -> tuple[np.ndarray, np.ndarray]
     s = frame.surface[stride // 2 :: stride, stride // 2 :: stride]
     h, w = frame.surface.shape[0] // stride, frame.surface.shape[1] // stride
     s = s[:h, :w].astype(np.int32)
-    mx = ndimage.maximum_filter(s, size=3, mode="nearest")
-    mn = ndimage.minimum_filter(s, size=3, mode="nearest")
-    near_obj = ndimage.maximum_filter(s, size=3, mode="nearest") >= SURFACE_OBJECT0
-    boundary = (mx != mn) & near_obj
-    table = s == SURFACE_TABLE
-    interior = ndimage.minimum_filter(table.astype(np.uint8), size=5, mode="nearest").astype(bool)
+    kernel3 = np.ones((3, 3), np.uint8)
+    mx = cv2.dilate(s.astype(np.float32), kernel3, borderType=cv2.BORDER_REPLICATE)
+    mn = cv2.erode(s.astype(np.float32), kernel3, borderType=cv2.BORDER_REPLICATE)
+    boundary = (mx != mn) & (mx >= SURFACE_OBJECT0)
+    table = (s == SURFACE_TABLE).astype(np.uint8)
+    interior = cv2.erode(table, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_REPLICATE).astype(bool)
     return boundary, interior
 
 
@@ -125,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     frames = make_tabletop_scenes(args.frames, seed=args.seed)
     t_gen = time.perf_counter() - t0
     variants = {
-        "paper (bicubic, max)": lambda d: paper_edges(d, args.stride, "bicubic"),
-        "paper (bilinear, max)": lambda d: paper_edges(d, args.stride, "bilinear"),
-        "robust (log, plane-free, t=0.05)": lambda d: robust_edges(d, args.stride),
+        "paper (Sobel, image max)": DEAL_PRESETS["paper"],
+        "robust (default)": DEAL_PRESETS["robust"],
+        "robust, hole_fill=far": {**DEAL_PRESETS["robust"], "hole_fill": "far"},
+        "robust, laplacian": {**DEAL_PRESETS["robust"], "edge_operator": "laplacian"},
+        "paper op., percentile norm": {**DEAL_PRESETS["paper"], "edge_norm": "percentile"},
     }
     groups = {"all": [True] * len(frames), "table edge in view": [f.table_edge_visible for f in frames]}
     groups["table edge not in view"] = [not v for v in groups["table edge in view"]]
@@ -141,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         "edge fraction of object-boundary cells; table FP = edge fraction of table-interior cells"
     )
     print(f"{'variant':34s} {'frames':24s} {'boundary recall':>16s} {'table FP':>9s} {'cells':>12s}")
-    for name, fn in variants.items():
-        maps = [fn(f.depth_m) for f in frames]
+    for name, options in variants.items():
+        maps = [edge_map(f.depth_m, args.stride, **options) for f in frames]
         masks = [regions(f, args.stride) for f in frames]
         for gname, keep in groups.items():
             if not any(keep):

@@ -22,7 +22,7 @@ from deal_ros.filters import gradient_magnitude, sobel_xy
 
 DEAL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"edge_operator": "sobel", "log_depth": False, "edge_norm": "max"},
-    "robust": {"edge_operator": "plane_sobel", "log_depth": True, "edge_norm": "fixed", "edge_threshold": 0.05},
+    "robust": {"edge_operator": "plane_sobel", "log_depth": True, "edge_norm": "fixed", "edge_threshold": 0.0125},
 }
 """Named depth-edge settings; the other keywords keep their defaults unless given."""
 
@@ -89,7 +89,7 @@ def deal_loss(
     edge_operator: str = "plane_sobel",
     log_depth: bool = True,
     edge_norm: str = "fixed",
-    edge_threshold: float = 0.05,
+    edge_threshold: float = 0.0125,
     edge_percentile: float = 99.0,
     plane_window: int = 7,
     hole_fill: str = "row_far",
