@@ -275,9 +275,7 @@ def test_normalize_input() -> None:
     assert tf == [-1.0, 0.0, 255 / 128 - 1]
     assert normalize_input(rgb.float(), "tf").dtype == torch.float32
     im = normalize_input(rgb, "imagenet").flatten()
-    torch.testing.assert_close(
-        im, torch.tensor([-0.485 / 0.229, (128 / 255 - 0.456) / 0.224, (1 - 0.406) / 0.225])
-    )
+    torch.testing.assert_close(im, torch.tensor([-0.485 / 0.229, (128 / 255 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
     with pytest.raises(ValueError, match="B,3,H,W"):
         normalize_input(torch.zeros(3, 4, 4), "tf")
 
@@ -307,9 +305,7 @@ def test_freeze_bn_and_stages(backbone: str, device: str) -> None:
     frozen = [p for m in stages[0] + stages[1] for p in m.parameters()]
     assert frozen and all(not p.requires_grad and p.grad is None for p in frozen)
     later_convs = [m for s in stages[2:] for mod in s for m in mod.modules() if isinstance(m, nn.Conv2d)]
-    assert later_convs and all(
-        m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in later_convs
-    )
+    assert later_convs and all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in later_convs)
     assert all(p.grad is None for bn in _bns(model.backbone) for p in bn.parameters())
     assert model.cam_head.weight.grad is not None and model.cam_head.weight.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.seg_head.parameters())

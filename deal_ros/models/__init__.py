@@ -97,7 +97,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         )
         raise WeightsError(
             f"weights file {path} is truncated or corrupt: could not read it {how} "
-            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})"
+            f"({type(exc).__name__}: {_first_line(exc)})"
         ) from exc
     if isinstance(data, Mapping):
         for key in ("state_dict", "model"):
@@ -113,6 +113,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 def load_pretrained(backbone: nn.Module, path: str | Path) -> LoadReport:
@@ -185,7 +190,6 @@ def build_cam_net(cfg: ModelConfig, num_classes: int) -> CAMNet:
     :class:`WeightsError` if that fails); the report is kept as ``model.load_report``.
     """
     model = CAMNet(cfg, num_classes)
-    model.load_report = None
     if cfg.pretrained_path:
         report = load_pretrained(model.backbone, cfg.pretrained_path)
         model.load_report = report

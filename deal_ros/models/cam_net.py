@@ -22,9 +22,7 @@ from .mobilenet_v2 import mobilenet_v2
 from .resnet import resnet18, resnet50
 
 BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "mobilenet_v2": lambda cfg: mobilenet_v2(
-        output_stride=cfg.output_stride, tf_same_padding=cfg.tf_same_padding
-    ),
+    "mobilenet_v2": lambda cfg: mobilenet_v2(output_stride=cfg.output_stride, tf_same_padding=cfg.tf_same_padding),
     "resnet18": lambda cfg: resnet18(output_stride=cfg.output_stride),
     "resnet50": lambda cfg: resnet50(output_stride=cfg.output_stride),
 }
@@ -75,10 +73,21 @@ def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
     )
 
 
-class SegHead(nn.Module):
-    """DeepLabV3+-lite: 1x1-reduce the stride-4 and final features, upsample, concat, 2 x 3x3, classify.
+def _separable_conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
+    """Depthwise 3x3 + pointwise 1x1: ~8x fewer MACs than a full 3x3 at stride 4, where the head is costly."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch, bias=False),
+        nn.BatchNorm2d(in_ch),
+        nn.ReLU(inplace=True),
+        _conv_bn_relu(in_ch, out_ch, 1),
+    )
 
-    Cheap on purpose (it runs on the robot every frame): no ASPP, ``channels`` wide.
+
+class SegHead(nn.Module):
+    """DeepLabV3+-lite: 1x1-reduce the stride-4 and final features, upsample, concat, 2 separable 3x3, classify.
+
+    Cheap on purpose (it runs on the robot every frame): no ASPP, ``channels`` wide, depthwise-separable
+    fuse convs (full 3x3 convs here cost 0.47 GMAC at 240x320, 57 % of the MobileNetV2 backbone).
     """
 
     def __init__(self, low_channels: int, high_channels: int, channels: int, num_outputs: int) -> None:
@@ -86,17 +95,14 @@ class SegHead(nn.Module):
         low_out = max(channels // 2, 8)
         self.reduce_low = _conv_bn_relu(low_channels, low_out, 1)
         self.reduce_high = _conv_bn_relu(high_channels, channels, 1)
-        self.fuse = nn.Sequential(
-            _conv_bn_relu(channels + low_out, channels, 3), _conv_bn_relu(channels, channels, 3)
-        )
+        self.fuse = nn.Sequential(_separable_conv_bn_relu(channels + low_out, channels),
+                                  _separable_conv_bn_relu(channels, channels))
         self.classifier = nn.Conv2d(channels, num_outputs, 1)
 
     def forward(self, low: Tensor, high: Tensor) -> Tensor:
         """low (B,Cl,H/4,W/4), high (B,Ch,h,w) -> (B,num_outputs,H/4,W/4)."""
         low = self.reduce_low(low)
-        high = F.interpolate(
-            self.reduce_high(high), size=low.shape[-2:], mode="bilinear", align_corners=False
-        )
+        high = F.interpolate(self.reduce_high(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
         return self.classifier(self.fuse(torch.cat([high, low], dim=1)))
 
 
@@ -127,6 +133,8 @@ class CAMNet(nn.Module):
         for m in self.seg_head.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.load_report: object | None = None
+        """The ``LoadReport`` of ``cfg.pretrained_path`` when built by ``build_cam_net``."""
         self._apply_freezing()
         self.train(self.training)
 

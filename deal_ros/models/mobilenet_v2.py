@@ -135,9 +135,7 @@ class MobileNetV2(nn.Module):
     out_strides: tuple[int, int, int]
     out_channels: tuple[int, int, int] = (24, 32, 1280)
 
-    def __init__(
-        self, num_classes: int | None = None, output_stride: int = 32, tf_same_padding: bool = False
-    ) -> None:
+    def __init__(self, num_classes: int | None = None, output_stride: int = 32, tf_same_padding: bool = False) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"MobileNetV2 output_stride must be 8, 16 or 32, got {output_stride}")
@@ -159,9 +157,7 @@ class MobileNetV2(nn.Module):
                         current_stride *= s
                 # TF SAME matters only where the conv really strides; stride 1 SAME == symmetric.
                 layers.append(
-                    InvertedResidual(
-                        in_ch, c, stride, t, dilation=dilation, tf_same=tf_same_padding and stride > 1
-                    )
+                    InvertedResidual(in_ch, c, stride, t, dilation=dilation, tf_same=tf_same_padding and stride > 1)
                 )
                 in_ch = c
         layers.append(ConvBNReLU6(in_ch, 1280, kernel=1))
@@ -213,8 +209,6 @@ class MobileNetV2(nn.Module):
         return self.classifier(x)
 
 
-def mobilenet_v2(
-    num_classes: int | None = None, output_stride: int = 32, tf_same_padding: bool = False
-) -> MobileNetV2:
+def mobilenet_v2(num_classes: int | None = None, output_stride: int = 32, tf_same_padding: bool = False) -> MobileNetV2:
     """MobileNetV2 1.0; see :class:`MobileNetV2`."""
     return MobileNetV2(num_classes=num_classes, output_stride=output_stride, tf_same_padding=tf_same_padding)

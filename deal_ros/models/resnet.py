@@ -112,9 +112,7 @@ class ResNet(nn.Module):
         output_stride: int = 32,
     ) -> None:
         super().__init__()
-        dilate = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}.get(
-            output_stride
-        )
+        dilate = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}.get(output_stride)
         if dilate is None:
             raise ValueError(f"ResNet output_stride must be 8, 16 or 32, got {output_stride}")
         self.output_stride = output_stride
