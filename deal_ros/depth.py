@@ -113,16 +113,18 @@ def fill_holes(depth: torch.Tensor, valid: torch.Tensor, mode: str = "row_far", 
     """
     if mode not in HOLE_FILLS:
         raise ValueError(f"hole_fill must be one of {HOLE_FILLS}, got {mode!r}")
-    smooth = pyramid_fill(depth, valid)
     if mode in ("pyramid", "none"):
-        return smooth
+        return pyramid_fill(depth, valid)
     value, ok = _nearest_along_rows(depth, valid, max_gap)
     if mode == "far":
         col_value, col_ok = _nearest_along_rows(depth.transpose(-1, -2), valid.transpose(-1, -2), max_gap)
         col_value, col_ok = col_value.transpose(-1, -2), col_ok.transpose(-1, -2)
         use_col = col_ok & (~ok | (col_value.abs() > value.abs()))
         value, ok = torch.where(use_col, col_value, value), ok | col_ok
-    return torch.where(valid, depth, torch.where(ok, value, smooth))
+    filled = torch.where(valid, depth, value)
+    if bool((~valid & ~ok).any()):  # the pyramid is costly: only for gaps the row fill cannot bridge
+        filled = torch.where(valid | ok, filled, pyramid_fill(depth, valid))
+    return filled
 
 
 def resample_to_grid(depth: torch.Tensor, hole: torch.Tensor, size: tuple[int, int],

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from deal_ros.depth import depth_edge_map, fill_holes
-from deal_ros.losses.deal import DEALLoss, cam_edge_map, deal_loss, soft_binarize
+from deal_ros.losses.deal import DEAL_PRESETS, DEALLoss, cam_edge_map, deal_loss, soft_binarize
 
 PRESETS = ("paper", "robust")
 EDGE = 1.0 / (1.0 + math.exp(2.5))  # sigmoid(-mu): the edge / non-edge line of a, 0.0759
@@ -153,12 +153,19 @@ def test_invariant_to_depth_offset(preset, overrides):
 
 
 def test_robust_log_depth_is_not_offset_invariant_by_design():
-    """log-depth detects *relative* jumps: the same jump far away is a weaker edge (documented design)."""
-    depth, box = scene(64, box_jump=0.1)
-    cam = box.float()[None, None].repeat(1, 1, 1, 1)
+    """log-depth detects *relative* jumps: the same metric jump farther away is a weaker edge (by design).
+
+    A box 3 t (relative) tall at 0.8 m is an edge; moved 5 m farther it is below t and no edge.
+    """
+    t = DEAL_PRESETS["robust"]["edge_threshold"]
+    depth, box = scene(64, box_jump=3 * t * 0.8)
+    cam = box.float()[None, None]
     tags = torch.ones(1, 1)
     fn = loss_fn("robust")
-    assert abs(fn(cam, depth + 3.0, tags).item() - fn(cam, depth, tags).item()) > 0.05
+    a_near, _ = edge_map("robust", depth, (16, 16))
+    a_far, _ = edge_map("robust", depth + 5.0, (16, 16))
+    assert float(a_near.max()) > EDGE > float(a_far.max())
+    assert abs(fn(cam, depth + 5.0, tags).item() - fn(cam, depth, tags).item()) > 0.05
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -358,7 +365,7 @@ def test_hole_inside_flat_region_creates_no_edge(preset):
     assert bool(v_hole.all()), "small holes must not be excluded"
     torch.testing.assert_close(a_hole, a_ref, atol=1e-6, rtol=0)
     # on a plane tilted along the row as well the far-side fill leaves a tiny step: still no edge
-    tilted, _ = scene(64, box_jump=0.1, tilt_r=0.002, tilt_c=0.001)
+    tilted, _ = scene(64, box_jump=0.1, tilt_r=0.002, tilt_c=0.0005)  # 10 px hole: a 0.5 % step
     tilted_holey = torch.where(holey == holey, tilted, holey)  # same holes (NaN stays NaN)
     tilted_holey[:, :, 50:57, 6:16] = 0.0
     a_t, _ = edge_map(preset, tilted, (16, 16))
