@@ -1,0 +1,129 @@
+"""The few rclpy-facing helpers the nodes share: parameters, QoS, messages. Imports rclpy (not for CI).
+
+Works on Humble and Jazzy: only add_on_set_parameters_callback (no pre/post set callbacks), and
+the QoS event classes from rclpy.event_handler (Jazzy) or rclpy.qos_event (Humble).
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, PointField
+
+from deal_ros.config import ConfigError
+from deal_ros.ros.params import ParamSpec
+from deal_ros.ros.status import DiagnosticEntry
+
+try:  # Jazzy and newer
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks  # type: ignore[no-redef]
+
+
+def declare_specs(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
+    """Declare every spec with its descriptor; returns the values (file/launch overrides applied)."""
+    values: dict[str, Any] = {}
+    for spec in specs:
+        descriptor = ParameterDescriptor(description=spec.describe(), read_only=not spec.runtime,
+                                         dynamic_typing=spec.dynamic)
+        if spec.choices:
+            descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+        if spec.low is not None and spec.high is not None and not spec.dynamic:
+            if spec.kind == "double":
+                descriptor.floating_point_range = [FloatingPointRange(
+                    from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
+            elif spec.kind == "integer":
+                descriptor.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
+                                                         step=int(spec.step))]
+        try:
+            param = node.declare_parameter(spec.name, spec.default, descriptor)
+        except InvalidParameterTypeException as exc:
+            raise ConfigError(f"parameter '{spec.name}' has the wrong type in the parameter file / launch "
+                              f"arguments (expected {spec.kind}; write 1.0, not 1, for a double): {exc}") from None
+        except InvalidParameterValueException as exc:
+            raise ConfigError(f"parameter '{spec.name}': {exc}") from None
+        values[spec.name] = param.value
+    return values
+
+
+def set_parameters_result(error: str) -> SetParametersResult:
+    return SetParametersResult(successful=not error, reason=error)
+
+
+def image_qos(reliability: str, depth: int) -> QoSProfile:
+    """Image subscription QoS: keep-last `depth`, volatile; best_effort (sensor data) by default."""
+    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)
+"""Outputs: reliable (heard by reliable and best-effort subscribers alike), shallow (no backlog)."""
+
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""The class map: late subscribers get the last message (a subscriber must ask for transient_local too)."""
+
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+
+
+def qos_event_callbacks(node: Node, topic: str, our_qos: str) -> SubscriptionEventCallbacks:
+    """Log incompatible QoS loudly (pitfalls.md 1): the middleware drops such publishers silently otherwise."""
+
+    def on_incompatible(event: Any) -> None:
+        node.get_logger().error(
+            f"incompatible QoS on '{topic}': a publisher offers a QoS our subscription ({our_qos}) cannot match "
+            f"(policy id {getattr(event, 'last_policy_kind', '?')}, {getattr(event, 'total_count', '?')} times); "
+            "set qos.reliability to match the publisher (best_effort hears everyone)")
+
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+
+
+def to_uint8_array(data: Any) -> array.array:
+    """Bytes-like -> array.array('B'), the fast path of rclpy's uint8[] setter (one memcpy)."""
+    out = array.array("B")
+    out.frombytes(data)
+    return out
+
+
+def image_msg(header: Any, fields: dict[str, Any]) -> Image:
+    """sensor_msgs/Image from deal_ros.io.image_fields output and the input's header."""
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = fields["height"], fields["width"]
+    msg.encoding, msg.is_bigendian, msg.step = fields["encoding"], fields["is_bigendian"], fields["step"]
+    msg.data = to_uint8_array(fields["data"])
+    return msg
+
+
+def point_fields(spec: Sequence[tuple[str, int, int, int]]) -> list[PointField]:
+    return [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in spec]
+
+
+def stamp_s(stamp: Any) -> float:
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def diagnostic_array(node: Node, entries: Sequence[DiagnosticEntry], hardware_id: str) -> DiagnosticArray:
+    msg = DiagnosticArray()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    for entry in entries:
+        status = DiagnosticStatus(level=bytes([entry.level]), name=f"{node.get_name()}: {entry.name}",
+                                  message=entry.message[:1000], hardware_id=hardware_id)
+        status.values = [KeyValue(key=k, value=v) for k, v in entry.values.items()]
+        msg.status.append(status)
+    return msg
+
+
+def log_report(node: Node, lines: Iterable[str], level: Callable[[str], Any]) -> None:
+    for line in lines:
+        level(line)

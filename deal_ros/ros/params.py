@@ -1,0 +1,391 @@
+"""ROS parameters of the nodes: one spec per parameter, derived from DealConfig plus the node's own.
+
+Why a spec table without rclpy: the nodes declare exactly these (type, range, description,
+read-only), CI checks them, and ``config/onboard.yaml`` is checked against them. Every DealConfig
+leaf becomes a ROS parameter under its dotted key (``loss.deal.weight``), so the parameter file
+is the same tree ``deal_ros.config.load_config`` reads. Descriptions come from the attribute
+docstrings in ``deal_ros/config.py`` (parsed with ``ast``, so the config stays the one source).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from deal_ros import config as config_module
+from deal_ros.config import ConfigError, DealConfig
+
+TRAINER = "trainer"
+SEGMENTER = "segmenter"
+BOTH = frozenset({TRAINER, SEGMENTER})
+
+KINDS = ("bool", "integer", "double", "string", "string_array")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter: what the node declares and how a change is validated."""
+
+    name: str
+    default: Any
+    kind: str
+    """bool, integer, double, string or string_array (mapped to rcl_interfaces ParameterType by the node)."""
+    description: str
+    low: float | None = None
+    high: float | None = None
+    step: int = 0
+    """Integer step of the range (0 = any value)."""
+    choices: tuple[str, ...] = ()
+    runtime: bool = False
+    """Safe to change while running (else the descriptor is read-only: restart with a new value)."""
+    config_key: bool = False
+    """A DealConfig dotted key (else a node parameter)."""
+    nodes: frozenset[str] = BOTH
+    dynamic: bool = False
+    """Accept more than one type (tags: a string list or one comma-separated string)."""
+
+    def describe(self) -> str:
+        """Description with the choices and range spelled out (shown by `ros2 param describe`)."""
+        text = self.description
+        if self.choices:
+            text += f" One of: {', '.join(self.choices)}."
+        if self.low is not None or self.high is not None:
+            text += f" Range [{self.low}, {self.high}]."
+        if not self.runtime:
+            text += " Read-only at run time."
+        return text
+
+
+# -- DealConfig keys -----------------------------------------------------------------------------
+
+RUNTIME_CONFIG_PREFIXES = (
+    "pseudo_label.",
+    "loss.deal.",
+    "loss.seg_weight",
+    "loss.seg_warmup_steps",
+    "train.lr",
+    "train.backbone_lr_scale",
+    "train.grad_clip",
+    "train.max_steps_per_second",
+    "augment.",
+    "checkpoint.period_steps",
+)
+"""DealConfig keys that OnlineTrainer.update_config / the segmenter apply between steps without a restart."""
+
+CONFIG_RANGES: dict[str, tuple[float, float, int]] = {
+    "model.input_height": (32, 4096, 16),
+    "model.input_width": (32, 4096, 16),
+    "model.freeze_stages": (0, 5, 0),
+    "model.seg_head_channels": (8, 1024, 0),
+    "train.batch_size": (1, 256, 0),
+    "train.lr": (1e-8, 1.0, 0),
+    "train.backbone_lr_scale": (0.0, 10.0, 0),
+    "train.grad_clip": (0.0, 1000.0, 0),
+    "train.max_steps_per_second": (0.0, 1000.0, 0),
+    "loss.deal.weight": (0.0, 100.0, 0),
+    "loss.deal.mu": (0.01, 100.0, 0),
+    "loss.deal.warmup_steps": (0, 1_000_000, 0),
+    "loss.seg_weight": (0.0, 100.0, 0),
+    "pseudo_label.fg_threshold": (0.0, 1.0, 0),
+    "pseudo_label.bg_threshold": (0.0, 1.0, 0),
+    "pseudo_label.bg_score": (0.0, 1.0, 0),
+    "augment.color_jitter": (0.0, 0.99, 0),
+    "checkpoint.period_steps": (0, 10_000_000, 0),
+    "buffer.max_frames": (1, 1_000_000, 0),
+}
+"""Ranges the node enforces before DealConfig.validate (which still has the last word)."""
+
+
+FALLBACK_DOCS: dict[str, str] = {
+    "classes": "Foreground class names the model learns (background is implicit, id 0); fixed for a checkpoint.",
+    "enabled": "Switch this loss term on.",
+    "weight": "Weight of this loss term in the total loss.",
+    "loss.boundary.canny_high": "Upper Canny hysteresis threshold on the 8-bit grey image.",
+    "pseudo_label.bg_score": "Constant background score (background: constant).",
+    "pseudo_label.alpha": "Exponent of the 'power' background score (1 - max_k)^alpha.",
+    "pseudo_label.refine_iterations": "Iterations of the depth-bilateral refinement.",
+    "buffer.max_frames": "Most frames the training buffer keeps (oldest of the most frequent class evicted).",
+    "buffer.max_bytes": "Most bytes the training buffer keeps.",
+    "augment.hflip": "Random horizontal flips.",
+    "augment.scale_min": "Smallest random rescale factor.",
+    "augment.scale_max": "Largest random rescale factor.",
+    "train.batch_size": "Frames per training step (halved automatically on CUDA out-of-memory).",
+    "train.optimizer": "Optimiser.",
+    "train.backbone_lr_scale": "The backbone learns at lr times this.",
+    "train.weight_decay": "Weight decay of the optimiser.",
+    "train.seed": "Random seed of sampling, augmentation and initial weights.",
+}
+"""Descriptions of the config fields that have no attribute docstring (by dotted key, else by field name)."""
+
+
+@lru_cache(maxsize=1)
+def _config_source_facts() -> tuple[dict[tuple[str, str], str], dict[str, str], dict[str, tuple[str, ...]]]:
+    """(class, field) -> attribute docstring, class -> class docstring, dotted key -> choices from _one_of."""
+    tree = ast.parse(inspect.getsource(config_module))
+    field_docs: dict[tuple[str, str], str] = {}
+    class_docs: dict[str, str] = {}
+    choices: dict[str, tuple[str, ...]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        class_docs[node.name] = (ast.get_docstring(node) or "").split("\n")[0]
+        body = node.body
+        for current, following in zip(body, [*body[1:], None], strict=True):
+            if (isinstance(current, ast.AnnAssign) and isinstance(current.target, ast.Name)
+                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                field_docs[(node.name, current.target.id)] = " ".join(following.value.value.split())
+        for call in ast.walk(node):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "_one_of"
+                    and len(call.args) == 3 and isinstance(call.args[1], ast.Constant)
+                    and isinstance(call.args[2], ast.Tuple)):
+                choices[str(call.args[1].value)] = tuple(str(e.value) for e in call.args[2].elts
+                                                         if isinstance(e, ast.Constant))
+    return field_docs, class_docs, choices
+
+
+def _kind_of(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return "string_array"
+    return {bool: "bool", int: "integer", float: "double", str: "string"}[hint]
+
+
+def _walk_config(cls: type, instance: Any, prefix: str) -> Iterable[tuple[str, type, str, Any, Any]]:
+    """(dotted key, owning class, field name, type hint, default) for every leaf of the config tree."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(hint):
+            yield from _walk_config(hint, value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", cls, f.name, hint, value
+
+
+@lru_cache(maxsize=1)
+def config_param_specs() -> tuple[ParamSpec, ...]:
+    """One spec per DealConfig leaf, with the attribute docstring as description."""
+    field_docs, class_docs, choices = _config_source_facts()
+    specs = []
+    for key, cls, name, hint, default in _walk_config(DealConfig, DealConfig(), ""):
+        doc = (field_docs.get((cls.__name__, name)) or FALLBACK_DOCS.get(key) or FALLBACK_DOCS.get(name)
+               or f"{class_docs.get(cls.__name__, cls.__name__)} ({name}).")
+        low, high, step = CONFIG_RANGES.get(key, (None, None, 0))
+        specs.append(ParamSpec(
+            name=key, default=list(default) if isinstance(default, list) else default, kind=_kind_of(hint),
+            description=doc, low=low, high=high, step=step, choices=choices.get(key, ()),
+            runtime=key.startswith(RUNTIME_CONFIG_PREFIXES), config_key=True,
+        ))
+    return tuple(specs)
+
+
+# -- node parameters ------------------------------------------------------------------------------
+
+NODE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("rgb_topic", "/camera/color/image_raw", "string",
+              "Colour image topic (sensor_msgs/Image rgb8/bgr8/rgba8/bgra8/mono8)."),
+    ParamSpec("depth_topic", "/camera/aligned_depth_to_color/image_raw", "string",
+              "Depth image topic ALIGNED TO COLOUR (16UC1 = millimetres, 32FC1 = metres)."),
+    ParamSpec("camera_info_topic", "/camera/color/camera_info", "string",
+              "CameraInfo of the colour camera (intrinsics for the semantic point cloud).",
+              nodes=frozenset({SEGMENTER})),
+    ParamSpec("tags_topic", "/deal/tags", "string",
+              "std_msgs/String topic with the comma-separated names of the objects in view."),
+    ParamSpec("tags", "", "string_array",
+              "Objects in view now: a string list ([mug, box]) or one comma-separated string; '' = none in view. "
+              "Unknown names are refused.", runtime=True, dynamic=True),
+    ParamSpec("qos.reliability", "best_effort", "string",
+              "Reliability of the image subscriptions (best_effort matches every camera driver).",
+              choices=("best_effort", "reliable")),
+    ParamSpec("qos.depth", 5, "integer", "History depth of the image subscriptions.", low=1, high=100),
+    ParamSpec("sync.queue_size", 10, "integer", "ApproximateTimeSynchronizer queue size per input.",
+              low=1, high=1000),
+    ParamSpec("sync.slop", 0.05, "double", "Max stamp difference (s) of an RGB/depth pair.", low=0.0, high=5.0),
+    ParamSpec("sync.stale_timeout_s", 5.0, "double",
+              "Warn when no synchronised pair arrived for this long (s) while inputs are published.",
+              low=0.5, high=3600.0, runtime=True),
+    ParamSpec("keyframe.min_interval_s", 0.5, "double",
+              "A frame enters the training buffer at most this often (s).", low=0.0, high=3600.0,
+              runtime=True, nodes=frozenset({TRAINER})),
+    ParamSpec("keyframe.max_interval_s", 5.0, "double",
+              "Take a frame after this long (s) even without motion (0 = only on motion).", low=0.0, high=3600.0,
+              runtime=True, nodes=frozenset({TRAINER})),
+    ParamSpec("keyframe.motion_threshold", 0.04, "double",
+              "Mean absolute grey difference (0..1) of 32x24 thumbnails that counts as new view.",
+              low=0.0, high=1.0, runtime=True, nodes=frozenset({TRAINER})),
+    ParamSpec("resume", True, "bool", "Continue from <checkpoint.directory>/model.safetensors when it exists.",
+              nodes=frozenset({TRAINER})),
+    ParamSpec("status_period_s", 1.0, "double", "Period (s) of the status topic and /diagnostics.",
+              low=0.05, high=60.0),
+    ParamSpec("reload_period_s", 2.0, "double",
+              "Standalone segmenter: poll the checkpoint this often (s) and hot-reload newer weights (0 = off).",
+              low=0.0, high=3600.0, runtime=True, nodes=frozenset({SEGMENTER})),
+    ParamSpec("overlay_alpha", 0.5, "double", "Opacity of the class colours on the overlay image.",
+              low=0.0, high=1.0, runtime=True, nodes=frozenset({SEGMENTER})),
+    ParamSpec("points.stride", 2, "integer", "Use every N-th pixel (rows and columns) for the point cloud.",
+              low=1, high=64, runtime=True, nodes=frozenset({SEGMENTER})),
+    ParamSpec("publish_pseudo_label", True, "bool", "Publish pseudo_label when tags are known (costs a refinement).",
+              runtime=True, nodes=frozenset({SEGMENTER})),
+)
+
+
+def node_param_specs(node: str) -> tuple[ParamSpec, ...]:
+    """The node's own parameters (not DealConfig keys)."""
+    return tuple(s for s in NODE_PARAMS if node in s.nodes)
+
+
+def all_param_specs(node: str) -> tuple[ParamSpec, ...]:
+    """Everything `node` declares: its own parameters, then every DealConfig key."""
+    return node_param_specs(node) + config_param_specs()
+
+
+def spec_map(node: str) -> dict[str, ParamSpec]:
+    return {s.name: s for s in all_param_specs(node)}
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+def coerce_value(spec: ParamSpec, value: Any) -> Any:
+    """Check one value against its spec (type, range, choices); returns it normalised or raises ValueError."""
+    name = spec.name
+    if spec.kind == "double" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if spec.kind == "string_array":
+        if spec.dynamic and isinstance(value, str):
+            return value
+        if isinstance(value, (bytes, bytearray)) or (isinstance(value, (list, tuple)) and not value):
+            return []  # rclpy types an empty list as a byte array
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"parameter '{name}': expected a list of strings, got {value!r}")
+        return [str(v) for v in value]
+    expected = {"bool": bool, "integer": int, "double": float, "string": str}[spec.kind]
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ValueError(f"parameter '{name}': expected {spec.kind}, got {type(value).__name__} {value!r}")
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"parameter '{name}': must be one of {list(spec.choices)}, got {value!r}")
+    if spec.low is not None and value < spec.low:
+        raise ValueError(f"parameter '{name}': {value} is below the minimum {spec.low}")
+    if spec.high is not None and value > spec.high:
+        raise ValueError(f"parameter '{name}': {value} is above the maximum {spec.high}")
+    if spec.kind == "integer" and spec.step and spec.low is not None and (value - spec.low) % spec.step:
+        raise ValueError(f"parameter '{name}': {value} must be {spec.low} + a multiple of {spec.step}")
+    return value
+
+
+def config_from_parameters(values: Mapping[str, Any], base: DealConfig | None = None) -> DealConfig:
+    """The DealConfig of a node from its parameter values (unknown and node keys ignored); raises ConfigError."""
+    specs = {s.name: s for s in config_param_specs()}
+    overrides = {}
+    for name, value in values.items():
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        try:
+            overrides[name] = coerce_value(spec, value)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return (base or DealConfig()).updated(overrides)
+
+
+@dataclass
+class ParameterUpdate:
+    """A validated run-time change: DealConfig overrides and node values, or the reason it is refused."""
+
+    config_overrides: dict[str, Any]
+    node_values: dict[str, Any]
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def check_parameter_update(node: str, current: DealConfig, changes: Mapping[str, Any]) -> ParameterUpdate:
+    """Validate a `ros2 param set` (all or nothing): run-time safe, in range, and a valid DealConfig."""
+    specs = spec_map(node)
+    update = ParameterUpdate({}, {})
+    for name, value in changes.items():
+        spec = specs.get(name)
+        if spec is None:
+            continue  # use_sim_time and other parameters rclpy owns
+        if not spec.runtime:
+            update.error = (f"parameter '{name}' cannot change at run time; set it in the parameter file and "
+                            "restart the node")
+            return update
+        try:
+            value = coerce_value(spec, value)
+        except ValueError as exc:
+            update.error = str(exc)
+            return update
+        (update.config_overrides if spec.config_key else update.node_values)[name] = value
+    if update.config_overrides:
+        try:
+            current.updated(update.config_overrides)
+        except ConfigError as exc:
+            update.error = str(exc)
+    return update
+
+
+# -- the parameter file ----------------------------------------------------------------------------
+
+def _yaml_scalar(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        if "inf" in text or "nan" in text:
+            return {"inf": ".inf", "-inf": "-.inf"}.get(text, ".nan")
+        mantissa, _, exponent = text.partition("e")
+        mantissa = mantissa if "." in mantissa else mantissa + ".0"  # YAML 1.1 floats need the dot
+        return mantissa + (f"e{exponent}" if exponent else "")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def render_parameter_file(values: Mapping[str, Any] | None = None, node_pattern: str = "/**") -> str:
+    """A ROS 2 parameter file with every parameter of both nodes, each preceded by its description."""
+    values = dict(values or {})
+    names_seen: set[str] = set()
+    specs: list[ParamSpec] = []
+    for spec in (*NODE_PARAMS, *config_param_specs()):
+        if spec.name not in names_seen:
+            names_seen.add(spec.name)
+            specs.append(spec)
+    lines = [f"{node_pattern}:", "  ros__parameters:"]
+    open_path: list[str] = []
+    for spec in specs:
+        *parents, leaf = spec.name.split(".")
+        common = 0
+        while common < min(len(parents), len(open_path)) and parents[common] == open_path[common]:
+            common += 1
+        open_path = open_path[:common]
+        for part in parents[common:]:
+            lines.append("    " + "  " * len(open_path) + f"{part}:")
+            open_path.append(part)
+        indent = "    " + "  " * len(open_path)
+        where = "" if spec.nodes == BOTH else f" [{', '.join(sorted(spec.nodes))} only]"
+        lines.append(f"{indent}# {spec.describe()}{where}")
+        lines.append(f"{indent}{leaf}: {_yaml_scalar(values.get(spec.name, spec.default))}")
+    return "\n".join(lines) + "\n"
+
+
+def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested ros__parameters -> dotted names, as rclpy sees them."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten_parameters(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,82 @@
+"""The current tags ("objects in view") of a node, set from a parameter or a topic.
+
+A bad update is refused loudly and the previous tags stay: a typo on the tags topic must not
+silently teach the robot that nothing is in view.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from deal_ros.io.tags import UnknownTagError, parse_tags
+
+
+@dataclass(frozen=True)
+class TagUpdate:
+    """Outcome of one update: the tags now in force, whether they changed, and an error to log."""
+
+    tags: tuple[str, ...]
+    changed: bool
+    error: str = ""
+
+
+def tags_from_parameter(value: Any, classes: Sequence[str]) -> list[str]:
+    """Parameter value (string list, comma-separated string, or rclpy's empty byte array) -> checked tags."""
+    if isinstance(value, (bytes, bytearray)) or value is None:
+        value = ""
+    if not isinstance(value, (str, list, tuple)):
+        raise ValueError(f"tags must be a string list or a comma-separated string, got {value!r}")
+    if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
+        value = value.strip()[1:-1]  # "[mug, box]" given as one string (a launch argument)
+    if isinstance(value, (list, tuple)):
+        # ["mug, box"] (one element holding a list) is a common launch-file spelling: accept it
+        value = [part for item in value for part in str(item).split(",")]
+    if isinstance(value, str):
+        value = [part.strip().strip("'\"") for part in value.split(",")]
+    return parse_tags(value, classes)
+
+
+class TagState:
+    """Thread-safe holder of the current tags; shared by the trainer and segmenter nodes in one process."""
+
+    def __init__(self, classes: Sequence[str], initial: Any = "") -> None:
+        self.classes = list(classes)
+        self._lock = threading.Lock()
+        self._tags: tuple[str, ...] = ()
+        self._known = False
+        self.refused = 0
+        result = self.set(initial, source="parameter 'tags'", explicit=bool(initial))
+        if result.error:
+            raise ValueError(result.error)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        with self._lock:
+            return self._tags
+
+    @property
+    def known(self) -> bool:
+        """False until someone set tags (a parameter or topic value, '' included once explicitly given)."""
+        with self._lock:
+            return self._known
+
+    def set(self, value: Any, source: str = "tags", explicit: bool = True) -> TagUpdate:
+        """Apply a parameter / topic value; on an unknown class keep the previous tags and return the error.
+
+        `explicit` = False for a start-up default of '' (nothing said yet: the trainer must not learn
+        "nothing in view" from it); any later value, '' included, makes the tags known.
+        """
+        try:
+            tags = tuple(tags_from_parameter(value, self.classes))
+        except (UnknownTagError, ValueError) as exc:
+            with self._lock:
+                self.refused += 1
+                return TagUpdate(self._tags, False, f"{source}: {exc}; keeping the previous tags {list(self._tags)}")
+        with self._lock:
+            changed = tags != self._tags
+            self._tags = tags
+            self._known = self._known or explicit or bool(tags)
+            return TagUpdate(tags, changed)

@@ -1,0 +1,131 @@
+"""Parameter specs, validation and config/onboard.yaml (rclpy-free, CI)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deal_ros.config import ConfigError, DealConfig, load_config
+from deal_ros.ros.params import (
+    NODE_PARAMS,
+    SEGMENTER,
+    TRAINER,
+    all_param_specs,
+    check_parameter_update,
+    coerce_value,
+    config_from_parameters,
+    config_param_specs,
+    flatten_parameters,
+    render_parameter_file,
+    spec_map,
+)
+
+ONBOARD_YAML = Path(__file__).resolve().parents[2] / "config" / "onboard.yaml"
+
+
+def _config_keys() -> set[str]:
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                yield from walk(value, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}"
+    return set(walk(DealConfig(), ""))
+
+
+def test_every_config_leaf_is_a_parameter_with_a_description():
+    specs = {s.name: s for s in config_param_specs()}
+    assert set(specs) == _config_keys()
+    # descriptions come from the attribute docstrings of deal_ros/config.py
+    assert specs["loss.deal.weight"].description.startswith("lambda")
+    assert "Backbone name" in specs["model.backbone"].description
+    assert specs["model.backbone"].choices == ("mobilenet_v2", "resnet18", "resnet50")
+    assert specs["loss.deal.edge_norm"].choices == ("max", "percentile", "fixed")
+    assert all(s.description for s in specs.values())
+    assert specs["model.input_height"].kind == "integer" and specs["model.input_height"].step == 16
+    assert specs["classes"].kind == "string_array" and not specs["classes"].runtime
+
+
+def test_runtime_safe_set():
+    specs = spec_map(TRAINER)
+    for name in ("pseudo_label.fg_threshold", "loss.deal.weight", "train.lr", "train.max_steps_per_second", "tags"):
+        assert specs[name].runtime, name
+    for name in ("classes", "model.backbone", "model.input_height", "train.device", "rgb_topic", "qos.reliability"):
+        assert not specs[name].runtime, name
+
+
+def test_node_specific_parameters():
+    trainer = {s.name for s in all_param_specs(TRAINER)}
+    segmenter = {s.name for s in all_param_specs(SEGMENTER)}
+    assert "keyframe.min_interval_s" in trainer and "keyframe.min_interval_s" not in segmenter
+    assert "reload_period_s" in segmenter and "reload_period_s" not in trainer
+    assert "tags" in trainer and "tags" in segmenter
+
+
+def test_coerce_value():
+    specs = spec_map(TRAINER)
+    assert coerce_value(specs["loss.deal.weight"], 2) == 2.0
+    assert coerce_value(specs["tags"], "mug, box") == "mug, box"
+    assert coerce_value(specs["tags"], b"") == []
+    with pytest.raises(ValueError, match="below the minimum"):
+        coerce_value(specs["pseudo_label.fg_threshold"], -0.5)
+    with pytest.raises(ValueError, match="one of"):
+        coerce_value(specs["qos.reliability"], "sometimes")
+    with pytest.raises(ValueError, match="expected integer"):
+        coerce_value(specs["train.batch_size"], 2.5)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        coerce_value(specs["model.input_height"], 70)
+
+
+def test_config_from_parameters_maps_dotted_keys():
+    cfg = config_from_parameters({"model.input_height": 64, "loss.deal.weight": 1, "classes": ["a", "b"],
+                                  "rgb_topic": "/x", "use_sim_time": True})
+    assert cfg.model.input_height == 64 and cfg.loss.deal.weight == 1.0 and cfg.classes == ["a", "b"]
+    with pytest.raises(ConfigError, match="pseudo_label"):
+        config_from_parameters({"pseudo_label.bg_threshold": 0.9, "pseudo_label.fg_threshold": 0.5})
+
+
+def test_check_parameter_update():
+    cfg = DealConfig()
+    ok = check_parameter_update(TRAINER, cfg, {"loss.deal.weight": 0.5, "keyframe.min_interval_s": 1.0})
+    assert ok.ok and ok.config_overrides == {"loss.deal.weight": 0.5}
+    assert ok.node_values == {"keyframe.min_interval_s": 1.0}
+    refused = check_parameter_update(TRAINER, cfg, {"model.backbone": "resnet18"})
+    assert not refused.ok and "cannot change at run time" in refused.error
+    bad = check_parameter_update(TRAINER, cfg, {"pseudo_label.bg_threshold": 0.9})
+    assert not bad.ok and "bg_threshold" in bad.error
+    assert check_parameter_update(TRAINER, cfg, {"use_sim_time": True}).ok
+
+
+def test_onboard_yaml_loads_and_every_key_is_known():
+    cfg = load_config(ONBOARD_YAML)
+    assert cfg.classes == ["mug", "box", "ball"]
+    data = yaml.safe_load(ONBOARD_YAML.read_text())
+    assert list(data) == ["/**"]
+    flat = flatten_parameters(data["/**"]["ros__parameters"])
+    known = {s.name for s in (*NODE_PARAMS, *config_param_specs())}
+    assert set(flat) - known == set(), "unknown keys in config/onboard.yaml"
+    assert known - set(flat) == set(), "keys missing from config/onboard.yaml"
+    specs = {s.name: s for s in (*NODE_PARAMS, *config_param_specs())}
+    for name, value in flat.items():  # the ROS types the nodes declare (a double written as 1 would be refused)
+        spec = specs[name]
+        if spec.kind == "double":
+            assert isinstance(value, float), f"{name}: write {value}.0"
+        coerce_value(spec, value)
+    # every key has a comment line right above it
+    lines = ONBOARD_YAML.read_text().splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not stripped.endswith(":") and i > 0:
+            assert lines[i - 1].strip().startswith("#"), f"no comment above: {line}"
+
+
+def test_rendered_file_roundtrips(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(render_parameter_file({"classes": ["x"], "model.input_height": 64, "loss.isl.eps": 1e-5}))
+    cfg = load_config(path)
+    assert cfg.classes == ["x"] and cfg.model.input_height == 64 and cfg.loss.isl.eps == pytest.approx(1e-5)

@@ -1,0 +1,176 @@
+"""Latest-frame slot, hot-reload polling, status/diagnostics, start-up checks (rclpy-free, CI)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import torch
+
+from deal_ros.checkpoint import save_checkpoint
+from deal_ros.config import DealConfig
+from deal_ros.ros.hot_reload import CheckpointPoller
+from deal_ros.ros.slot import LatestSlot, stamp_age_s
+from deal_ros.ros.startup import check_environment
+from deal_ros.ros.status import (
+    ERROR,
+    OK,
+    WARN,
+    RateLimiter,
+    RateMeter,
+    segmenter_diagnostics,
+    segmenter_status,
+    trainer_diagnostics,
+    trainer_status,
+)
+
+
+def test_slot_latest_wins_and_counts_drops():
+    clock = [0.0]
+    slot: LatestSlot[int] = LatestSlot(clock=lambda: clock[0])
+    assert not slot.put(1)
+    assert slot.put(2) and slot.put(3)
+    clock[0] = 0.25
+    taken = slot.take(timeout=0)
+    assert taken.item == 3 and taken.wait_s == pytest.approx(0.25)
+    assert slot.dropped == 2 and slot.take(timeout=0) is None
+
+
+def test_slot_threads_and_close():
+    slot: LatestSlot[int] = LatestSlot()
+    got = []
+
+    def consumer():
+        while True:
+            taken = slot.take(timeout=1.0)
+            if taken is None:
+                return
+            got.append(taken.item)
+            time.sleep(0.01)  # a slow consumer
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    for i in range(200):
+        slot.put(i)
+        time.sleep(0.0005)
+    time.sleep(0.05)
+    slot.close()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    assert got == sorted(got) and got[-1] == 199  # in order, the newest always served
+    assert slot.dropped + len(got) == 200 and slot.dropped > 0
+
+
+def test_stamp_age():
+    assert stamp_age_s(10.5, 10.0) == 0.5
+    assert stamp_age_s(10.0, 11.0) == 0.0
+
+
+@pytest.fixture()
+def tiny_model():
+    cfg = DealConfig(classes=["mug"])
+    return cfg, torch.nn.Linear(2, 2)
+
+
+def test_poller_reloads_only_newer_steps(tmp_path, tiny_model):
+    cfg, model = tiny_model
+    path = tmp_path / "model.safetensors"
+    poller = CheckpointPoller(path)
+    assert poller.poll().step is None  # missing: fine
+    save_checkpoint(path, model, cfg, step=5)
+    assert poller.poll().step == 5
+    poller.mark_loaded(5)
+    assert poller.poll().step is None  # unchanged file: a stat only
+    save_checkpoint(path, model, cfg, step=3)
+    result = poller.poll()
+    assert result.step is None and "not newer" in result.note
+    save_checkpoint(path, model, cfg, step=9)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert poller.poll().step == 9
+
+
+def test_poller_survives_half_written_file(tmp_path, tiny_model):
+    cfg, model = tiny_model
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(tmp_path / "full.safetensors", model, cfg, step=7)
+    data = (tmp_path / "full.safetensors").read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    poller = CheckpointPoller(path)
+    result = poller.poll()
+    assert result.step is None and "not readable" in result.note and poller.failures == 1
+    path.write_bytes(data)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert poller.poll().step == 7
+    poller.mark_failed()  # e.g. the load itself failed: retried although the file did not change
+    assert poller.poll().step == 7
+
+
+def test_rate_meter_and_limiter():
+    meter = RateMeter(window_s=10)
+    for t in range(11):
+        meter.tick(t * 0.5)
+    assert meter.rate(5.0) == pytest.approx(2.0)
+    assert meter.rate(100.0) == 0.0
+    limiter = RateLimiter(2.0)
+    assert limiter.wait_s(0.0) == 0.0
+    limiter.mark(0.0)
+    assert limiter.wait_s(0.1) == pytest.approx(0.4)
+    assert limiter.wait_s(0.6) == 0.0
+    assert RateLimiter(0.0).wait_s(0.0) == 0.0
+
+
+def _trainer_status(**over):
+    base = dict(step=12, paused=False, tags=["mug"], tags_known=True, classes=["mug", "box"], buffer_frames=3,
+                buffer_capacity=500, buffer_bytes=3 * 2**20, class_counts=[3, 0], steps_per_s=1.5,
+                last={"loss": 0.7, "loss_deal": -0.2, "pseudo_coverage": 0.4, "step_time_s": 0.3},
+                device="cuda:0 (Orin, 100/8000 MiB)", device_type="cuda", gpu_memory_mb=100.0, batch_size=4,
+                keyframes_accepted=3, keyframes_rejected=40, pairs=43, frames_dropped=2, skipped_frames=0,
+                sync_warning=None, last_checkpoint="", checkpoint_error="", requested_device="auto")
+    base.update(over)
+    return trainer_status(**base)
+
+
+def test_trainer_status_content():
+    status = _trainer_status()
+    assert status["buffer"] == {"frames": 3, "capacity": 500, "fill": 0.006, "mbytes": 3.0}
+    assert status["frames_per_class"] == {"mug": 3, "box": 0}
+    assert status["last_step"]["loss_deal"] == -0.2 and status["gpu_memory_mb"] == 100.0
+    entries = {e.name: e for e in trainer_diagnostics(status)}
+    assert entries["deal_ros: training"].level == OK and entries["deal_ros: training"].values["loss_deal"] == "-0.2"
+    assert entries["deal_ros: buffer"].level == WARN and "box" in entries["deal_ros: buffer"].message
+    assert entries["deal_ros: device"].level == OK
+
+
+def test_trainer_diagnostics_levels():
+    cpu = {e.name: e for e in trainer_diagnostics(_trainer_status(device_type="cpu", requested_device="auto"))}
+    assert cpu["deal_ros: device"].level == WARN and "CPU" in cpu["deal_ros: device"].message
+    forced = {e.name: e for e in trainer_diagnostics(_trainer_status(device_type="cpu", requested_device="cuda"))}
+    assert forced["deal_ros: device"].level == ERROR
+    no_tags = {e.name: e for e in trainer_diagnostics(_trainer_status(tags_known=False))}
+    assert no_tags["deal_ros: training"].level == WARN and "no tags" in no_tags["deal_ros: training"].message
+    ckpt = {e.name: e for e in trainer_diagnostics(_trainer_status(checkpoint_error="disk full"))}
+    assert ckpt["deal_ros: checkpoint"].level == ERROR
+    stale = {e.name: e for e in trainer_diagnostics(_trainer_status(sync_warning="no pair"))}
+    assert stale["deal_ros: input"].level == WARN
+
+
+def test_segmenter_status():
+    status = segmenter_status(model_step=4, frames=10, dropped=3, frame_age_s=0.12, wait_s=0.01, inference_s=0.05,
+                              fps=9.5, device="cpu", reload_error="", sync_warning=None, skipped_frames=0,
+                              tags=("mug",))
+    assert status["frame_age_s"] == 0.12 and status["frames_dropped"] == 3
+    (entry,) = segmenter_diagnostics(status)
+    assert entry.level == OK and entry.values["frame_age_s"] == "0.12"
+
+
+def test_check_environment_here():
+    report = check_environment("auto")
+    assert report.ok
+    assert any(line.startswith("torch ") for line in report.info)
+    assert any(line.startswith("numpy 1.") for line in report.info)
+    if not torch.cuda.is_available():
+        assert any("no CUDA device" in w for w in report.warnings)
+        forced = check_environment("cuda")
+        assert not forced.ok and "CUDA is not available" in forced.errors[0]
