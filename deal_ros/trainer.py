@@ -26,6 +26,7 @@ from deal_ros.checkpoint import Checkpoint, CheckpointError, load_checkpoint, sa
 from deal_ros.config import DealConfig
 from deal_ros.device import describe_device, resolve_device
 from deal_ros.losses import DEALLoss, classification_loss
+from deal_ros.losses.structure import StructureLosses
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
 
@@ -61,6 +62,14 @@ class StepStats:
     """Fraction of pixels with a confident pseudo-label (not 255)."""
     batch_size: int
     step_time_s: float
+    loss_isl: float = 0.0
+    """Importance-sampling loss (already mixed into loss_cls as (1 - w) L_gap + w L_isl)."""
+    loss_fsl: float = 0.0
+    loss_smooth: float = 0.0
+    loss_boundary: float = 0.0
+    loss_ssc: float = 0.0
+    loss_recon: float = 0.0
+    """Structure-loss terms, unweighted (0.0 when disabled or not yet active)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +97,11 @@ class OnlineTrainer:
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
         self.deal = DEALLoss(**cfg.loss.deal.loss_kwargs())
+        # Structure losses (method.md §3). Their trainable modules (boundary branch, reconstruction decoder)
+        # live outside CAMNet and train with their own optimizer, so checkpoints, resume() and reset() of
+        # the model and its optimizer are unchanged whichever losses are enabled.
+        self.structure = StructureLosses(cfg.loss, self.model).to(self.device)
+        self.aux_optimizer = self._make_aux_optimizer()
         self.step = 0
         self.batch_size = cfg.train.batch_size
         self.skipped_steps = 0
@@ -100,6 +114,16 @@ class OnlineTrainer:
     @property
     def _amp(self) -> bool:
         return self.cfg.train.amp and self.device.type == "cuda"
+
+    def _make_aux_optimizer(self) -> torch.optim.Optimizer | None:
+        """Optimizer of the structure losses' own modules (heads' lr and settings); None when there are none."""
+        params = self.structure.trainable_parameters()
+        if not params:
+            return None
+        train = self.cfg.train
+        if train.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         train = self.cfg.train
@@ -157,35 +181,59 @@ class OnlineTrainer:
         lam = self.deal_weight()
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._amp):
             out = self.model(self.model.normalize_input(rgb))
-        loss_cls = classification_loss(out.class_logits, tags)
-        loss_deal = self.deal(out.cam_logits, depth_m, tags) if lam > 0 else loss_cls.new_zeros(())
-        loss_seg = loss_cls.new_zeros(())
+        loss_gap = classification_loss(out.class_logits, tags)
+        zero = loss_gap.new_zeros(())
+        loss_isl = zero
+        loss_cls = loss_gap
+        if self.structure.isl is not None:
+            loss_isl = self.structure.isl(out.cam_logits, depth_m, tags)
+            loss_cls = (1.0 - cfg.loss.isl.weight) * loss_gap + cfg.loss.isl.weight * loss_isl
+        loss_deal = self.deal(out.cam_logits, depth_m, tags) if lam > 0 else zero
+        loss_seg = zero
         coverage = 0.0
-        if self.step >= cfg.loss.seg_warmup_steps and cfg.loss.seg_weight > 0:
+        labels = None
+        seg_on = cfg.loss.seg_weight > 0
+        if self.step >= cfg.loss.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels):
             seg_size = tuple(out.seg_logits.shape[-2:])
             labels, _ = make_pseudo_labels(out.cam_logits.detach(), tags, seg_size, cfg.pseudo_label,
                                            rgb / 255.0, depth_m)
             confident = labels != IGNORE_INDEX
             coverage = float(confident.float().mean())
-            if bool(confident.any()):
+            if seg_on and bool(confident.any()):
                 loss_seg = F.cross_entropy(out.seg_logits.float(), labels, ignore_index=IGNORE_INDEX)
+        terms = self.structure.terms(out.cam_logits, depth_m, tags, rgb=rgb / 255.0, pseudo_labels=labels,
+                                     features=out.features, step=self.step)
+        weights = self.structure.weights
         loss = loss_cls + lam * loss_deal + cfg.loss.seg_weight * loss_seg
+        for name, term in terms.items():
+            loss = loss + weights[name] * term
         if not bool(torch.isfinite(loss)):
-            LOG.warning("non-finite loss at step %d (cls %s, deal %s, seg %s): step skipped", self.step,
-                        float(loss_cls), float(loss_deal), float(loss_seg))
+            LOG.warning("non-finite loss at step %d (cls %s, deal %s, seg %s, %s): step skipped", self.step,
+                        float(loss_cls), float(loss_deal), float(loss_seg),
+                        {k: float(v) for k, v in terms.items()})
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.zero_grad(set_to_none=True)
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.train.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+            if self.aux_optimizer is not None:
+                self.scaler.unscale_(self.aux_optimizer)
+                torch.nn.utils.clip_grad_norm_(self.structure.trainable_parameters(), cfg.train.grad_clip)
         self.scaler.step(self.optimizer)
+        if self.aux_optimizer is not None:
+            self.scaler.step(self.aux_optimizer)
         self.scaler.update()
         self.step += 1
-        loss, loss_cls, loss_deal, loss_seg = (float(t.detach()) for t in (loss, loss_cls, loss_deal, loss_seg))
+        loss, loss_cls, loss_deal, loss_seg, loss_isl = (
+            float(t.detach()) for t in (loss, loss_cls, loss_deal, loss_seg, loss_isl))
+        extra = {f"loss_{'smooth' if k == 'smoothness' else k}": float(v.detach()) for k, v in terms.items()}
         return StepStats(step=self.step, loss=loss, loss_cls=loss_cls, loss_deal=loss_deal, loss_seg=loss_seg,
-                         deal_weight=lam, pseudo_coverage=coverage, batch_size=len(frames), step_time_s=0.0)
+                         deal_weight=lam, pseudo_coverage=coverage, batch_size=len(frames), step_time_s=0.0,
+                         loss_isl=loss_isl, **extra)
 
     # -- run-time changes ---------------------------------------------------------------------------
     def update_config(self, overrides: dict[str, Any]) -> None:
@@ -196,6 +244,15 @@ class OnlineTrainer:
         with self.model_lock:
             self.cfg = new
             self.deal = DEALLoss(**new.loss.deal.loss_kwargs())
+            structure = StructureLosses(new.loss, self.model, previous=self.structure).to(self.device)
+            rebuilt = {id(p) for p in structure.trainable_parameters()} != {
+                id(p) for p in self.structure.trainable_parameters()}
+            self.structure = structure
+            if rebuilt:
+                self.aux_optimizer = self._make_aux_optimizer()
+            elif self.aux_optimizer is not None:
+                for group in self.aux_optimizer.param_groups:
+                    group["lr"] = new.train.lr
             for group in self.optimizer.param_groups:
                 group["lr"] = new.train.lr * (new.train.backbone_lr_scale if group.get("name") == "backbone" else 1.0)
 

@@ -150,7 +150,9 @@ class DEALLoss(nn.Module):
             raise ValueError(f"unknown DEAL preset {name!r}; known: {sorted(DEAL_PRESETS)}")
         return cls(**{**DEAL_PRESETS[name], **overrides})
 
-    def forward(self, cam_logits: torch.Tensor, depth_m: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+    def forward(self, cam_logits: torch.Tensor, depth_m: torch.Tensor, tags: torch.Tensor, **context: Any,
+                ) -> torch.Tensor:
+        """`context` (rgb, pseudo_labels, ...) is accepted for the shared loss convention and not used."""
         return deal_loss(cam_logits, depth_m, tags, **self.options)
 
     def extra_repr(self) -> str:
