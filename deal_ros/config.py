@@ -310,6 +310,9 @@ class LossConfig:
 class PseudoLabelConfig:
     """From CAMs and tags to pixel labels (method.md §1); 255 = ignore."""
 
+    cam_norm: str = "max"
+    """Per-class CAM normalisation to [0, 1]: 'max' (ReLU / max, the usual WSSS choice) or 'minmax'
+    (also removes a constant offset, which a GAP classifier's CAM often carries)."""
     background: str = "constant"
     """Background score: 'constant' (= bg_score) or 'power' ((1 - max_k)^alpha)."""
     bg_score: float = 0.35
@@ -327,6 +330,7 @@ class PseudoLabelConfig:
     """Relative depth scale of the refinement affinity (|dz| / z)."""
 
     def validate(self) -> None:
+        _one_of(self.cam_norm, "pseudo_label.cam_norm", ("max", "minmax"))
         _one_of(self.background, "pseudo_label.background", ("constant", "power"))
         _check(0 <= self.bg_threshold <= self.fg_threshold <= 1, "pseudo_label",
                "need 0 <= bg_threshold <= fg_threshold <= 1")

@@ -11,17 +11,18 @@ import torch.nn.functional as F
 
 from deal_ros.config import PseudoLabelConfig
 from deal_ros.depth import pyramid_fill, valid_depth
+from deal_ros.losses.deal import normalize_cam
 
 IGNORE_INDEX = 255
 _DILATIONS = (1, 2, 4, 8)
 
 
-def class_scores(cam_logits: torch.Tensor, tags: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """CAM logits (B, K, h, w) -> foreground scores (B, K, *size) in [0, 1]: ReLU, upsample, per-class max
-    normalisation; classes not tagged in an image score 0 there."""
-    cam = F.interpolate(F.relu(cam_logits.float()), size=size, mode="bilinear", align_corners=False)
-    cam = cam / cam.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-5)
-    return cam * tags.to(cam)[:, :, None, None]
+def class_scores(cam_logits: torch.Tensor, tags: torch.Tensor, size: tuple[int, int], cam_norm: str = "max",
+                 ) -> torch.Tensor:
+    """CAM logits (B, K, h, w) -> foreground scores (B, K, *size) in [0, 1]: upsample, then ReLU + per-class
+    max ('max') or min-max ('minmax') normalisation; classes not tagged in an image score 0 there."""
+    cam = F.interpolate(cam_logits.float(), size=size, mode="bilinear", align_corners=False)
+    return normalize_cam(cam, cam_norm, tau=1e-5) * tags.to(cam)[:, :, None, None]
 
 
 def _neighbour_offsets() -> list[tuple[int, int]]:
@@ -75,7 +76,7 @@ def make_pseudo_labels(
     rgb: optional (B, 3, H, W) in [0, 1] and depth_m (B, 1, H, W) for cfg.refine='depth_bilateral'.
     The refinement runs at a quarter of `size` and is upsampled, which keeps it cheap.
     """
-    scores = class_scores(cam_logits, tags, size)
+    scores = class_scores(cam_logits, tags, size, cfg.cam_norm)
     if cfg.refine == "depth_bilateral" and rgb is not None and cfg.refine_iterations > 0:
         small = (max(1, size[0] // 4), max(1, size[1] // 4))
         rgb_small = F.interpolate(rgb.float(), size=small, mode="bilinear", align_corners=False, antialias=True)

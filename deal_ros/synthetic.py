@@ -275,7 +275,8 @@ def _class_hue(label: int, num_classes: int) -> float:
     return 360.0 * (label - 1) / max(num_classes, 1) + 5.0
 
 
-def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes: int) -> _Scene:
+def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes: int,
+                  camera_distance_m: tuple[float, float] = (0.5, 1.2)) -> _Scene:
     hfov = math.radians(rng.uniform(58.0, 70.0))
     f = (width / 2.0) / math.tan(hfov / 2.0)
     k = np.array(
@@ -285,7 +286,7 @@ def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes
             [0.0, 0.0, 1.0],
         ]
     )
-    dist = rng.uniform(0.5, 1.2)  # along the optical axis to the table
+    dist = rng.uniform(*camera_distance_m)  # along the optical axis to the table
     elev = math.radians(rng.uniform(32.0, 62.0))
     az = math.radians(rng.uniform(-15.0, 15.0))
     target = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), 0.0])
@@ -672,9 +673,10 @@ def _depth_sensor(
 
 
 def _render_frame(
-    rng: np.random.Generator, labels: list[int], height: int, width: int, num_classes: int
+    rng: np.random.Generator, labels: list[int], height: int, width: int, num_classes: int,
+    camera_distance_m: tuple[float, float] = (0.5, 1.2),
 ) -> tuple[_Scene, list[_Object], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    scene = _sample_scene(rng, height, width, num_classes)
+    scene = _sample_scene(rng, height, width, num_classes, camera_distance_m)
     kinv = np.linalg.inv(scene.k)
     jj, ii = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     pix = np.stack([jj.ravel(), ii.ravel(), np.ones(height * width)], -1)
@@ -709,10 +711,12 @@ def make_tabletop_scenes(
     classes: Sequence[str] = DEFAULT_CLASSES,
     seed: int = 0,
     objects_per_frame: tuple[int, int] = (1, 3),
+    camera_distance_m: tuple[float, float] = (0.5, 1.2),
 ) -> list[SyntheticFrame]:
     """Render `num_frames` RGB-D tabletop frames (deterministic per seed; frame i is the same for
     any num_frames > i). Classes are dealt from shuffled decks so each occurs about equally often;
-    each frame holds objects_per_frame[0]..[1] objects (the same class may appear twice)."""
+    each frame holds objects_per_frame[0]..[1] objects (the same class may appear twice); the camera is
+    camera_distance_m[0]..[1] metres from the table along its optical axis."""
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     if not classes:
@@ -736,7 +740,8 @@ def make_tabletop_scenes(
                 deck = [int(c) + 1 for c in deck_rng.permutation(num_classes)]
             labels.append(deck.pop())
         rng = np.random.default_rng(np.random.SeedSequence([seed, 1, i]))
-        scene, objects, dirs, t, surf, is_wall = _render_frame(rng, labels, height, width, num_classes)
+        scene, objects, dirs, t, surf, is_wall = _render_frame(rng, labels, height, width, num_classes,
+                                                               camera_distance_m)
 
         rgb_lin = _shade_rgb(rng, scene, objects, dirs, t, surf, is_wall)
         rgb = rgb_lin.reshape(height, width, 3).astype(np.float32)
