@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from deal_ros.config import AugmentConfig
-
-IGNORE_INDEX = 255
+from deal_ros.pseudo_labels import IGNORE_INDEX
 
 
 def _fit(x: torch.Tensor, size: tuple[int, int], top: int, left: int, fill: float) -> torch.Tensor:

@@ -57,6 +57,9 @@ class ModelConfig:
     """Network input width in pixels."""
     seg_head_channels: int = 64
     """Channels of the light segmentation head."""
+    seg_head_detach: bool = True
+    """Train the segmentation head on detached backbone features, so its cross-entropy on (early, noisy)
+    pseudo-labels cannot degrade the CAMs that make those labels (measured: it did, see the README)."""
 
     def validate(self) -> None:
         _one_of(self.backbone, "model.backbone", ("mobilenet_v2", "resnet18", "resnet50"))

@@ -44,3 +44,15 @@ def local_median(x: torch.Tensor, window: int) -> torch.Tensor:
     patches = F.unfold(F.pad(x, (pad, pad, pad, pad), mode="replicate").reshape(b * c, 1, h + 2 * pad, w + 2 * pad),
                        kernel_size=window)
     return patches.median(dim=1).values.reshape(b, c, h, w)
+
+
+def normalize_cam(cam: torch.Tensor, mode: str = "minmax", tau: float = 1e-6) -> torch.Tensor:
+    """ReLU then per (image, class) min-max (SEAM) or max normalisation to [0, 1]; cam: (B, K, h, w)."""
+    cam = F.relu(cam)
+    if mode == "minmax":
+        lo = cam.amin(dim=(-2, -1), keepdim=True)
+        hi = cam.amax(dim=(-2, -1), keepdim=True)
+        return (cam - lo) / (hi - lo).clamp_min(tau)
+    if mode == "max":
+        return cam / cam.amax(dim=(-2, -1), keepdim=True).clamp_min(tau)
+    raise ValueError(f"cam_norm must be 'minmax' or 'max', got {mode!r}")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from deal_ros.config import PseudoLabelConfig
 from deal_ros.depth import pyramid_fill, valid_depth
-from deal_ros.losses.deal import normalize_cam
+from deal_ros.filters import normalize_cam
 
 IGNORE_INDEX = 255
 _DILATIONS = (1, 2, 4, 8)

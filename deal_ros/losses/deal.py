@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.depth import depth_edge_map, normalize_by_max
-from deal_ros.filters import gradient_magnitude, sobel_xy
+from deal_ros.filters import gradient_magnitude, normalize_cam, sobel_xy
 
 DEAL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"edge_operator": "sobel", "log_depth": False, "edge_norm": "max"},
@@ -35,18 +35,6 @@ def soft_binarize(a: torch.Tensor, mu: float = 2.5) -> torch.Tensor:
     c = math.exp(-2.0 * mu)
     a2, b2 = a * a, c * (1.0 - a) * (1.0 - a)
     return (a2 - b2) / (a2 + b2)
-
-
-def normalize_cam(cam: torch.Tensor, mode: str = "minmax", tau: float = 1e-6) -> torch.Tensor:
-    """ReLU then per (image, class) min-max (SEAM) or max normalisation to [0, 1]; cam: (B, K, h, w)."""
-    cam = F.relu(cam)
-    if mode == "minmax":
-        lo = cam.amin(dim=(-2, -1), keepdim=True)
-        hi = cam.amax(dim=(-2, -1), keepdim=True)
-        return (cam - lo) / (hi - lo).clamp_min(tau)
-    if mode == "max":
-        return cam / cam.amax(dim=(-2, -1), keepdim=True).clamp_min(tau)
-    raise ValueError(f"cam_norm must be 'minmax' or 'max', got {mode!r}")
 
 
 def cam_edge_map(cam_logits: torch.Tensor, cam_norm: str = "minmax") -> torch.Tensor:

@@ -178,7 +178,10 @@ class CAMNet(nn.Module):
         features = self.backbone.forward_features(x)
         cam_logits = self.cam_head(features[-1])
         class_logits = cam_logits.mean(dim=(2, 3))
-        seg_logits = self.seg_head(features[0], features[-1])
+        if self.cfg.seg_head_detach:  # the head learns from pseudo-labels without reshaping the CAM features
+            seg_logits = self.seg_head(features[0].detach(), features[-1].detach())
+        else:
+            seg_logits = self.seg_head(features[0], features[-1])
         return CAMOutput(cam_logits, class_logits, seg_logits, features)
 
     # -- optimisation ---------------------------------------------------------------------------------------
