@@ -9,7 +9,7 @@ count as background (method.md §4).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -87,9 +87,13 @@ def run_arm(name: str, cfg: DealConfig, train_frames: Sequence[LabelledFrame], e
     return result, trainer
 
 
-def plot_losses(results: Sequence[ArmResult], path: str, keys: Sequence[str] = ("loss_cls", "loss_deal", "loss_seg"),
-                ) -> None:
-    """One panel per loss term, one line per arm (smoothed over 10 steps)."""
+def plot_losses(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str,
+                keys: Sequence[str] = ("loss_cls", "loss_deal", "loss_seg")) -> None:
+    """One panel per loss term, one line per named history of StepStats dicts (smoothed over 10 steps).
+
+    Takes plain histories, not ArmResults, so that the demo's arms and a single `deal-ros train`
+    run (whose history may continue a resumed one) plot alike. Steps come from each entry's 'step'.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,17 +101,18 @@ def plot_losses(results: Sequence[ArmResult], path: str, keys: Sequence[str] = (
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
-        for result in results:
-            values = np.array([h[key] for h in result.history], dtype=float)
+        for name, history in histories.items():
+            values = np.array([h[key] for h in history], dtype=float)
             if values.size == 0 or not np.any(values):
                 continue
+            steps = np.array([h.get("step", i + 1) for i, h in enumerate(history)])
             kernel = np.ones(min(10, values.size)) / min(10, values.size)
-            ax.plot(np.arange(1, values.size + 1)[kernel.size - 1:], np.convolve(values, kernel, mode="valid"),
-                    label=result.name)
+            ax.plot(steps[kernel.size - 1:], np.convolve(values, kernel, mode="valid"), label=name)
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    if axes[0][0].get_lines():
+        axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -9,6 +9,7 @@ raise :class:`BagError` with a message meant for a person, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -41,9 +42,13 @@ __all__ = [
     "ReadStats",
     "TopicChoice",
     "TopicStats",
+    "find_tags_topic",
     "inspect_bag",
     "iter_rgbd_frames",
+    "open_bag",
     "prefetch",
+    "read_messages",
+    "scan_tag_names",
     "select_topics",
 ]
 
@@ -132,6 +137,10 @@ class RGBDFrame:
     """3x3 K of the colour camera (camera_info), None when the bag has none."""
     index: int
     """Running number of the frames yielded by one iter_rgbd_frames call."""
+    log_ns: int = 0
+    """Record (receive) time of the colour message in the bag, e.g. to write derived topics beside it."""
+    tags_known: bool = True
+    """False when no tags applied to this frame (require_tags=False gave tags = [] for it)."""
 
 
 @dataclass
@@ -340,6 +349,42 @@ def _messages(reader: Any, connections: Sequence[Any], path: str | Path) -> Iter
         yield item
 
 
+def open_bag(path: str | Path) -> contextlib.AbstractContextManager[Any]:
+    """An open rosbags AnyReader for `path` (``with open_bag(p) as reader``); failures are BagError."""
+    return _open(path)
+
+
+def read_messages(reader: Any, connections: Sequence[Any], path: str | Path) -> Iterator[tuple[Any, int, Any]]:
+    """(connection, record time ns, raw bytes) in record-time order; a truncated bag raises BagError."""
+    return _messages(reader, connections, path)
+
+
+def scan_tag_names(paths: str | Path | Sequence[str | Path], tags_topic: str | None = None,
+                   ) -> tuple[str | None, list[str]]:
+    """The tags topic (given, or found as select_topics would) and every tag name on it, in order of appearance.
+
+    Lets a command default the class list to the names the operator actually published.
+    Returns (None, []) when no bag has a tags topic.
+    """
+    bag_paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    names: list[str] = []
+    found: str | None = None
+    for path in bag_paths:
+        with _open(path) as reader:
+            topics = {name: info.msgtype for name, info in reader.topics.items() if info.msgtype}
+            topic = tags_topic if tags_topic is not None else find_tags_topic(topics)
+            if topic is None:
+                continue
+            _require(topics, topic, (STRING,), "tags")
+            found = topic
+            connections = [c for c in reader.connections if c.topic == topic]
+            for conn, _, raw in _messages(reader, connections, path):
+                for name in parse_tags(str(reader.deserialize(raw, conn.msgtype).data)):
+                    if name not in names:
+                        names.append(name)
+    return found, names
+
+
 def _stamp_ns(msg: Any) -> int:
     stamp = msg.header.stamp
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
@@ -415,6 +460,13 @@ def _require(topics: dict[str, str], name: str, allowed: tuple[str, ...], role: 
         raise BagError(f"{role} topic {name} is not in the bag; image topics in the bag: {listing}")
     if topics[name] not in allowed:
         raise BagError(f"{role} topic {name} has type {topics[name]}, expected {' or '.join(allowed)}")
+
+
+def find_tags_topic(topics: dict[str, str]) -> str | None:
+    """The std_msgs/String topic named 'tags' in ``{topic: msgtype}`` (TAG_TOPICS first), or None."""
+    strings = sorted(t for t, m in topics.items() if m == STRING)
+    named = [t for t in TAG_TOPICS if t in strings] or [t for t in strings if t.rsplit("/", 1)[-1] == "tags"]
+    return named[0] if named else None
 
 
 def select_topics(
@@ -517,12 +569,8 @@ def select_topics(
             _require(topics, tags_topic, (STRING,), "tags")
             reasons.append(f"tags {tags_topic}: given")
         else:
-            strings = sorted(t for t, m in topics.items() if m == STRING)
-            named = [t for t in TAG_TOPICS if t in strings] or [
-                t for t in strings if t.rsplit("/", 1)[-1] == "tags"
-            ]
-            if named:
-                tags_topic = named[0]
+            tags_topic = find_tags_topic(topics)
+            if tags_topic is not None:
                 reasons.append(f"tags {tags_topic}: std_msgs/String topic named 'tags'")
     return TopicChoice(rgb_topic, depth_topic, info_topic, tags_topic, aligned, reasons, warnings)
 
@@ -735,12 +783,12 @@ def _iter_frames(
                         frame_tags = _NO_TAGS if frame_tags is None else frame_tags
                     else:
                         frame_tags = topic_tags
-                    match = sync.add(0, _stamp_ns(msg), (msg, frame_tags))
+                    match = sync.add(0, _stamp_ns(msg), (msg, frame_tags, log_ns))
                 else:
                     match = sync.add(1, _stamp_ns(msg), msg)
                 if match is None:
                     continue
-                (stamp_ns, (rgb_msg, frame_tags)), (_, depth_msg) = match
+                (stamp_ns, (rgb_msg, frame_tags, rgb_log_ns)), (_, depth_msg) = match
                 k, k_size = intrinsics, info_size
                 if last_stamp_ns is not None and stamp_ns - last_stamp_ns < min_gap_ns:
                     stats.skip("min_gap")
@@ -748,7 +796,8 @@ def _iter_frames(
                 if isinstance(frame_tags, UnknownTagError):
                     stats.skip("unknown_tag", str(frame_tags))
                     continue
-                if frame_tags is _NO_TAGS:
+                tags_known = frame_tags is not _NO_TAGS
+                if not tags_known:
                     if require_tags:
                         stats.skip("no_tags", "no tags known yet at this time")
                         continue
@@ -774,7 +823,7 @@ def _iter_frames(
                     )
                 last_stamp_ns = stamp_ns
                 stats.frames += 1
-                yield RGBDFrame(stamp_ns, rgb, depth_m, list(frame_tags), frame_id, k, index)
+                yield RGBDFrame(stamp_ns, rgb, depth_m, list(frame_tags), frame_id, k, index, rgb_log_ns, tags_known)
                 index += 1
             sync_stats = sync.finish()
             for reason, count in (

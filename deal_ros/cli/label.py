@@ -1,0 +1,233 @@
+"""`deal-ros label CHECKPOINT BAG --out DIR`: pixel labels for every synchronised frame of a bag.
+
+Runs the trained network (classes and model from the checkpoint's metadata) on each RGB-D frame
+and writes, numbered by frame (NNNNNN.png, lossless PNG):
+
+    DIR/mask/          uint8 class ids (0 = background), what a planner would get
+    DIR/pseudo_label/  uint8 labels from CAMs + tags, 255 = ignore; only frames whose tags are known
+    DIR/overlay/       the mask blended over the colour image
+    DIR/classes.json   id -> class name, ignore value, checkpoint and step
+    DIR/frames.json    per frame: index, header stamp, record time, tags
+    DIR/labelled_bag/  (unless --no-bag) a rosbag2 (mcap) with every original message plus
+                       PREFIX/mask (mono8), PREFIX/pseudo_label (mono8), PREFIX/confidence (32FC1)
+                       and PREFIX/overlay (rgb8), stamped and recorded like the colour image
+
+Tags only matter for the pseudo-labels: --tags, --tags-topic, --tags-yaml, or else a tags topic in
+the bag; a frame without known tags gets a mask but no pseudo-label. The labelled bag plays back with
+`ros2 bag play` into anything that subscribes to the label topics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from deal_ros.cli import UserError
+from deal_ros.cli.train import add_tag_options, add_topic_options, one_line, read_frames, skips_line, tag_source
+from deal_ros.visualize import overlay
+
+LABEL_TOPICS = {"mask": "mono8", "pseudo_label": "mono8", "confidence": "32FC1", "overlay": "rgb8"}
+"""Label topic suffix -> sensor_msgs/Image encoding."""
+IMAGE = "sensor_msgs/msg/Image"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("label", help="write masks, pseudo-labels and a labelled bag for a bag",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="model.safetensors written by deal-ros train")
+    parser.add_argument("bag", metavar="BAG", help="rosbag2 directory, .db3 or .mcap (ROS 1 .bag with --no-bag)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_tag_options(parser)
+    add_topic_options(parser)
+    parser.add_argument("--no-bag", action="store_true", help="write the PNGs only, no labelled bag")
+    parser.add_argument("--topic-prefix", default="/deal", metavar="PREFIX",
+                        help="namespace of the label topics in the labelled bag (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deal_ros.checkpoint import CheckpointError
+    from deal_ros.device import DeviceError
+    from deal_ros.io.bag import BagError
+    from deal_ros.io.tags import UnknownTagError
+
+    try:
+        return _label(args)
+    except (BagError, UnknownTagError, CheckpointError, DeviceError) as exc:
+        raise UserError(one_line(exc)) from None
+
+
+def _label(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deal_ros.checkpoint import load_checkpoint
+    from deal_ros.device import resolve_device
+    from deal_ros.io.bag import ReadStats
+    from deal_ros.segmenter import Segmenter
+
+    prefix = "/" + args.topic_prefix.strip("/")
+    if prefix == "/":
+        raise UserError("--topic-prefix must name a namespace, e.g. /deal")
+    out = Path(args.out)
+    bag_out = out / "labelled_bag"
+    if not args.no_bag and bag_out.exists():
+        raise UserError(f"{bag_out} exists already; remove it, choose another --out, or give --no-bag")
+    cfg = load_checkpoint(args.checkpoint).config
+    segmenter = Segmenter(cfg, device=resolve_device(args.device))
+    step = segmenter.load(args.checkpoint)
+    read_stats = ReadStats()
+    frames = read_frames(args.bag, args, cfg.classes, tag_source(args), read_stats, require_tags=False)
+    for sub in ("mask", "pseudo_label", "overlay"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    names = ["background", *cfg.classes]
+    (out / "classes.json").write_text(json.dumps(
+        {"classes": names, "ignore_index": 255, "checkpoint": str(args.checkpoint), "step": step}, indent=1))
+
+    writer = None if args.no_bag else LabelledBagWriter(args.bag, bag_out, prefix)
+    records: list[dict[str, Any]] = []
+    try:
+        for frame in tqdm(frames, desc="label", unit="frame", dynamic_ncols=True):
+            rgb = frame.rgb if frame.rgb.flags.writeable else frame.rgb.copy()  # torch refuses read-only views
+            result = segmenter(rgb, frame.depth_m, frame.tags if frame.tags_known else None)
+            shown = overlay(frame.rgb, result.mask)
+            name = f"{frame.index:06d}.png"
+            _write_png(out / "mask" / name, result.mask)
+            _write_png(out / "overlay" / name, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+            if result.pseudo_label is not None:
+                _write_png(out / "pseudo_label" / name, result.pseudo_label)
+            if writer is not None:
+                images = {"mask": result.mask, "confidence": result.confidence, "overlay": shown}
+                if result.pseudo_label is not None:
+                    images["pseudo_label"] = result.pseudo_label
+                writer.add(frame.log_ns, frame.stamp_ns, frame.frame_id, images)
+            records.append({"index": frame.index, "stamp_ns": frame.stamp_ns, "log_ns": frame.log_ns,
+                            "tags": frame.tags if frame.tags_known else None})
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if not records:
+        raise UserError(f"no usable frames in {args.bag} ({skips_line(read_stats)})")
+    (out / "frames.json").write_text(json.dumps(records, indent=0))
+    labelled = sum(r["tags"] is not None for r in records)
+    print(f"labelled {len(records)} frame(s) with {args.checkpoint} (step {step}); "
+          f"pseudo-labels for {labelled} frame(s) with known tags")
+    print(read_stats.summary())
+    print(f"PNGs: {out}/{{mask,pseudo_label,overlay}}/" + (f"\nlabelled bag: {bag_out}" if writer else ""))
+    return 0
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), image):
+        raise UserError(f"cannot write {path}")
+
+
+class LabelledBagWriter:
+    """Copies a bag into a new mcap bag and adds label images recorded beside their colour image.
+
+    The copy runs behind the labelling: before the labels of a frame recorded at time t are written,
+    every original message recorded up to t is, so the output stays in record-time order while
+    neither the bag nor the labels are held in memory.
+    """
+
+    def __init__(self, source: str | Path, target: Path, prefix: str) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        from deal_ros.io.bag import BagError, open_bag, read_messages
+
+        self._stack = contextlib.ExitStack()
+        self._reader = self._stack.enter_context(open_bag(source))
+        if not getattr(self._reader, "is2", True):
+            self._stack.close()
+            raise BagError(f"{source} is a ROS 1 bag: a labelled rosbag2 copy needs a rosbag2 source; "
+                           "give --no-bag (or convert it first with rosbags-convert)")
+        self._writer = Writer(target, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        self._store = _label_typestore()
+        self._copies: dict[int, Any] = {}
+        added: dict[tuple[Any, ...], Any] = {}
+        for conn in self._reader.connections:
+            key = (conn.topic, conn.msgtype, conn.ext.serialization_format, repr(conn.ext.offered_qos_profiles))
+            if key not in added:
+                added[key] = self._copy_connection(conn)
+            self._copies[conn.id] = added[key]
+        existing = {c.topic for c in self._reader.connections}
+        self._label_conns = {}
+        for suffix in LABEL_TOPICS:
+            topic = f"{prefix}/{suffix}"
+            if topic in existing:
+                self.abort()
+                raise BagError(f"{source} already has a topic {topic}; choose another --topic-prefix")
+            self._label_conns[suffix] = self._writer.add_connection(topic, IMAGE, typestore=self._store)
+        self._source = source
+        self._messages: Iterator[tuple[Any, int, Any]] = read_messages(
+            self._reader, self._reader.connections, source)
+        self._pending: tuple[Any, int, Any] | None = None
+        self.written = 0
+
+    def _copy_connection(self, conn: Any) -> Any:
+        """Same topic, type, definition, hash and QoS as the source, so the copy plays back like the original."""
+        msgdef = conn.msgdef.data if conn.msgdef is not None and conn.msgdef.data else None
+        digest = conn.digest if msgdef and conn.digest else None
+        return self._writer.add_connection(
+            conn.topic, conn.msgtype, typestore=self._reader.typestore, msgdef=msgdef, rihs01=digest,
+            serialization_format=conn.ext.serialization_format,
+            offered_qos_profiles=conn.ext.offered_qos_profiles)
+
+    def _copy_until(self, log_ns: int | None) -> None:
+        """Write the original messages recorded at or before log_ns (all of them for None)."""
+        while True:
+            if self._pending is None:
+                self._pending = next(self._messages, None)
+                if self._pending is None:
+                    return
+            conn, t, raw = self._pending
+            if log_ns is not None and t > log_ns:
+                return
+            self._writer.write(self._copies[conn.id], t, raw)
+            self.written += 1
+            self._pending = None
+
+    def add(self, log_ns: int, stamp_ns: int, frame_id: str, images: dict[str, np.ndarray]) -> None:
+        """Write label images (keys of LABEL_TOPICS) with the colour image's header stamp and record time."""
+        from deal_ros.io.image_codec import image_fields
+
+        self._copy_until(log_ns)
+        types = self._store.types
+        stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+        header = types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+        for suffix, image in images.items():
+            fields = image_fields(image, LABEL_TOPICS[suffix])
+            fields["data"] = np.frombuffer(fields["data"], dtype=np.uint8)
+            msg = types[IMAGE](header=header, **fields)
+            self._writer.write(self._label_conns[suffix], log_ns, self._store.serialize_cdr(msg, IMAGE))
+
+    def close(self) -> None:
+        """Copy the rest of the source and finish both files."""
+        try:
+            self._copy_until(None)
+            self._writer.close()
+        finally:
+            self._stack.close()
+
+    def abort(self) -> None:
+        """Close after an error; the partial bag is left for inspection but named in no success message."""
+        with contextlib.suppress(Exception):  # already failing: keep the first error
+            self._writer.close()
+        self._stack.close()
+
+
+def _label_typestore() -> Any:
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_HUMBLE)

@@ -1,0 +1,105 @@
+"""`deal-ros train`: end to end on real bags, resume, Ctrl-C, and one-line user errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from bagfactory import write_empty_bag, write_rgbd_bag
+from clitools import CLASSES, DEAL_ROS, NUM_FRAMES, SIZE, TINY, assert_user_error
+
+from deal_ros.checkpoint import load_checkpoint
+from deal_ros.cli import main
+
+
+def test_realsense_bag_trains_with_only_tags(trained):
+    ckpt = load_checkpoint(trained.checkpoint)
+    assert ckpt.step == 2 and ckpt.classes == CLASSES
+    assert ckpt.config.model.input_height == 32 and ckpt.config.checkpoint.period_steps == 1
+    log = json.loads((trained.out / "train_log.json").read_text())
+    assert log["status"] == "finished" and [h["step"] for h in log["history"]] == [1, 2]
+    assert log["read"]["frames"] == log["frames_buffered"] == NUM_FRAMES
+    assert (trained.out / "loss_curves.png").stat().st_size > 0
+    out = trained.result.stdout
+    assert f"{NUM_FRAMES} frame(s) from 1 bag(s)" in out and "trained 2 step(s) to step 2" in out
+    assert "train:" in trained.result.stderr  # the progress bar
+
+
+def test_resume_from_another_bag_with_tags_topic(trained, scene_bag, tmp_path, capsys):
+    out = tmp_path / "model"
+    shutil.copytree(trained.out, out)
+    rc = main(["train", str(scene_bag.bag.path), "--tags-topic", "/tags", "--steps", "3", "--out", str(out),
+               "--resume", "--slop", "0.02", "--set", "train.device=cpu"])
+    assert rc == 0, capsys.readouterr().err
+    ckpt = load_checkpoint(out / "model.safetensors")
+    assert ckpt.step == 3 and ckpt.classes == CLASSES
+    assert ckpt.config.model.input_height == 32  # the resumed checkpoint's config, not the defaults
+    log = json.loads((out / "train_log.json").read_text())
+    assert [h["step"] for h in log["history"]] == [1, 2, 3] and log["resumed_from_step"] == 2
+    assert "trained 1 step(s) to step 3" in capsys.readouterr().out
+
+
+def test_ctrl_c_saves_and_exits_130(realsense_bag, tmp_path):
+    out = tmp_path / "model"
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen([DEAL_ROS, "train", str(realsense_bag.path), "--tags", "mug,box", "--steps",
+                                 "100000", "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while "1/100000" not in err_path.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, err_path.read_text()
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = err_path.read_text()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "interrupted at step" in text
+    step = load_checkpoint(out / "model.safetensors").step
+    assert step >= 1
+    assert json.loads((out / "train_log.json").read_text())["status"] == "interrupted"
+
+
+@pytest.fixture(scope="module")
+def late_tags_bag(tmp_path_factory):
+    """Tags arrive only after the last frame: every frame is skipped for want of tags."""
+    return write_rgbd_bag(tmp_path_factory.mktemp("late") / "bag", num_frames=3, size=SIZE,
+                          tags_sequence=((30.0, "mug"),)).path
+
+
+def _train(args, capsys):
+    rc = main(["train", *args, "--steps", "1", *TINY])
+    return rc, capsys.readouterr().err
+
+
+def test_user_errors(realsense_bag, late_tags_bag, tmp_path, capsys):
+    bag = str(realsense_bag.path)
+    out = ["--out", str(tmp_path / "m")]
+    assert_user_error(*_train([str(tmp_path / "nope"), "--tags", "mug", *out], capsys), "bag not found")
+    assert_user_error(*_train([bag, "--tags", "mug", "--rgb-topic", "/nope", *out], capsys),
+                      "RGB topic /nope is not in the bag", "/camera/color/image_raw")
+    assert_user_error(*_train([bag, "--tags", "mug,cup", "--classes", "mug,box", *out], capsys),
+                      "unknown tag(s) 'cup'")
+    assert_user_error(*_train([bag, *out], capsys), "no tags", "--tags")
+    empty = write_empty_bag(tmp_path / "empty")
+    assert_user_error(*_train([str(empty), "--tags", "mug", *out], capsys), "contains no messages")
+    corrupt = write_rgbd_bag(tmp_path / "corrupt", num_frames=2, size=SIZE).path
+    (corrupt / "corrupt.db3").write_bytes(b"garbage" * 100)
+    assert_user_error(*_train([str(corrupt), "--tags", "mug", *out], capsys), "truncated or corrupt")
+    assert_user_error(*_train([str(late_tags_bag), *out], capsys), "no usable frames", "no_tags 3")
+    schedule = tmp_path / "ranges.yaml"
+    schedule.write_text("- {start_s: 0, end_s: 1, tags: 'mug, cat'}\n")
+    assert_user_error(*_train([bag, "--tags-yaml", str(schedule), "--classes", "mug", *out], capsys),
+                      "unknown tag(s) 'cat'")
+    assert_user_error(*_train([bag, "--tags", "mug", "--slop", "-1", *out], capsys), "slop_s >= 0")
+    assert_user_error(*_train([bag, "--tags", "mug", "--set", "train.batch_size", *out], capsys), "key=value")
+    assert_user_error(*_train([bag, "--tags", "mug", "--set", "model.nope=1", *out], capsys), "model.nope")
+    assert_user_error(*_train([bag, "--tags", "mug", "--resume", "--out", str(tmp_path / "none")], capsys),
+                      "--resume", "checkpoint not found")
