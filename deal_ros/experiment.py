@@ -101,18 +101,19 @@ def plot_losses(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str,
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
-        for name, history in histories.items():
+        for index, (name, history) in enumerate(histories.items()):
             values = np.array([h[key] for h in history], dtype=float)
             if values.size == 0 or not np.any(values):
-                continue
+                continue  # a term this run did not use (its colour stays reserved: same colour per run)
             steps = np.array([h.get("step", i + 1) for i, h in enumerate(history)])
             kernel = np.ones(min(10, values.size)) / min(10, values.size)
-            ax.plot(steps[kernel.size - 1:], np.convolve(values, kernel, mode="valid"), label=name)
+            ax.plot(steps[kernel.size - 1:], np.convolve(values, kernel, mode="valid"), label=name,
+                    color=f"C{index % 10}")
+        if ax.get_lines():
+            ax.legend(fontsize=8)
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    if axes[0][0].get_lines():
-        axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
