@@ -8,30 +8,19 @@ gets its description from deal_ros/config.py (test/ros/test_logic_params.py chec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from deal_ros.ros.params import render_parameter_file
+from deal_ros.ros.params import flatten_parameters, render_parameter_file
 
 PATH = Path(__file__).resolve().parents[1] / "config" / "onboard.yaml"
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def main() -> None:
     current = PATH.read_text()
     header = current[: current.index("/**:")]
-    chosen = _flat(yaml.safe_load(current)["/**"]["ros__parameters"])
-    defaults = _flat(yaml.safe_load(render_parameter_file())["/**"]["ros__parameters"])
+    chosen = flatten_parameters(yaml.safe_load(current)["/**"]["ros__parameters"])
+    defaults = flatten_parameters(yaml.safe_load(render_parameter_file())["/**"]["ros__parameters"])
     overrides = {k: v for k, v in chosen.items() if k in defaults and v != defaults[k]}
     PATH.write_text(header + render_parameter_file(overrides))
     print(f"wrote {PATH} ({len(overrides)} non-default values: {sorted(overrides)})")

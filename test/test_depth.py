@@ -27,13 +27,7 @@ DEPTH_KEYS = ("edge_operator", "log_depth", "edge_norm", "edge_threshold", "edge
               "plane_window", "hole_fill", "hole_exclude_window", "mu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: intra-op threads only add overhead on a loaded 2-core runner."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def preset_edge_map(preset: str, depth: torch.Tensor, size: tuple[int, int], **overrides):

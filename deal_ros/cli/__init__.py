@@ -12,12 +12,29 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 SUBCOMMANDS = ("demo", "info", "train", "label", "eval", "bench", "ablate")
 
 
 class UserError(Exception):
     """An error caused by the user's input (a path, a topic, an option); printed without traceback."""
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """['loss.deal.weight=0.5', ...] -> {'loss.deal.weight': 0.5}; values are YAML scalars."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected key=value, e.g. train.batch_size=4")
+        try:
+            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            overrides[key.strip()] = text
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:

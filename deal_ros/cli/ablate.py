@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from deal_ros.cli import UserError
+from deal_ros.cli import UserError, parse_overrides
 from deal_ros.config import DealConfig, load_config
 
 LOG = logging.getLogger("deal_ros.ablate")
@@ -170,22 +170,6 @@ def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], l
         if len(frames) >= limit:
             break
     return frames
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """['train.batch_size=4', ...] -> {'train.batch_size': 4}; values are YAML scalars."""
-    import yaml
-
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: expected key=value, e.g. train.batch_size=4")
-        try:
-            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else text
-        except yaml.YAMLError:
-            overrides[key.strip()] = text
-    return overrides
 
 
 def _base_config(args: argparse.Namespace) -> DealConfig:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError
+from deal_ros.cli import UserError, parse_overrides
 from deal_ros.config import DealConfig, load_config
 
 LOG = logging.getLogger("deal_ros.train")
@@ -102,22 +102,6 @@ def read_frames(bags: str | Sequence[str], args: argparse.Namespace, classes: Se
                                 slop_s=args.slop, tags=tags, classes=classes, stats=stats, **kwargs)
     except ValueError as exc:  # BagError, UnknownTagError, or an option out of range
         raise UserError(one_line(exc)) from None
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """['loss.deal.weight=0.5', ...] -> {'loss.deal.weight': 0.5}; values are YAML scalars."""
-    import yaml
-
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: expected key=value, e.g. train.batch_size=4")
-        try:
-            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else text
-        except yaml.YAMLError:
-            overrides[key.strip()] = text
-    return overrides
 
 
 # ------------------------------------------------------------------------------------------------

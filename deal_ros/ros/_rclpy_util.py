@@ -7,6 +7,8 @@ the QoS event classes from rclpy.event_handler (Jazzy) or rclpy.qos_event (Humbl
 from __future__ import annotations
 
 import array
+import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointField
+from std_msgs.msg import String
 
 from deal_ros.config import ConfigError
 from deal_ros.ros.params import ParamSpec
@@ -127,3 +130,22 @@ def diagnostic_array(node: Node, entries: Sequence[DiagnosticEntry], hardware_id
 def log_report(node: Node, lines: Iterable[str], level: Callable[[str], Any]) -> None:
     for line in lines:
         level(line)
+
+
+def publish_health(node: Any, diagnostics: Callable[[dict[str, Any]], Sequence[DiagnosticEntry]]) -> str | None:
+    """The status timer of both nodes: feed the sync watchdog, log a stale-sync warning, publish the status
+    JSON and the diagnostics. Returns the current sync warning (None once pairs arrive again)."""
+    now = time.monotonic()
+    for name, topic in node.topics.items():
+        node.watchdog.note_publishers(name, node.count_publishers(topic))
+    warning = node.watchdog.check(now)
+    if warning:
+        node.get_logger().warning(warning)
+    elif node.watchdog.stale_for(now) < node.watchdog.timeout_s:
+        warning = None
+    else:
+        warning = node._sync_warning
+    status = node.status()
+    node.status_pub.publish(String(data=json.dumps(status)))
+    node.diag_pub.publish(diagnostic_array(node, diagnostics(status), "deal_ros"))
+    return warning

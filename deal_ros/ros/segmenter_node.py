@@ -7,7 +7,6 @@ process it shares the trainer's model and lock (no file round trip).
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -273,18 +272,7 @@ class SegmenterNode(Node):
     _sync_warning: str | None = None
 
     def _on_status_timer(self) -> None:
-        now = time.monotonic()
-        for name, topic in self.topics.items():
-            self.watchdog.note_publishers(name, self.count_publishers(topic))
-        warning = self.watchdog.check(now)
-        if warning:
-            self.get_logger().warning(warning)
-            self._sync_warning = warning
-        elif self.watchdog.stale_for(now) < self.watchdog.timeout_s:
-            self._sync_warning = None
-        status = self.status()
-        self.status_pub.publish(String(data=json.dumps(status)))
-        self.diag_pub.publish(ru.diagnostic_array(self, segmenter_diagnostics(status), "deal_ros"))
+        self._sync_warning = ru.publish_health(self, segmenter_diagnostics)
 
     def shutdown(self) -> None:
         self._stop.set()

@@ -38,13 +38,7 @@ DEVICES = [pytest.param("cpu", id="cpu"),
                                                                     reason="CUDA not available"))]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add overhead (10x on a loaded 2-core runner)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def loss_fn(preset: str, **overrides) -> DEALLoss:

@@ -37,12 +37,7 @@ DEVICES = [pytest.param("cpu", id="cpu"),
 H, W = 64, 64  # input size; the CAM grid is stride 8 (8 x 8), loss grids stride 4 (16 x 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyBackbone(torch.nn.Module):
