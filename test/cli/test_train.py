@@ -55,7 +55,7 @@ def test_ctrl_c_saves_and_exits_130(realsense_bag, tmp_path):
                 assert proc.poll() is None, err_path.read_text()
                 time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=60)
+            proc.wait(timeout=180)  # a fresh venv builds matplotlib's font cache on first use
         finally:
             if proc.poll() is None:
                 proc.kill()
