@@ -88,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(128, 160), metavar=("H", "W"),
                         help="network input size; frames are resized to it (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--weights", default="", help="optional local ImageNet backbone weights (safetensors/.pt)")
+    parser.add_argument("--weights", default="auto",
+                        help="local ImageNet backbone weights; 'auto' and 'none' as for `deal-ros demo`")
     parser.add_argument("--config", help="YAML config to start from instead of the demo's defaults")
     parser.add_argument("--classes", help="comma-separated class names for --folder / --bag (default: config's)")
     source = parser.add_mutually_exclusive_group()
@@ -173,9 +174,10 @@ def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], l
 
 
 def _base_config(args: argparse.Namespace) -> DealConfig:
-    from deal_ros.cli.demo import demo_config
+    from deal_ros.cli.demo import demo_config, resolve_weights
 
     height, width = args.size
+    args.weights = resolve_weights(args.weights)
     base = load_config(args.config) if args.config else demo_config(height, width, args.weights, args.seed)
     overrides: dict[str, Any] = {"model.input_height": height, "model.input_width": width, "train.seed": args.seed}
     if args.classes:
@@ -184,6 +186,7 @@ def _base_config(args: argparse.Namespace) -> DealConfig:
 
 
 def _frames(args: argparse.Namespace, base: DealConfig) -> tuple[list[Frame], list[Any]]:
+    from deal_ros.cli.demo import DEMO_CAMERA_DISTANCE_M
     from deal_ros.synthetic import make_tabletop_scenes
 
     size = tuple(args.size)
@@ -195,7 +198,8 @@ def _frames(args: argparse.Namespace, base: DealConfig) -> tuple[list[Frame], li
             raise UserError("--bag needs --gt-dir with the ground-truth masks")
         frames = load_bag(args.bag, args.gt_dir, size, base.classes, total)
     else:
-        frames = make_tabletop_scenes(total, *size, base.classes, seed=args.seed)
+        frames = make_tabletop_scenes(total, *size, base.classes, seed=args.seed,
+                                      camera_distance_m=DEMO_CAMERA_DISTANCE_M)
     if len(frames) < 2:
         raise UserError(f"need at least 2 labelled frames, found {len(frames)}")
     n_train = min(args.train_frames, len(frames) - 1)
