@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,21 +27,31 @@ EDGE_OPERATORS = ("sobel", "plane_sobel", "laplacian")
 EDGE_NORMS = ("max", "percentile", "fixed")
 
 
-def depth_to_metres(raw: np.ndarray, encoding: str, min_m: float = 0.0, max_m: float = math.inf,
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw depth (16UC1/mono16 millimetres or 32FC1 metres) -> (depth_m float32 (H, W), valid bool (H, W)).
-
-    Zero, NaN, inf and values outside [min_m, max_m] are holes: valid is False and depth_m is 0.
-    """
+def raw_depth_to_metres(raw: np.ndarray, encoding: str) -> np.ndarray:
+    """Raw depth (16UC1/mono16 millimetres or 32FC1 metres) -> new float32 (H, W) metres, every hole
+    (0, NaN, +-inf, negative) = 0.0. The one unit conversion of the project (decoder, bag reader, nodes)."""
     if encoding not in DEPTH_UNITS_M:
         raise ValueError(f"depth encoding {encoding!r} is not supported; use one of {sorted(DEPTH_UNITS_M)}")
     if raw.ndim != 2:
         raise ValueError(f"depth must be a 2-D (H, W) array, got shape {raw.shape}")
-    depth_m = raw.astype(np.float32) * np.float32(DEPTH_UNITS_M[encoding])
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(depth_m) & (depth_m > 0) & (depth_m >= min_m) & (depth_m <= max_m)
-    depth_m[~valid] = 0.0
-    return depth_m, valid
+    if DEPTH_UNITS_M[encoding] != 1.0:
+        depth_m = raw.astype(np.float32)
+        depth_m /= np.float32(1.0 / DEPTH_UNITS_M[encoding])  # correctly rounded mm / 1000
+        return depth_m
+    # OpenCV's thresholds are ~3x faster than numpy comparisons on data with NaNs.
+    _, depth_m = cv2.threshold(raw.astype(np.float32, copy=False), 0.0, 0.0, cv2.THRESH_TOZERO)  # <= 0 -> 0
+    cv2.threshold(depth_m, float(np.finfo(np.float32).max), 0.0, cv2.THRESH_TOZERO_INV, dst=depth_m)  # inf -> 0
+    cv2.patchNaNs(depth_m, 0.0)
+    return depth_m
+
+
+def depth_to_metres(raw: np.ndarray, encoding: str, min_m: float = 0.0, max_m: float = math.inf,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Raw depth -> (depth_m float32 (H, W), valid bool (H, W)); outside [min_m, max_m] is a hole too."""
+    depth_m = raw_depth_to_metres(raw, encoding)
+    if min_m > 0 or max_m < math.inf:
+        depth_m[(depth_m < min_m) | (depth_m > max_m)] = 0.0
+    return depth_m, depth_m > 0
 
 
 def valid_depth(depth: torch.Tensor) -> torch.Tensor:

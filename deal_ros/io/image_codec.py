@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from deal_ros.depth import raw_depth_to_metres
+
 __all__ = [
     "COLOR_ENCODINGS",
     "DEPTH_ENCODINGS",
@@ -63,7 +65,6 @@ _TO_RGB = {
     "bgra8": cv2.COLOR_BGRA2RGB,
 }
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _COMPRESSED_DEPTH_HEADER = struct.Struct("<iff")  # ConfigHeader: format, depthParam[2]
 
 
@@ -226,15 +227,7 @@ def decode_depth_m(msg: Any, topic: str = "") -> np.ndarray:
             )
         image = decode_image(msg, topic)
         kind = "depth_m" if encoding == "32FC1" else "depth_mm"
-    if kind == "depth_mm":
-        depth_m = image.astype(np.float32)
-        depth_m /= np.float32(1000.0)  # correctly rounded mm / 1000
-        return depth_m
-    # OpenCV's thresholds are ~3x faster than numpy comparisons on data with NaNs
-    _, depth_m = cv2.threshold(image, 0.0, 0.0, cv2.THRESH_TOZERO)  # <= 0 -> 0 (new array)
-    cv2.threshold(depth_m, _FLOAT32_MAX, 0.0, cv2.THRESH_TOZERO_INV, dst=depth_m)  # +inf -> 0
-    cv2.patchNaNs(depth_m, 0.0)  # NaN -> 0
-    return depth_m
+    return raw_depth_to_metres(image, "16UC1" if kind == "depth_mm" else "32FC1")
 
 
 def image_fields(array: np.ndarray, encoding: str) -> dict[str, Any]:
