@@ -23,6 +23,7 @@ from std_msgs.msg import String
 from deal_ros.config import ConfigError
 from deal_ros.ros.params import ParamSpec
 from deal_ros.ros.status import DiagnosticEntry
+from deal_ros.ros.sync_health import SyncWatchdog
 
 try:  # Jazzy and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -149,3 +150,29 @@ def publish_health(node: Any, diagnostics: Callable[[dict[str, Any]], Sequence[D
     node.status_pub.publish(String(data=json.dumps(status)))
     node.diag_pub.publish(diagnostic_array(node, diagnostics(status), "deal_ros"))
     return warning
+
+
+def subscribe_rgbd(node: Any, values: dict[str, Any], on_seen: Callable[..., None],
+                   on_pair: Callable[[Image, Image], None]) -> tuple[QoSProfile, dict[str, str], SyncWatchdog, list]:
+    """RGB + aligned depth through message_filters' ApproximateTimeSynchronizer with the configured image QoS
+    (sensor-data by default), incompatible-QoS events logged, every message noted by the sync watchdog.
+
+    Returns (image QoS, {'rgb': topic, 'depth': topic}, watchdog, [synchronizer, *subscribers]) — keep the
+    list alive for as long as the node runs.
+    """
+    import message_filters
+
+    reliability, depth = values["qos.reliability"], values["qos.depth"]
+    qos = image_qos(reliability, depth)
+    topics = {"rgb": values["rgb_topic"], "depth": values["depth_topic"]}
+    watchdog = SyncWatchdog(list(topics.items()), values["sync.stale_timeout_s"], values["sync.slop"],
+                            f"{reliability}, depth {depth}")
+    subs = []
+    for name, topic in topics.items():
+        sub = message_filters.Subscriber(node, Image, topic, qos_profile=qos,
+                                         event_callbacks=qos_event_callbacks(node, topic, reliability))
+        sub.registerCallback(on_seen, name)
+        subs.append(sub)
+    sync = message_filters.ApproximateTimeSynchronizer(subs, values["sync.queue_size"], values["sync.slop"])
+    sync.registerCallback(on_pair)
+    return qos, topics, watchdog, [sync, *subs]

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import message_filters
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -36,7 +35,6 @@ from deal_ros.ros.outputs import (
 from deal_ros.ros.params import SEGMENTER, all_param_specs, check_parameter_update, config_from_parameters
 from deal_ros.ros.slot import LatestSlot, stamp_age_s
 from deal_ros.ros.status import RateMeter, segmenter_diagnostics, segmenter_status
-from deal_ros.ros.sync_health import SyncWatchdog
 from deal_ros.ros.tagging import TagState
 
 try:
@@ -86,21 +84,9 @@ class SegmenterNode(Node):
         self.last_inference: float | None = None
         self.frames = 0
 
-        reliability, depth = self.values["qos.reliability"], self.values["qos.depth"]
-        qos = ru.image_qos(reliability, depth)
-        self.topics = {"rgb": self.values["rgb_topic"], "depth": self.values["depth_topic"]}
-        self.watchdog = SyncWatchdog(list(self.topics.items()), self.values["sync.stale_timeout_s"],
-                                     self.values["sync.slop"], f"{reliability}, depth {depth}")
-        subs = []
-        for name, topic in self.topics.items():
-            sub = message_filters.Subscriber(self, Image, topic, qos_profile=qos,
-                                             event_callbacks=ru.qos_event_callbacks(self, topic, reliability))
-            sub.registerCallback(self._seen, name)
-            subs.append(sub)
-        self.sync = message_filters.ApproximateTimeSynchronizer(subs, self.values["sync.queue_size"],
-                                                                self.values["sync.slop"])
-        self.sync.registerCallback(self._on_pair)
-        self._subs = subs
+        reliability = self.values["qos.reliability"]
+        qos, self.topics, self.watchdog, self._subs = ru.subscribe_rgbd(self, self.values, self._seen,
+                                                                        self._on_pair)
         info_topic = self.values["camera_info_topic"]
         self.create_subscription(CameraInfo, info_topic, self._on_camera_info, qos,
                                  event_callbacks=ru.qos_event_callbacks(self, info_topic, reliability))

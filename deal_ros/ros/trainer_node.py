@@ -12,7 +12,6 @@ import threading
 import time
 from typing import Any
 
-import message_filters
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -28,7 +27,6 @@ from deal_ros.ros.params import TRAINER, all_param_specs, check_parameter_update
 from deal_ros.ros.slot import LatestSlot
 from deal_ros.ros.startup import check_environment
 from deal_ros.ros.status import RateLimiter, RateMeter, trainer_diagnostics, trainer_status
-from deal_ros.ros.sync_health import SyncWatchdog
 from deal_ros.ros.tagging import TagState
 
 
@@ -75,22 +73,8 @@ class TrainerNode(Node):
         self._last_saved_step = self.trainer.step
 
         reliability, depth = self.values["qos.reliability"], self.values["qos.depth"]
-        qos = ru.image_qos(reliability, depth)
-        self.topics = {"rgb": self.values["rgb_topic"], "depth": self.values["depth_topic"]}
-        self.watchdog = SyncWatchdog(list(self.topics.items()), self.values["sync.stale_timeout_s"],
-                                     self.values["sync.slop"], f"{reliability}, depth {depth}")
-        from sensor_msgs.msg import Image
-
-        subs = []
-        for name, topic in self.topics.items():
-            sub = message_filters.Subscriber(self, Image, topic, qos_profile=qos,
-                                             event_callbacks=ru.qos_event_callbacks(self, topic, reliability))
-            sub.registerCallback(self._seen, name)
-            subs.append(sub)
-        self.sync = message_filters.ApproximateTimeSynchronizer(subs, self.values["sync.queue_size"],
-                                                                self.values["sync.slop"])
-        self.sync.registerCallback(self._on_pair)
-        self._subs = subs
+        _, self.topics, self.watchdog, self._subs = ru.subscribe_rgbd(self, self.values, self._seen,
+                                                                      self._on_pair)
         self.create_subscription(String, self.values["tags_topic"], self._on_tags, ru.COMMAND_QOS)
 
         self.status_pub = self.create_publisher(String, "deal/status", 10)
