@@ -47,15 +47,18 @@ def test_ctrl_c_saves_and_exits_130(realsense_bag, tmp_path):
     out = tmp_path / "model"
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err:
+        # A runner that starts the suite in the background (`cmd &`) ignores SIGINT, and children inherit
+        # that: give the command the default disposition a terminal's Ctrl-C would meet.
         proc = subprocess.Popen([DEAL_ROS, "train", str(realsense_bag.path), "--tags", "mug,box", "--steps",
-                                 "100000", "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=err, text=True)
+                                 "100000", "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=err, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 120
             while "1/100000" not in err_path.read_text() and time.monotonic() < deadline:
                 assert proc.poll() is None, err_path.read_text()
                 time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=180)  # a fresh venv builds matplotlib's font cache on first use
+            proc.wait(timeout=120)  # a fresh venv builds matplotlib's font cache on first use
         finally:
             if proc.poll() is None:
                 proc.kill()
