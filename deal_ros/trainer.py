@@ -25,6 +25,7 @@ from deal_ros.buffer import FrameBuffer, StoredFrame
 from deal_ros.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from deal_ros.config import DealConfig
 from deal_ros.device import describe_device, resolve_device
+from deal_ros.io.tags import UnknownTagError
 from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
 from deal_ros.models import CAMNet, build_cam_net
@@ -33,15 +34,11 @@ from deal_ros.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
 LOG = logging.getLogger(__name__)
 
 
-class UnknownClassError(ValueError):
-    """A tag names a class the model does not know."""
-
-
 def tags_to_vector(tags: Sequence[str], classes: Sequence[str]) -> np.ndarray:
     """Class names -> (K,) uint8 multi-hot; unknown names are refused, listing the known classes."""
     unknown = [t for t in tags if t not in classes]
     if unknown:
-        raise UnknownClassError(f"unknown class name(s) {unknown}; known classes: {list(classes)}")
+        raise UnknownTagError(unknown, classes)
     vector = np.zeros(len(classes), dtype=np.uint8)
     for tag in tags:
         vector[list(classes).index(tag)] = 1

@@ -5,8 +5,9 @@ import pytest
 
 from deal_ros.checkpoint import CheckpointError
 from deal_ros.config import DealConfig
+from deal_ros.io.tags import UnknownTagError
 from deal_ros.segmenter import Segmenter
-from deal_ros.trainer import OnlineTrainer, UnknownClassError
+from deal_ros.trainer import OnlineTrainer
 
 CFG = DealConfig(classes=["mug", "box"]).updated({
     "model.input_height": 64, "model.input_width": 80, "train.device": "cpu", "train.batch_size": 2,
@@ -38,7 +39,7 @@ def test_bad_input_is_refused() -> None:
         segmenter(rgb, depth[:-1])
     with pytest.raises(ValueError, match="uint8"):
         segmenter(rgb.astype(np.float32))
-    with pytest.raises(UnknownClassError):
+    with pytest.raises(UnknownTagError):
         segmenter(rgb, depth, ["cat"])
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from deal_ros.config import DealConfig
+from deal_ros.io.tags import UnknownTagError
 from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
-from deal_ros.trainer import OnlineTrainer, UnknownClassError
+from deal_ros.trainer import OnlineTrainer
 
 SIZE = (64, 80)
 
@@ -75,7 +76,7 @@ def test_resume_continues_step_and_optimizer_state(scenes, tmp_path) -> None:
 def test_bad_frames_are_refused_clearly(scenes) -> None:
     trainer = _trainer(scenes[:1])
     frame = scenes[0]
-    with pytest.raises(UnknownClassError, match=r"\['cat'\].*known classes"):
+    with pytest.raises(UnknownTagError, match=r"'cat'.*known classes"):
         trainer.add_frame(frame.rgb, frame.depth_m, ["cat"])
     with pytest.raises(ValueError, match="aligned"):
         trainer.add_frame(frame.rgb, frame.depth_m[:-1], ["mug"])
