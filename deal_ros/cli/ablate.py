@@ -29,8 +29,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from deal_ros.buffer import resize_frame
 from deal_ros.cli import UserError, parse_overrides
 from deal_ros.config import DealConfig, load_config
+from deal_ros.depth import raw_depth_to_metres
+from deal_ros.pseudo_labels import IGNORE_INDEX
 
 LOG = logging.getLogger("deal_ros.ablate")
 
@@ -110,21 +113,20 @@ def _tags(gt: np.ndarray, classes: list[str], min_fraction: float = 0.001) -> li
 def _fit(rgb: np.ndarray, depth_m: np.ndarray, gt: np.ndarray, size: tuple[int, int], classes: list[str]) -> Frame:
     height, width = size
     if rgb.shape[:2] != (height, width):
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        depth_m = cv2.resize(depth_m, (width, height), interpolation=cv2.INTER_NEAREST)
+        rgb, depth_m = resize_frame(rgb, depth_m, size)
         gt = cv2.resize(gt, (width, height), interpolation=cv2.INTER_NEAREST)
-    if int(gt[gt != 255].max(initial=0)) > len(classes):
+    if int(gt[gt != IGNORE_INDEX].max(initial=0)) > len(classes):
         raise UserError(f"ground truth holds class id {int(gt.max())} but only {len(classes)} classes are known")
     return Frame(rgb, depth_m.astype(np.float32), gt, _tags(gt, classes))
 
 
 def _read_depth(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
-        return np.nan_to_num(np.load(path).astype(np.float32), nan=0.0)
+        return raw_depth_to_metres(np.load(path), "32FC1")
     raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
     if raw is None:
         raise UserError(f"cannot read depth {path}")
-    return raw.astype(np.float32) * (0.001 if raw.dtype == np.uint16 else 1.0)
+    return raw_depth_to_metres(raw, "16UC1" if raw.dtype == np.uint16 else "32FC1")
 
 
 def _read_gt(path: Path) -> np.ndarray:
