@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from deal_ros.filters import normalize_cam
+
 
 def check_cam_and_tags(cam_logits: torch.Tensor, tags: torch.Tensor, name: str) -> None:
     """Refuse malformed inputs with a message naming the loss: cam (B, K, h, w) finite, tags (B, K) in {0, 1}."""
@@ -44,8 +46,7 @@ def max_norm_cam(cam_logits: torch.Tensor, size: tuple[int, int] | None = None, 
     cam = cam_logits.float()
     if size is not None and tuple(cam.shape[-2:]) != tuple(size):
         cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
-    cam = F.relu(cam)
-    return cam / cam.amax(dim=(-2, -1), keepdim=True).clamp_min(tau)
+    return normalize_cam(cam, "max", tau)
 
 
 def zero_loss(cam_logits: torch.Tensor) -> torch.Tensor:
