@@ -8,9 +8,10 @@ and renamed over it (pitfalls.md 9).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,20 @@ from typing import Any
 import torch
 
 from deal_ros.config import ARCHITECTURE_FIELDS, DealConfig
+from deal_ros.errors import DealRosError
+from deal_ros.files import atomic_write
 
 FORMAT = "deal_ros.checkpoint/1"
+MAX_LISTED = 3
+"""Tensor names listed in a state-dict mismatch message (the rest are counted)."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DealRosError, ValueError):
     """A checkpoint is missing, corrupt, or does not fit the configured model; the message says why."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """Weights with NaN or infinity (training diverged): refused, so that they never replace a good checkpoint."""
 
 
 @dataclass
@@ -61,14 +70,39 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or infinity."""
+    return [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _os_error(exc: Exception, path: Path) -> Exception:
+    """safetensors reports I/O failures (disk full, file too large) as its own error: make them OSErrors."""
+    match = re.search(r"os error (\d+)", str(exc))
+    if match is None:
+        return exc
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code) if code in errno.errorcode else str(exc), str(path))
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealConfig, step: int,
                     optimizer: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write model (+ optimizer) state atomically to `path`; the previous file stays intact on failure."""
+    """Write model (+ optimizer) state atomically to `path`; the previous file stays intact on failure.
+
+    Non-finite weights are refused (NonFiniteWeightsError) before anything is written. I/O failures
+    are OSErrors naming the file (the caller may retry or write elsewhere: deal_ros.files).
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
+    state = model.state_dict()
+    bad = non_finite_tensors(state)
+    if bad:
+        kept = f"the checkpoint there (step {_step_of(path)}) is kept" if path.is_file() else "nothing was written"
+        raise NonFiniteWeightsError(
+            f"refusing to save non-finite weights (NaN/inf in {len(bad)} tensor(s), e.g. {bad[0]}) at step {step} "
+            f"to {path}: training diverged; {kept}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
     metadata = {
         "format": FORMAT,
         "step": str(int(step)),
@@ -81,22 +115,54 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealConfig
         optim_tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
         tensors.update(optim_tensors)
         metadata["optimizer"] = json.dumps({"type": type(optimizer).__name__, **optim_meta})
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors' own error type
+            raise _os_error(exc, path) from None
+
+    return atomic_write(path, write)
+
+
+def _step_of(path: Path) -> str:
+    """The step in a checkpoint's manifest, for messages ('?' when unreadable)."""
     try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        with open(tmp_name, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+        return read_manifest(path).get("step", "?")
+    except CheckpointError:
+        return "?"
+
+
+def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer: str) -> int:
+    """About how large a checkpoint of `model` trained with `optimizer` ('adamw', 'sgd') will be, in bytes."""
+    state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    slots = 2 if optimizer == "adamw" else 1  # AdamW: exp_avg, exp_avg_sq; SGD: momentum buffer
+    return state_bytes + slots * trainable + 1_000_000  # + manifest (the config JSON) and headers
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """model.load_state_dict(state), with a short message naming the first mismatches when it does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    parts = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
+        if names:
+            more = f", ... ({len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
+            parts.append(f"{len(names)} tensor(s) {label}: {', '.join(names[:MAX_LISTED])}{more}")
+    if parts:
+        raise CheckpointError(f"checkpoint {path} does not fit the model ({'; '.join(parts)}); "
+                              "was it written by another deal_ros version or for another model?")
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} does not fit the model: {first[:300]}") from None
 
 
 def load_checkpoint(path: str | Path, expected: DealConfig | None = None, device: str | torch.device = "cpu",
@@ -126,8 +192,9 @@ def load_checkpoint(path: str | Path, expected: DealConfig | None = None, device
             raise CheckpointError(f"checkpoint {path} was trained for classes {config.classes}, "
                                   f"but the configuration has {expected.classes}")
         if config.architecture_hash() != expected.architecture_hash():
-            detail = ", ".join(f"{k}: checkpoint {getattr(config.model, k)!r} vs config {getattr(expected.model, k)!r}"
-                               for k in ARCHITECTURE_FIELDS if getattr(config.model, k) != getattr(expected.model, k))
+            ours, theirs = config.model.architecture(), expected.model.architecture()
+            detail = ", ".join(f"{k}: checkpoint {ours[k]!r} vs config {theirs[k]!r}"
+                               for k in ARCHITECTURE_FIELDS if ours[k] != theirs[k])
             raise CheckpointError(f"checkpoint {path} has a different architecture ({detail})")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer_state = None

@@ -10,13 +10,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deal_ros.errors import DealRosError
 
-class ConfigError(ValueError):
+
+class ConfigError(DealRosError, ValueError):
     """A configuration value is missing, unknown or out of range; the message names the key."""
 
 
@@ -469,7 +473,11 @@ class DealConfig:
         return _build(cls, data, "")
 
     def updated(self, overrides: dict[str, Any]) -> DealConfig:
-        """A copy with dotted-key overrides applied, e.g. {'loss.deal.weight': 0.5}."""
+        """A copy with dotted-key overrides applied, e.g. {'loss.deal.weight': 0.5}.
+
+        A mapping given for a section ({'train': {'lr': 0.01}}) is merged into it, key by key, so it
+        never silently resets the section's other keys (or earlier overrides) to their defaults.
+        """
         data = self.to_dict()
         for dotted, value in overrides.items():
             node = data
@@ -478,8 +486,22 @@ class DealConfig:
                 _check(isinstance(node.get(part), dict), dotted, "unknown key")
                 node = node[part]
             _check(leaf in node, dotted, "unknown key")
-            node[leaf] = value
+            if isinstance(node[leaf], dict) and isinstance(value, dict):
+                _merge(node[leaf], value, dotted)
+            else:
+                node[leaf] = value
         return DealConfig.from_dict(data)
+
+
+def _merge(node: dict[str, Any], value: dict[str, Any], key: str) -> None:
+    """Merge a mapping into a config section in place; unknown keys are refused, naming them."""
+    for name, item in value.items():
+        dotted = f"{key}.{name}"
+        _check(name in node, dotted, f"unknown key (known: {sorted(node)})")
+        if isinstance(node[name], dict) and isinstance(item, dict):
+            _merge(node[name], item, dotted)
+        else:
+            node[name] = item
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -499,6 +521,22 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+_NUMBER = re.compile(r"[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?")
+"""A number as people write it. YAML 1.1 (PyYAML) reads 1e-4, 1E3 and 1.5e3 as strings: they are numbers here."""
+
+
+def _number(value: Any) -> int | float | None:
+    """An int or float from a YAML value (a number, or a string in number form); None if it is none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        text = value.strip().replace("_", "")
+        return int(text) if text.lstrip("+-").isdigit() else float(text)
+    return None
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is list:
@@ -511,12 +549,14 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
         return value
     if hint is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
-        return value
+        number = _number(value)
+        _check(number is not None and float(number).is_integer(), key, f"expected an integer, got {value!r}")
+        return int(number)  # type: ignore[arg-type]
     if hint is float:
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        _check(is_number, key, f"expected a number, got {value!r}")
-        return float(value)
+        number = _number(value)
+        _check(number is not None, key, f"expected a number, got {value!r}")
+        _check(math.isfinite(number), key, f"must be a finite number, got {value!r}")  # type: ignore[arg-type]
+        return float(number)  # type: ignore[arg-type]
     if hint is str:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
         return value
@@ -524,31 +564,93 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DealConfig:
-    """Load a YAML config: a plain tree, or a ROS 2 parameter file (first `ros__parameters` found)."""
+    """Load a YAML config: a plain tree, or a ROS 2 parameter file (first `ros__parameters` found).
+
+    Dotted keys (``loss.deal.weight: 0.5``, legal in ROS 2 parameter files) are honoured in both; a key
+    that is neither a config section nor one of the nodes' own parameters is refused, naming it.
+    """
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    data = _strip_ros_parameters(data)
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        cfg = DealConfig.from_dict(data)
+        data = _strip_ros_parameters(data)
+        cfg = DealConfig.from_dict(_nest_dotted(data, ""))
         return cfg.updated(overrides) if overrides else cfg
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _strip_ros_parameters(data: Any) -> Any:
-    """Return the DealConfig subtree of a ROS 2 parameter file, or `data` unchanged."""
+def _nest_dotted(data: Any, prefix: str) -> Any:
+    """{'loss.deal.weight': 0.5, 'loss': {'deal': {'mu': 2}}} -> one nested tree (ROS 2 parameter files allow both)."""
     if not isinstance(data, dict):
         return data
-    for node_params in data.values():
+    tree: dict[str, Any] = {}
+    for key, value in data.items():
+        key = str(key)
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            _check(isinstance(node, dict), prefix + key, f"'{part}' is both a value and a section")
+        value = _nest_dotted(value, prefix + key + ".")
+        if isinstance(node.get(leaf), dict) and isinstance(value, dict):
+            _merge_new(node[leaf], value)
+        else:
+            _check(leaf not in node, prefix + key, "given twice")
+            node[leaf] = value
+    return tree
+
+
+def _merge_new(node: dict[str, Any], value: dict[str, Any]) -> None:
+    for name, item in value.items():
+        if isinstance(node.get(name), dict) and isinstance(item, dict):
+            _merge_new(node[name], item)
+        else:
+            node[name] = item
+
+
+ROS_STANDARD_PARAMETERS = ("use_sim_time", "qos_overrides", "start_type_description_service")
+"""Parameters every ROS 2 node may have in its parameter file (not ours, not config)."""
+
+
+def _node_parameter_sections() -> set[str]:
+    """Top-level names of the nodes' own parameters (rgb_topic, qos, sync, ...): allowed beside the config."""
+    from deal_ros.ros.params import NODE_PARAMS  # rclpy-free spec table
+
+    return {spec.name.split(".")[0] for spec in NODE_PARAMS} | set(ROS_STANDARD_PARAMETERS)
+
+
+def _strip_ros_parameters(data: Any) -> Any:
+    """Return the DealConfig subtree of a ROS 2 parameter file, or `data` unchanged.
+
+    The nodes' own parameters are dropped; any other key that is not a config section (a misspelled
+    'trian', a dotted 'los.deal.weight') is refused instead of silently leaving the defaults in place.
+    """
+    if not isinstance(data, dict):
+        return data
+    for node_name, node_params in data.items():
         if isinstance(node_params, dict) and "ros__parameters" in node_params:
-            params = dict(node_params["ros__parameters"])
+            params = node_params["ros__parameters"] or {}
+            _check(isinstance(params, dict), f"{node_name}.ros__parameters", "expected a mapping")
             known = {f.name for f in dataclasses.fields(DealConfig)}
-            return {k: v for k, v in params.items() if k in known}
+            node_keys = _node_parameter_sections()
+            kept: dict[str, Any] = {}
+            for key, value in params.items():
+                section = str(key).split(".")[0]
+                if section in known:
+                    kept[str(key)] = value
+                    continue
+                _check(section in node_keys, f"{node_name}.ros__parameters.{key}",
+                       f"unknown key: neither a config section {sorted(known)} nor a node parameter")
+            return kept
     return data

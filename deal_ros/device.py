@@ -6,10 +6,12 @@ import logging
 
 import torch
 
+from deal_ros.errors import DealRosError
+
 LOG = logging.getLogger(__name__)
 
 
-class DeviceError(RuntimeError):
+class DeviceError(DealRosError, RuntimeError):
     """The requested device is not available."""
 
 

@@ -1,8 +1,10 @@
 """The `deal-ros` command: one entry point, one module per subcommand.
 
 Each subcommand module has `register(subparsers)`, which adds its parser and sets
-`func(args) -> int` as the default. User errors raise :class:`UserError` (or a ValueError
-subclass from the core) and become a one-line message and exit code 2, never a traceback.
+`func(args) -> int` as the default. :func:`main` is the one place that turns errors into messages:
+every :class:`~deal_ros.errors.DealRosError` and every OSError becomes one line naming the path and
+the cause, exit code 2; Ctrl-C exits 130 quietly, even while the heavy modules are still importing
+(they are imported inside main, and only the chosen subcommand's). Tracebacks only with ``-v``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from deal_ros.errors import DealRosError, UserError, describe_os_error, one_line
+
+__all__ = ["SUBCOMMANDS", "UserError", "build_parser", "main", "parse_overrides"]
+
 SUBCOMMANDS = ("demo", "info", "train", "label", "eval", "bench", "ablate")
-
-
-class UserError(Exception):
-    """An error caused by the user's input (a path, a topic, an option); printed without traceback."""
+INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT), what shells report for an interrupted command."""
+USER_ERROR = 2
+INTERNAL_ERROR = 1
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -37,14 +43,21 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option), if it is one of ours."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in SUBCOMMANDS else None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `only`, just that subcommand's module is imported (a faster start)."""
     parser = argparse.ArgumentParser(
         prog="deal-ros",
         description="Train, label and evaluate DEAL-supervised CAM segmentation, without ROS.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
+    for name in SUBCOMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f"deal_ros.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -56,22 +69,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from deal_ros.config import ConfigError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    """Run one subcommand; returns its exit code (0 ok, 1 internal error, 2 user or file-system error, 130 Ctrl-C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _chosen_command(argv)
+    prog = f"deal-ros {command}" if command else "deal-ros"
+    verbose = any(a in ("-v", "--verbose") for a in argv)
     try:
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
+        verbose = args.verbose
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, FileNotFoundError) as exc:
-        print(f"deal-ros {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"deal-ros {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:  # `deal-ros info bag | head`: the reader left, nothing to report
+        _silence_stdout()
+        return INTERNAL_ERROR
+    except (DealRosError, OSError) as exc:
+        _report(prog, describe_os_error(exc) if isinstance(exc, OSError) else one_line(exc), verbose)
+        return USER_ERROR
+    except Exception as exc:  # a bug: say where, keep the traceback for -v
+        _report(prog, f"internal error {_origin(exc)}{type(exc).__name__}: {one_line(exc, 300)} "
+                      "(run with -v for the traceback)", verbose)
+        return INTERNAL_ERROR
+
+
+def _report(prog: str, message: str, verbose: bool) -> None:
+    """The one error line (after the traceback, with -v)."""
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
+    print(f"{prog}: error: {message}", file=sys.stderr)
+
+
+def _origin(exc: BaseException) -> str:
+    """'at file.py:123 ' of the innermost frame raising `exc` (so a one-line report still says where)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"at {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno} "
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so that the interpreter's final flush stays quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

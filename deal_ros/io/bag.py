@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
+from deal_ros.errors import DealRosError
 from deal_ros.io.image_codec import (
     COLOR_ENCODINGS,
     DEPTH_ENCODINGS,
@@ -62,7 +63,7 @@ STRING = "std_msgs/msg/String"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
 
 
-class BagError(ValueError):
+class BagError(DealRosError, ValueError):
     """A bag cannot be used as asked (missing, empty, corrupt, topic absent); a one-line user message."""
 
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from deal_ros.depth import raw_depth_to_metres
+from deal_ros.errors import DealRosError
 
 __all__ = [
     "COLOR_ENCODINGS",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(DealRosError, ValueError):
     """A message cannot be decoded; the text names the topic and the encoding."""
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deal_ros.errors import DealRosError
+
 __all__ = ["TagRange", "TagSchedule", "UnknownTagError", "parse_tags"]
 
 
-class UnknownTagError(ValueError):
+class UnknownTagError(DealRosError, ValueError):
     """Tag names that are not among the configured classes; names them and the known classes."""
 
     def __init__(self, unknown: Sequence[str], classes: Sequence[str]) -> None:

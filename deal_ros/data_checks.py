@@ -1,0 +1,41 @@
+"""Checks for input data that would train nothing, applied where data enters (bag reader, trainer).
+
+A depth image without one valid pixel (all 0 = no measurement, NaN or inf) or with the same value
+everywhere (e.g. a saturated 65535 mm) has no depth edges: DEAL is exactly 0 on it and training
+learns nothing from depth, without any error. Such frames are refused with a reason that says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deal_ros.errors import DegenerateDataError
+
+__all__ = ["CONSTANT_DEPTH", "NO_VALID_DEPTH", "check_depth", "depth_problem"]
+
+NO_VALID_DEPTH = "depth_no_valid"
+CONSTANT_DEPTH = "depth_constant"
+
+
+def depth_problem(depth_m: np.ndarray, where: str = "depth") -> DegenerateDataError | None:
+    """Why depth_m (H, W) metres cannot train anything, or None: no finite pixel > 0, or one value everywhere."""
+    depth = np.asarray(depth_m)
+    valid = np.isfinite(depth) & (depth > 0)
+    if not valid.any():
+        finite = depth[np.isfinite(depth)]
+        same = finite.size and bool(np.all(finite == finite.flat[0]))
+        seen = f"all {float(finite.flat[0]):g}" if same else "no finite value > 0"
+        return DegenerateDataError(f"{where}: no valid depth pixel ({seen}; 0 = no measurement)", NO_VALID_DEPTH)
+    values = depth[valid]
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        return DegenerateDataError(f"{where}: depth is {low:g} m at every valid pixel (saturated or a fill value): "
+                                   "no depth edges to learn from", CONSTANT_DEPTH)
+    return None
+
+
+def check_depth(depth_m: np.ndarray, where: str = "depth") -> None:
+    """Raise the DegenerateDataError of depth_problem, if any."""
+    problem = depth_problem(depth_m, where)
+    if problem is not None:
+        raise problem
