@@ -16,7 +16,8 @@ setup(
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
     ],
-    package_data={PACKAGE: ["py.typed"]},
+    # The built-in ImageNet MobileNetV2 (model.pretrained_path: builtin), its licence and notice.
+    package_data={PACKAGE: ["py.typed", "models/data/*.safetensors", "models/data/LICENSE", "models/data/*.md"]},
     python_requires=">=3.10",
     install_requires=[
         "numpy>=1.23,<2",

@@ -33,8 +33,19 @@ def _one_of(value: str, key: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
 
 
-ARCHITECTURE_FIELDS = ("backbone", "output_stride", "tf_same_padding", "input_norm", "seg_head_channels")
-"""ModelConfig fields that a checkpoint must share with the configuration it is loaded into."""
+ARCHITECTURE_FIELDS = ("backbone", "output_stride", "padding", "input_norm", "seg_head_channels")
+"""ModelConfig fields that a checkpoint must share with the configuration it is loaded into (compared after
+:meth:`ModelConfig.resolved`, so 'auto' means what the weights need)."""
+
+BUILTIN_WEIGHTS = "builtin"
+"""``model.pretrained_path`` of the package's own ImageNet MobileNetV2 (``deal_ros/models/data``)."""
+
+BUILTIN_PROFILE = {"input_norm": "tf", "padding": "tf_same"}
+"""What the built-in weights need: TF-trained, so pixel/128 - 1 and TF 'SAME' padding (with symmetric
+padding their ImageNet top-1 agreed with TFLite on 11 of 24 photos instead of 24)."""
+
+FILE_PROFILE = {"input_norm": "imagenet", "padding": "symmetric"}
+"""What torchvision/timm weight files (and random init) get for 'auto': ImageNet mean/std, symmetric padding."""
 
 
 @dataclass
@@ -45,16 +56,20 @@ class ModelConfig:
     """Backbone name from the registry: mobilenet_v2, resnet18, resnet50."""
     output_stride: int = 16
     """Stride of the last feature map (8 or 16, via dilation)."""
-    pretrained_path: str = ""
-    """Local ImageNet weights (safetensors or torch state dict) with torchvision names; '' = random init."""
+    pretrained_path: str = BUILTIN_WEIGHTS
+    """ImageNet weights: 'builtin' (the package's MobileNetV2, checksum-verified), a torchvision/timm file (path
+    to a .pth/.safetensors state dict, or its file name in the torch hub cache), or '' = random init."""
     freeze_stages: int = 0
     """Number of early backbone stages whose parameters are frozen (0 = train everything)."""
     freeze_bn: bool = True
-    """Keep BatchNorm in eval mode (required for the folded-BN MobileNetV2 weights in shared/data)."""
-    tf_same_padding: bool = True
-    """MobileNetV2 only: TF 'SAME' padding on the stride-2 convs (matches TF-trained weights)."""
-    input_norm: str = "tf"
-    """Input normalisation: 'tf' (pixel/128 - 1) or 'imagenet' (torchvision mean/std)."""
+    """Keep pretrained BatchNorm in eval mode, affine frozen (must stay true for the built-in weights: their BN
+    is folded). A randomly initialised backbone always trains its BatchNorm."""
+    padding: str = "auto"
+    """MobileNetV2's stride-2 convs: 'tf_same' (TF 'SAME'), 'symmetric' (torchvision), 'auto' = what the weights
+    need (tf_same for builtin, symmetric for files and random init)."""
+    input_norm: str = "auto"
+    """Input normalisation: 'tf' (pixel/128 - 1), 'imagenet' (mean/std), 'auto' = what the weights need (tf for
+    builtin, imagenet for torchvision/timm files and random init)."""
     input_height: int = 240
     """Network input height in pixels; frames are resized to this for training and inference."""
     input_width: int = 320
@@ -69,12 +84,42 @@ class ModelConfig:
         _one_of(self.backbone, "model.backbone", ("mobilenet_v2", "resnet18", "resnet50"))
         _check(self.output_stride in (8, 16), "model.output_stride", f"must be 8 or 16, got {self.output_stride}")
         _check(0 <= self.freeze_stages <= 5, "model.freeze_stages", "must be in [0, 5]")
-        _one_of(self.input_norm, "model.input_norm", ("tf", "imagenet"))
+        _one_of(self.input_norm, "model.input_norm", ("auto", "tf", "imagenet"))
+        _one_of(self.padding, "model.padding", ("auto", "tf_same", "symmetric"))
+        _check(self.padding != "tf_same" or self.backbone == "mobilenet_v2", "model.padding",
+               f"'tf_same' exists for mobilenet_v2 only, not {self.backbone}")
+        if self.pretrained_path == BUILTIN_WEIGHTS and self.backbone == "mobilenet_v2":
+            for key, needed in BUILTIN_PROFILE.items():
+                value = getattr(self, key)
+                _check(value in ("auto", needed), f"model.{key}",
+                       f"the built-in weights need {needed!r}, got {value!r} (leave it 'auto')")
+            _check(self.freeze_bn, "model.freeze_bn", "the built-in weights have folded BatchNorm (an identity plus "
+                   "bias), which training-mode BatchNorm breaks: it must be true")
         for key in ("input_height", "input_width"):
             value = getattr(self, key)
             _check(32 <= value <= 4096 and value % 16 == 0, f"model.{key}",
                    f"must be a multiple of 16 in [32, 4096], got {value}")
         _check(self.seg_head_channels >= 8, "model.seg_head_channels", "must be >= 8")
+
+    def resolved(self) -> ModelConfig:
+        """A copy with 'auto' replaced by what the weights need and freeze_bn as applied (False for random init).
+
+        Pure (no file is read): 'builtin' gets BUILTIN_PROFILE, anything else FILE_PROFILE; a weights file that
+        needs other settings (a TF conversion with folded BatchNorm) is refused when loaded, saying which.
+        """
+        builtin = self.pretrained_path == BUILTIN_WEIGHTS and self.backbone == "mobilenet_v2"
+        profile = BUILTIN_PROFILE if builtin else FILE_PROFILE
+        return dataclasses.replace(
+            self,
+            input_norm=profile["input_norm"] if self.input_norm == "auto" else self.input_norm,
+            padding=profile["padding"] if self.padding == "auto" else self.padding,
+            freeze_bn=self.freeze_bn and bool(self.pretrained_path),
+        )
+
+    def architecture(self) -> dict[str, Any]:
+        """The resolved ARCHITECTURE_FIELDS: what a checkpoint must share with the model it is loaded into."""
+        resolved = self.resolved()
+        return {k: getattr(resolved, k) for k in ARCHITECTURE_FIELDS}
 
 
 @dataclass
@@ -464,8 +509,7 @@ class DealConfig:
 
     def architecture_hash(self) -> str:
         """Short hash of what fixes the network's function: classes and ARCHITECTURE_FIELDS of the model."""
-        model = {k: getattr(self.model, k) for k in ARCHITECTURE_FIELDS}
-        key = json.dumps({"classes": self.classes, "model": model}, sort_keys=True)
+        key = json.dumps({"classes": self.classes, "model": self.model.architecture()}, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @classmethod

@@ -53,6 +53,9 @@ def test_overrides_and_errors(tmp_path) -> None:
 
 def test_architecture_hash_ignores_training_only_fields() -> None:
     cfg = DealConfig(classes=["mug"])
-    assert cfg.architecture_hash() == cfg.updated({"model.pretrained_path": "x", "train.lr": 0.1}).architecture_hash()
+    assert cfg.architecture_hash() == cfg.updated({"model.freeze_stages": 2, "train.lr": 0.1}).architecture_hash()
+    # Which weights file does not matter, but what it implies does (builtin: 'tf' input norm, files: 'imagenet').
+    a, b = (cfg.updated({"model.pretrained_path": p}).architecture_hash() for p in ("a.pth", "b.pth"))
+    assert a == b != cfg.architecture_hash()
     assert cfg.architecture_hash() != cfg.updated({"model.backbone": "resnet18"}).architecture_hash()
     assert cfg.architecture_hash() != DealConfig(classes=["box"]).architecture_hash()

@@ -218,7 +218,9 @@ def test_resnet_state_dicts_match_torchvision() -> None:
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
 def test_cam_net_output_shapes(backbone: str, output_stride: int, device: str) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone=backbone, output_stride=output_stride)
+    # MobileNetV2 with its default (built-in) weights; the ResNets from random init (no ResNet weights here).
+    cfg = ModelConfig(backbone=backbone, output_stride=output_stride,
+                      pretrained_path="builtin" if backbone == "mobilenet_v2" else "")
     model = build_cam_net(cfg, num_classes=3).to(device).eval()
     rgb = torch.randint(0, 256, (1, 3, 240, 320), dtype=torch.uint8, device=device)
     with torch.no_grad():
@@ -238,9 +240,7 @@ def test_cam_net_output_shapes(backbone: str, output_stride: int, device: str) -
 @pytest.mark.parametrize(
     ("name", "offset"), [("mobilenet_v2", 0), ("mobilenet_v2_tf", 1), ("resnet18", 0), ("resnet50", 0)]
 )
-def test_dilation_is_exact_densification(
-    name: str, offset: int, mobilenet_weights: Path, apc_batch: torch.Tensor
-) -> None:
+def test_dilation_is_exact_densification(name: str, offset: int, apc_batch: torch.Tensor) -> None:
     """OS 16/8 must compute the OS32 network densely: its final map sampled on the OS32 grid equals
     the OS32 map, so pretrained weights keep their meaning. TF SAME on even sizes samples the odd
     positions (offset 1 per removed stride, i.e. 1 at OS16 and 2 * 1 + 1 = 3 at OS8)."""
@@ -253,7 +253,7 @@ def test_dilation_is_exact_densification(
     }[name]
     ref = build(32).eval()
     if name.startswith("mobilenet_v2"):  # real weights: random-init MobileNetV2 activations vanish
-        load_pretrained(ref, mobilenet_weights)
+        load_pretrained(ref, "builtin")
         x = apc_batch[:1, :, 48:176, 32:192]  # 128x160: even sizes at strides 8 and 16
     else:
         x = torch.randn(1, 3, 64, 96)
@@ -287,9 +287,13 @@ def _bns(module: nn.Module) -> list[nn.BatchNorm2d]:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet18"])
-def test_freeze_bn_and_stages(backbone: str, device: str) -> None:
+def test_freeze_bn_and_stages(backbone: str, device: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone=backbone, freeze_bn=True, freeze_stages=2)
+    weights = "builtin"
+    if backbone == "resnet18":  # pretrained weights (freeze_bn applies to those only), made here
+        weights = str(tmp_path / "resnet18.safetensors")
+        save_file(resnet18().state_dict(), weights)
+    cfg = ModelConfig(backbone=backbone, freeze_bn=True, freeze_stages=2, pretrained_path=weights)
     model = build_cam_net(cfg, num_classes=2).to(device)
     model.eval()
     model.train()
@@ -332,6 +336,10 @@ def test_trainable_bn_when_not_frozen() -> None:
     assert model.backbone.layer1[0].bn1.training and model.backbone.layer1[0].bn1.weight.requires_grad
     model.eval()
     assert not any(m.training for m in model.modules())
+    # Random init: BatchNorm always trains (frozen initial statistics would leave the features near zero).
+    random_init = CAMNet(ModelConfig(pretrained_path="", freeze_bn=True), num_classes=2).train()
+    bns = _bns(random_init.backbone)
+    assert bns and all(bn.training and bn.weight.requires_grad for bn in bns)
     all_frozen = CAMNet(ModelConfig(backbone="resnet18", freeze_stages=5), num_classes=2)
     assert [g["name"] for g in all_frozen.param_groups(1e-3, 0.1)] == ["heads"]
 
@@ -350,7 +358,9 @@ def test_registry_and_constructor_checks() -> None:
 def test_build_cam_net_loads_shared_weights(mobilenet_weights: Path) -> None:
     from safetensors.torch import load_file
 
-    model = build_cam_net(ModelConfig(pretrained_path=str(mobilenet_weights)), num_classes=4)
+    # The shared float file is a TF conversion (folded BN): as a file it needs the TF settings spelt out.
+    cfg = ModelConfig(pretrained_path=str(mobilenet_weights), input_norm="tf", padding="tf_same")
+    model = build_cam_net(cfg, num_classes=4)
     report = model.load_report
     assert isinstance(report, LoadReport)
     assert report.ignored == ["classifier.1.bias", "classifier.1.weight"]

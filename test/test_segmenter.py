@@ -11,7 +11,7 @@ from deal_ros.trainer import OnlineTrainer
 
 CFG = DealConfig(classes=["mug", "box"]).updated({
     "model.input_height": 64, "model.input_width": 80, "train.device": "cpu", "train.batch_size": 2,
-    "model.freeze_bn": False})
+    "model.pretrained_path": ""})
 
 
 def _frame(height: int = 480, width: int = 640):

@@ -9,7 +9,6 @@ stride 4 with a background channel at index 0.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,9 +19,11 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from .mobilenet_v2 import mobilenet_v2
 from .resnet import resnet18, resnet50
+from .weights import LoadReport
 
 BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "mobilenet_v2": lambda cfg: mobilenet_v2(output_stride=cfg.output_stride, tf_same_padding=cfg.tf_same_padding),
+    "mobilenet_v2": lambda cfg: mobilenet_v2(output_stride=cfg.output_stride,
+                                             tf_same_padding=cfg.resolved().padding == "tf_same"),
     "resnet18": lambda cfg: resnet18(output_stride=cfg.output_stride),
     "resnet50": lambda cfg: resnet50(output_stride=cfg.output_stride),
 }
@@ -37,7 +38,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 def normalize_input(rgb: Tensor, mode: str = "tf") -> Tensor:
     """(B,3,H,W) RGB, uint8 or float in 0..255 -> float32 network input.
 
-    'tf': pixel/128 - 1 (the TF-converted MobileNetV2 weights); 'imagenet': torchvision mean/std on
+    'tf': pixel/128 - 1 (the built-in, TF-trained MobileNetV2); 'imagenet': torchvision mean/std on
     pixel/255 (torchvision/timm weights). Using the wrong one silently degrades a pretrained backbone.
     """
     if rgb.ndim != 4 or rgb.shape[1] != 3:
@@ -114,8 +115,11 @@ class CAMNet(nn.Module):
         and those modules stay in eval mode (a frozen stage must not drift through BN statistics).
         Stages are defined in each backbone's module docstring (stage 0 = stem; 5 = whole backbone).
       * ``cfg.freeze_bn``: every backbone BatchNorm stays in eval mode, even after ``model.train()``,
-        and its affine parameters are frozen. Needed for the folded-BN MobileNetV2 weights, and
-        wise for any small-batch online fine-tuning.
+        and its affine parameters are frozen. Needed for the folded-BN built-in weights, and wise for
+        small-batch online fine-tuning of pretrained ones; never for random init (frozen initial
+        statistics leave the features near zero), which ``cfg.resolved()`` sees to.
+
+    ``self.cfg`` is ``cfg.resolved()``: input normalisation, padding and freeze_bn as the weights need them.
     """
 
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
@@ -123,9 +127,9 @@ class CAMNet(nn.Module):
         cfg.validate()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.cfg = dataclasses.replace(cfg)
+        self.cfg = cfg.resolved()
         self.num_classes = num_classes
-        self.backbone = BACKBONES[cfg.backbone](cfg)
+        self.backbone = BACKBONES[cfg.backbone](self.cfg)
         c_low, _, c_final = self.backbone.out_channels
         self.cam_head = nn.Conv2d(c_final, num_classes, 1, bias=False)
         nn.init.normal_(self.cam_head.weight, 0.0, 0.01)  # small logits at start: BCE starts near log 2
@@ -133,7 +137,7 @@ class CAMNet(nn.Module):
         for m in self.seg_head.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        self.load_report: object | None = None
+        self.load_report: LoadReport | None = None
         """The ``LoadReport`` of ``cfg.pretrained_path`` when built by ``build_cam_net``."""
         self._apply_freezing()
         self.train(self.training)

@@ -319,7 +319,7 @@ def test_trainer_reports_every_term_and_trains_the_auxiliary_modules() -> None:
     from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
     from deal_ros.trainer import OnlineTrainer
 
-    overrides = {"model.input_height": 64, "model.input_width": 80, "model.freeze_bn": False,
+    overrides = {"model.input_height": 64, "model.input_width": 80, "model.pretrained_path": "",
                  "model.output_stride": 8, "train.batch_size": 2, "train.device": "cpu",
                  "loss.deal.warmup_steps": 0, "loss.seg_warmup_steps": 0, "loss.ssc.start_step": 0,
                  **{f"loss.{k}.enabled": True for k in ("isl", "fsl", "smoothness", "boundary", "ssc", "recon")}}
