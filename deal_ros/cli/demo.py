@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from deal_ros.config import DealConfig, load_config
+from deal_ros.config import BUILTIN_WEIGHTS, DealConfig, load_config
 from deal_ros.experiment import ArmResult, plot_bars, plot_losses, run_arm
+from deal_ros.models import describe_weights
 from deal_ros.segmenter import Segmenter
 from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 from deal_ros.visualize import colorize, overlay
@@ -37,32 +38,24 @@ DEMO_CAMERA_DISTANCE_M = (0.35, 0.6)
 """Camera-to-table distance of the demo scenes: close enough that objects (13 % of the image on average)
 span several CAM cells at the demo's small input size."""
 
-SHARED_WEIGHTS = Path("../shared/data/mobilenet_v2_imagenet/mobilenet_v2_imagenet.safetensors")
-"""Where the project's ImageNet MobileNetV2 weights sit beside a checkout (read from disk, never downloaded)."""
-
-
 def resolve_weights(option: str) -> str:
-    """'auto' -> $DEAL_ROS_WEIGHTS, else SHARED_WEIGHTS if that file exists, else '' (random init)."""
-    if option != "auto":
-        return "" if option == "none" else option
-    env = os.environ.get("DEAL_ROS_WEIGHTS", "")
-    if env:
-        return env
-    return str(SHARED_WEIGHTS) if SHARED_WEIGHTS.is_file() else ""
+    """--weights -> model.pretrained_path: 'auto' = $DEAL_ROS_WEIGHTS if set, else 'builtin'; 'none' = ''."""
+    if option == "auto":
+        return os.environ.get("DEAL_ROS_WEIGHTS", "") or BUILTIN_WEIGHTS
+    return "" if option == "none" else option
 
 
 def demo_config(height: int, width: int, weights: str, seed: int) -> DealConfig:
     """The demo's base configuration: small input, CPU-sized batch, short warm-ups.
 
-    With ImageNet weights the backbone keeps its (folded) BatchNorm frozen and trains at a tenth of the
-    heads' rate; from random init everything trains at the same rate.
+    With ImageNet weights the backbone trains at a tenth of the heads' rate (its BatchNorm frozen, as
+    the weights' profile says); from random init everything trains at the same rate.
     """
     return DealConfig(classes=list(DEFAULT_CLASSES)).updated({
         "model.input_height": height,
         "model.input_width": width,
         "model.output_stride": 16,
         "model.pretrained_path": weights,
-        "model.freeze_bn": bool(weights),
         "train.batch_size": 8,
         "train.lr": 1e-3,
         "train.backbone_lr_scale": 0.1 if weights else 1.0,
@@ -84,8 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="scene and network input size (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default="auto",
-                        help="local ImageNet backbone weights (safetensors/.pt); 'auto' (default): $DEAL_ROS_WEIGHTS "
-                             f"or {SHARED_WEIGHTS} if present; 'none': random init")
+                        help="ImageNet backbone weights: 'builtin' (the package's MobileNetV2), a local torchvision/"
+                             "timm file, 'none' (random init); 'auto' (default): $DEAL_ROS_WEIGHTS if set, else "
+                             "builtin")
     parser.add_argument("--config", help="YAML config to start from instead of the demo's defaults")
     parser.add_argument("--arms", nargs="+", choices=list(DEMO_ARMS), default=list(DEMO_ARMS),
                         help="which arms to run (default: all)")
@@ -115,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
     height, width = args.size
     weights = resolve_weights(args.weights)
     if not weights:
-        log.warning("no ImageNet weights (pass --weights FILE or set DEAL_ROS_WEIGHTS): training from random "
-                    "init, where %d steps are too few for the classifier to localise objects", args.steps)
+        log.warning("--weights none: training from random init, where %d steps are too few for the classifier "
+                    "to localise objects", args.steps)
     base = load_config(args.config) if args.config else demo_config(height, width, weights, args.seed)
     frames = make_tabletop_scenes(args.train_frames + args.eval_frames, height, width, base.classes, seed=args.seed,
                                   camera_distance_m=DEMO_CAMERA_DISTANCE_M)
@@ -135,18 +129,20 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s: pseudo-label mIoU %.3f, mask mIoU %.3f (%.2f s/step)", name, result.pseudo_miou,
                  result.mask_miou, result.mean_step_time_s)
     results = [r for r, _ in arms]
+    weights_used = describe_weights(arms[0][1].model)
     plot_losses({r.name: r.history for r in results}, str(out / "loss_curves.png"))
     plot_bars(results, str(out / "miou.png"))
     overlays = _write_overlays(out, arms, eval_frames)
     wall = time.perf_counter() - start
     report = {"wall_time_s": wall, "steps": args.steps, "size": [height, width], "seed": args.seed,
               "train_frames": len(train_frames), "eval_frames": len(eval_frames), "weights": weights,
+              "weights_loaded": weights_used,
               "arms": [r.summary() for r in results], "history": {r.name: r.history for r in results}}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     lines = ["# deal-ros demo report", "",
              f"{len(train_frames)} training / {len(eval_frames)} held-out built-in tabletop scenes "
              f"at {height}x{width}, "
-             f"{args.steps} steps per arm, seed {args.seed}, backbone weights: {weights or 'random init'}.",
+             f"{args.steps} steps per arm, seed {args.seed}.", f"Backbone weights: {weights_used}.",
              "Pseudo-label mIoU on the training scenes, mask mIoU on the held-out scenes (background included).", "",
              "| arm | pseudo-label mIoU | mask mIoU | s/step |", "|---|---|---|---|"]
     lines += [f"| {r.name} | {r.pseudo_miou:.3f} | {r.mask_miou:.3f} | {r.mean_step_time_s:.2f} |" for r in results]
@@ -155,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     lines += [f"![{p}]({p})" for p in overlays]
     lines += ["", f"Wall time: {wall:.0f} s."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[5: 7 + len(results)]))
+    print(lines[3] + "\n")
+    print("\n".join(lines[6: 8 + len(results)]))
     print(f"\nreport: {out / 'report.md'} (wall time {wall:.0f} s)")
     return 0
