@@ -3,7 +3,9 @@
 The network runs at the configured input size; results are upsampled back. The frame is resized
 on the host (uint8, area-averaged) before upload; post-processing runs on the model's device
 (upsample, argmax, confidence) and only uint8 / float32 images come back to the host.
-Can share a model (and its lock) with an in-process trainer.
+Beside an in-process trainer it runs its own copy of the network, swapping in the trainer's weight
+snapshots between frames (deal_ros.live), so a frame never waits for a training step; on CUDA it
+works on its own stream.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from deal_ros.checkpoint import CheckpointError, load_checkpoint
 from deal_ros.config import DealConfig
 from deal_ros.device import resolve_device
+from deal_ros.live import StepControl, WeightHandoff
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.pseudo_labels import make_pseudo_labels
 from deal_ros.trainer import tags_to_vector
@@ -36,14 +39,21 @@ class SegmentationResult:
     pseudo_label: np.ndarray | None
     """(H, W) uint8 from CAMs + tags, 255 = ignore; None when no tags were given."""
     timing_s: dict[str, float] = field(default_factory=dict)
-    """Wall time of 'preprocess', 'forward' and 'postprocess' (on CUDA, queued work lands in the next stage)."""
+    """Wall time of 'swap' (new weights), 'preprocess', 'forward' and 'postprocess' (on CUDA, queued work lands
+    in the next stage)."""
 
 
 class Segmenter:
-    """Runs a CAM network on single frames (batch of one); `load` hot-swaps weights from a checkpoint."""
+    """Runs a CAM network on single frames (batch of one); `load` hot-swaps weights from a checkpoint.
+
+    With `weights` (an in-process trainer's handoff), `model` is this segmenter's own copy and each
+    frame first swaps in the newest snapshot; with `control` (the trainer's StepControl), each frame
+    is announced so that a training step on the CPU can step aside.
+    """
 
     def __init__(self, cfg: DealConfig, model: CAMNet | None = None, device: str | torch.device | None = None,
-                 model_lock: threading.RLock | None = None) -> None:
+                 model_lock: threading.RLock | None = None, weights: WeightHandoff | None = None,
+                 control: StepControl | None = None) -> None:
         self.cfg = cfg
         if model is None:
             self.device = resolve_device(cfg.train.device) if device is None else torch.device(device)
@@ -52,8 +62,13 @@ class Segmenter:
             self.device = next(model.parameters()).device
         self.model = model
         self.model_lock = model_lock
+        self.weights = weights
+        self.control = control
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" and weights is not None else None
         self.step = -1
-        """Training step of the loaded weights (-1 = initial weights)."""
+        """Training step of the weights in use (-1 = initial weights)."""
+        self.swaps = 0
+        """Weight snapshots swapped in from `weights`."""
 
     def load(self, path: str) -> int:
         """Load weights from a checkpoint written by the trainer; returns its step. Refuses other classes."""
@@ -69,6 +84,24 @@ class Segmenter:
     def _locked(self) -> contextlib.AbstractContextManager:
         return self.model_lock if self.model_lock is not None else contextlib.nullcontext()
 
+    def _on_stream(self) -> contextlib.AbstractContextManager:
+        return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
+
+    def refresh(self) -> bool:
+        """Swap in the newest weight snapshot of `weights`, if any (a copy of ~15 MB for MobileNetV2)."""
+        snapshot = self.weights.take() if self.weights is not None else None
+        if snapshot is None:
+            return False
+        with self._locked(), self._on_stream():
+            if snapshot.ready is not None:
+                torch.cuda.current_stream(self.device).wait_event(snapshot.ready)
+            self.model.load_state_dict(snapshot.state)
+            if self._stream is not None:
+                self._stream.synchronize()  # the trainer may free the snapshot as soon as we return
+        self.step = snapshot.step
+        self.swaps += 1
+        return True
+
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray, depth_m: np.ndarray | None = None,
                  tags: Sequence[str] | None = None) -> SegmentationResult:
@@ -77,6 +110,17 @@ class Segmenter:
             raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
         if depth_m is not None and depth_m.shape[:2] != rgb.shape[:2]:
             raise ValueError(f"depth {depth_m.shape[:2]} and RGB {rgb.shape[:2]} sizes differ")
+        start = time.perf_counter()
+        self.refresh()
+        swapped = time.perf_counter()
+        announce = self.control.inference() if self.control is not None else contextlib.nullcontext()
+        with announce, self._on_stream():
+            result = self._segment(rgb, depth_m, tags)
+        result.timing_s["swap"] = swapped - start
+        return result
+
+    def _segment(self, rgb: np.ndarray, depth_m: np.ndarray | None,
+                 tags: Sequence[str] | None) -> SegmentationResult:
         start = time.perf_counter()
         height, width = rgb.shape[:2]
         net_height, net_width = self.cfg.model.input_height, self.cfg.model.input_width

@@ -2,16 +2,18 @@
 
 Used alike by the ROS trainer node (frames from a camera, steps in a worker thread), the command-line
 tool (frames from a bag) and the demo (built-in scenes). Thread-safe: `add_frame` may be called from
-one thread while another calls `train_step`; `model_lock` guards the weights for an in-process
-segmenter sharing the same model.
+one thread while another calls `train_step`; `model_lock` guards only the optimiser update (and
+reset / resume / save), so `weight_snapshot` hands an in-process segmenter consistent weights without
+waiting for a step, and `control` can stop a step in flight between layers (deal_ros.live).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from deal_ros.checkpoint import Checkpoint, CheckpointError, load_checkpoint, sa
 from deal_ros.config import DealConfig
 from deal_ros.device import describe_device, resolve_device
 from deal_ros.io.tags import UnknownTagError
+from deal_ros.live import StepControl, TrainingInterrupted, WeightSnapshot, snapshot_state
 from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
 from deal_ros.models import CAMNet, build_cam_net
@@ -102,7 +105,14 @@ class OnlineTrainer:
         self.step = 0
         self.batch_size = cfg.train.batch_size
         self.skipped_steps = 0
+        self.interrupted_steps = 0
         self.model_lock = threading.RLock()
+        """Held for optimiser updates, reset, resume, save and weight snapshots; never for a whole step."""
+        self._step_lock = threading.RLock()
+        """Held by the thread in train_step: reset / resume interrupt that step and wait for it to leave."""
+        self.control = StepControl()
+        """Stops a step in flight between layers (shutdown, pause) and lets an in-process segmenter go first."""
+        self.control.attach(self.model)
         self._rng = np.random.default_rng(cfg.train.seed)
         self._aug_generator = torch.Generator().manual_seed(cfg.train.seed)
         LOG.info("trainer on %s, %s backbone, %d classes", describe_device(self.device),
@@ -155,8 +165,12 @@ class OnlineTrainer:
         start = time.perf_counter()
         frames = self.buffer.sample(self.batch_size, self._rng)
         try:
-            with self.model_lock:
+            with self._step_lock, self.control.stepping():
                 stats = self._step(frames)
+        except TrainingInterrupted:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.interrupted_steps += 1
+            return None
         except torch.OutOfMemoryError:
             self.optimizer.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
@@ -225,11 +239,12 @@ class OnlineTrainer:
             if self.aux_optimizer is not None:
                 self.scaler.unscale_(self.aux_optimizer)
                 torch.nn.utils.clip_grad_norm_(self.structure.trainable_parameters(), cfg.train.grad_clip)
-        self.scaler.step(self.optimizer)
-        if self.aux_optimizer is not None:
-            self.scaler.step(self.aux_optimizer)
-        self.scaler.update()
-        self.step += 1
+        with self.model_lock:  # the update only: save and snapshots wait for this, never for a whole step
+            self.scaler.step(self.optimizer)
+            if self.aux_optimizer is not None:
+                self.scaler.step(self.aux_optimizer)
+            self.scaler.update()
+            self.step += 1
         loss, loss_cls, loss_deal, loss_seg, loss_isl = (
             float(t.detach()) for t in (loss, loss_cls, loss_deal, loss_seg, loss_isl))
         extra = {f"loss_{'smooth' if k == 'smoothness' else k}": float(v.detach()) for k, v in terms.items()}
@@ -260,7 +275,7 @@ class OnlineTrainer:
 
     def reset(self) -> None:
         """Forget the frames and start the model over (fresh weights, optimizer and step count)."""
-        with self.model_lock:
+        with self._exclusive():
             torch.manual_seed(self.cfg.train.seed)
             fresh = build_cam_net(self.cfg.model, self.cfg.num_classes).to(self.device)
             self.model.load_state_dict(fresh.state_dict())
@@ -268,6 +283,22 @@ class OnlineTrainer:
             self.step = 0
             self.batch_size = self.cfg.train.batch_size
         self.buffer.clear()
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """For replacing the weights: stop a step in flight at its next layer (in-place changes under a running
+        backward would break it) and hold off new ones meanwhile."""
+        self.control.interrupt("reset")
+        try:
+            with self._step_lock, self.model_lock:
+                yield
+        finally:
+            self.control.resume("reset")
+
+    def weight_snapshot(self) -> WeightSnapshot:
+        """The current weights and step, copied between optimiser updates (for an in-process segmenter)."""
+        with self.model_lock:
+            return snapshot_state(self.model, self.step)
 
     # -- checkpoints --------------------------------------------------------------------------------
     @property
@@ -282,7 +313,7 @@ class OnlineTrainer:
     def resume(self, path: str | Path | None = None) -> Checkpoint:
         """Continue from a checkpoint: weights, optimizer state and step count."""
         ckpt = load_checkpoint(path or self.checkpoint_path, expected=self.cfg)
-        with self.model_lock:
+        with self._exclusive():
             try:
                 self.model.load_state_dict(ckpt.model_state)
             except RuntimeError as exc:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DealRosError
+
 BUILTIN_FILE = "mobilenet_v2_imagenet_uint8.safetensors"
 BUILTIN_SHA256 = "065b8e0af9874867c17c33f5462b386eb436722772327b0f8eae6530eb7599ea"
 """sha256 of the file as written by scripts/make_builtin_backbone.py; checked on every load."""
@@ -30,7 +32,7 @@ BN_EPS = 1e-5
 """torchvision's BatchNorm2d eps: running_var = 1 - eps makes var + eps exactly 1 in float32."""
 
 
-class BuiltinWeightsError(ValueError):
+class BuiltinWeightsError(DealRosError, ValueError):
     """The packaged weights file is missing or damaged: reinstalling the package restores it."""
 
 

@@ -8,7 +8,7 @@ least `min_interval_s` passed since the last one and the view moved (thumbnail d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -50,15 +50,17 @@ class KeyframeGate:
         self._last_thumb = None
         self._last_tags = None
 
-    def decide(self, stamp_s: float, rgb: np.ndarray, tags: Sequence[str]) -> KeyframeDecision:
+    def decide(self, stamp_s: float, rgb: np.ndarray | Callable[[], np.ndarray],
+               tags: Sequence[str]) -> KeyframeDecision:
+        """`rgb` may be a function that decodes the frame: it is called only when the interval allows a take."""
         tags = tuple(tags)
         if self._last_stamp is None or stamp_s < self._last_stamp:
             reason = "first frame" if self._last_stamp is None else "time went backwards (bag restarted?)"
-            return self._take(stamp_s, thumbnail(rgb), tags, reason, 1.0)
+            return self._take(stamp_s, thumbnail(rgb() if callable(rgb) else rgb), tags, reason, 1.0)
         elapsed = stamp_s - self._last_stamp
         if elapsed < self.min_interval_s:
             return self._skip("too soon", 0.0)
-        thumb = thumbnail(rgb)
+        thumb = thumbnail(rgb() if callable(rgb) else rgb)
         motion = float(np.mean(np.abs(thumb - self._last_thumb))) if self._last_thumb is not None else 1.0
         if tags != self._last_tags:
             return self._take(stamp_s, thumb, tags, "tags changed", motion)
