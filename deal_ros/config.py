@@ -472,7 +472,9 @@ class CheckpointConfig:
 class DealConfig:
     """Everything deal_ros needs; `classes` are the foreground class names (background is implicit)."""
 
-    classes: list[str] = field(default_factory=lambda: ["object"])
+    classes: list[str] = field(default_factory=lambda: ["mug", "box", "ball"])
+    """Foreground class names the model learns (background is implicit, id 0); fixed for a checkpoint. The
+    default is the README's example set (tags mug, box, ball): list your own objects."""
     model: ModelConfig = field(default_factory=ModelConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -1,8 +1,9 @@
 """Trainer + segmenter on the robot: `ros2 launch deal_ros onboard.launch.py rgb_topic:=... tags:=mug,box`.
 
-separate_processes:=false (default) runs both nodes in one `onboard` process sharing one model;
-true runs `trainer_node` and `segmenter_node` apart, exchanging weights through the checkpoint file.
-Every node parameter is in the config file; the arguments below override the common ones.
+separate_processes:=false (default) runs both nodes in one `onboard` process (the segmenter's copy of
+the network gets the trainer's weights in memory); true runs `trainer_node` and `segmenter_node` apart,
+exchanging weights through the checkpoint file. Every node parameter is in the config file, whose values
+are the declared defaults; an argument left '' keeps the file's value, so no default is written twice.
 """
 
 from __future__ import annotations
@@ -16,11 +17,21 @@ from launch_ros.actions import Node
 
 from launch import LaunchDescription
 
+PARAMETER_ARGUMENTS = {
+    "rgb_topic": "rgb_topic",
+    "depth_topic": "depth_topic",
+    "camera_info_topic": "camera_info_topic",
+    "tags_topic": "tags_topic",
+    "tags": "tags",
+    "device": "train.device",
+}
+"""Launch argument -> node parameter it overrides when not ''."""
+
 ARGUMENTS = {
-    "rgb_topic": ("/camera/color/image_raw", "Colour image topic."),
-    "depth_topic": ("/camera/aligned_depth_to_color/image_raw", "Depth topic, aligned to colour (16UC1 mm / 32FC1 m)."),
-    "camera_info_topic": ("/camera/color/camera_info", "CameraInfo of the colour camera (semantic point cloud)."),
-    "tags_topic": ("/deal/tags", "std_msgs/String topic of comma-separated tags."),
+    "rgb_topic": ("", "Colour image topic; '' = the config's (/camera/color/image_raw)."),
+    "depth_topic": ("", "Depth topic aligned to colour (16UC1 mm / 32FC1 m); '' = the config's."),
+    "camera_info_topic": ("", "CameraInfo of the colour camera (semantic point cloud); '' = the config's."),
+    "tags_topic": ("", "std_msgs/String topic of comma-separated tags; '' = the config's (/deal/tags)."),
     "tags": ("", "Objects in view at start, comma-separated (e.g. mug,box); '' = not known yet."),
     "config": ("", "Parameter file; '' = the package's config/onboard.yaml."),
     "model_dir": ("~/.ros/deal_ros_model", "Checkpoint directory (checkpoint.directory); '' = the config's."),
@@ -39,19 +50,10 @@ def _truthy(text: str) -> bool:
 def _nodes(context, *args, **kwargs):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     config = value["config"] or os.path.join(get_package_share_directory("deal_ros"), "config", "onboard.yaml")
-    overrides = {
-        "rgb_topic": value["rgb_topic"],
-        "depth_topic": value["depth_topic"],
-        "camera_info_topic": value["camera_info_topic"],
-        "tags_topic": value["tags_topic"],
-        "use_sim_time": _truthy(value["use_sim_time"]),
-    }
-    if value["tags"]:
-        overrides["tags"] = value["tags"]
+    overrides = {param: value[arg] for arg, param in PARAMETER_ARGUMENTS.items() if value[arg]}
+    overrides["use_sim_time"] = _truthy(value["use_sim_time"])
     if value["model_dir"]:
         overrides["checkpoint.directory"] = os.path.expanduser(value["model_dir"])
-    if value["device"]:
-        overrides["train.device"] = value["device"]
     common = {
         "package": "deal_ros",
         "namespace": value["namespace"],

@@ -30,9 +30,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("loop", default_value="false", description="Play the bag in a loop."),
         DeclareLaunchArgument("start_delay_s", default_value="5.0",
                               description="Seconds to wait for the nodes (model build) before playing."),
-        *(DeclareLaunchArgument(name, default_value=default) for name, default in (
-            ("rgb_topic", "/camera/color/image_raw"), ("depth_topic", "/camera/aligned_depth_to_color/image_raw"),
-            ("camera_info_topic", "/camera/color/camera_info"), ("tags_topic", "/deal/tags"), ("tags", ""),
+        *(DeclareLaunchArgument(name, default_value=default, description="passed on to onboard.launch.py")
+          for name, default in (
+            ("rgb_topic", ""), ("depth_topic", ""), ("camera_info_topic", ""), ("tags_topic", ""), ("tags", ""),
             ("config", ""), ("model_dir", "~/.ros/deal_ros_model"), ("device", ""), ("separate_processes", "false"),
             ("namespace", ""), ("log_level", "info"))),
         IncludeLaunchDescription(

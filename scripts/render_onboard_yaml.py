@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
-"""Regenerate config/onboard.yaml after config keys change (`python scripts/render_onboard_yaml.py`).
+"""Regenerate config/onboard.yaml after config keys or defaults change (`python scripts/render_onboard_yaml.py`).
 
-Keeps the file's header comment and every value that differs from the schema's default; every key
-gets its description from deal_ros/config.py (test/ros/test_logic_params.py checks the file is complete).
+The file is the declared defaults, every key with its description from deal_ros/config.py and
+deal_ros/ros/params.py, under the file's header comment: one source of defaults (the declaration),
+checked by test/ros/test_logic_params.py. Change a default in the declaration, not here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from deal_ros.ros.params import flatten_parameters, render_parameter_file
+from deal_ros.ros.params import render_parameter_file
 
 PATH = Path(__file__).resolve().parents[1] / "config" / "onboard.yaml"
 
@@ -19,11 +18,8 @@ PATH = Path(__file__).resolve().parents[1] / "config" / "onboard.yaml"
 def main() -> None:
     current = PATH.read_text()
     header = current[: current.index("/**:")]
-    chosen = flatten_parameters(yaml.safe_load(current)["/**"]["ros__parameters"])
-    defaults = flatten_parameters(yaml.safe_load(render_parameter_file())["/**"]["ros__parameters"])
-    overrides = {k: v for k, v in chosen.items() if k in defaults and v != defaults[k]}
-    PATH.write_text(header + render_parameter_file(overrides))
-    print(f"wrote {PATH} ({len(overrides)} non-default values: {sorted(overrides)})")
+    PATH.write_text(header + render_parameter_file())
+    print(f"wrote {PATH} (the declared defaults)")
 
 
 if __name__ == "__main__":

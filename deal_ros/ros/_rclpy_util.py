@@ -14,8 +14,10 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointField
 from std_msgs.msg import String
@@ -24,6 +26,7 @@ from deal_ros.config import ConfigError
 from deal_ros.ros.params import ParamSpec
 from deal_ros.ros.status import DiagnosticEntry
 from deal_ros.ros.sync_health import SyncWatchdog
+from deal_ros.ros.tagging import tags_parameter_value
 
 try:  # Jazzy and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -55,6 +58,20 @@ def declare_specs(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
             raise ConfigError(f"parameter '{spec.name}': {exc}") from None
         values[spec.name] = param.value
     return values
+
+
+def steady_timer(node: Node, period_s: float, callback: Callable[[], None]) -> Any:
+    """A timer on the steady clock: health keeps coming when a replayed bag's sim time stops."""
+    return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
+def set_tags_parameter(node: Node, tags: Sequence[str]) -> None:
+    """Mirror the current tags into the node's `tags` parameter (what `ros2 param get` shows)."""
+    value = tags_parameter_value(tags)
+    kind = Parameter.Type.STRING_ARRAY if isinstance(value, list) else Parameter.Type.STRING
+    results = node.set_parameters([Parameter("tags", kind, value)])
+    if not results[0].successful:
+        node.get_logger().error(f"could not mirror tags {list(tags)} into the 'tags' parameter: {results[0].reason}")
 
 
 def set_parameters_result(error: str) -> SetParametersResult:

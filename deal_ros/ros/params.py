@@ -103,7 +103,6 @@ CONFIG_RANGES: dict[str, tuple[float, float, int]] = {
 
 
 FALLBACK_DOCS: dict[str, str] = {
-    "classes": "Foreground class names the model learns (background is implicit, id 0); fixed for a checkpoint.",
     "enabled": "Switch this loss term on.",
     "weight": "Weight of this loss term in the total loss.",
     "loss.boundary.canny_high": "Upper Canny hysteresis threshold on the 8-bit grey image.",
@@ -232,6 +231,24 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               low=1, high=64, runtime=True, nodes=frozenset({SEGMENTER})),
     ParamSpec("publish_pseudo_label", True, "bool", "Publish pseudo_label when tags are known (costs a refinement).",
               runtime=True, nodes=frozenset({SEGMENTER})),
+    ParamSpec("mask.min_model_step", 200, "integer",
+              "Masks from weights trained fewer steps than this are 'warming up' (segmenter_status state, "
+              "deal/mask_info warming_up): an untrained head paints nearly everything one class. Keep it above "
+              "loss.seg_warmup_steps (the segmentation head trains only after those).",
+              low=0, high=100_000_000, runtime=True, nodes=frozenset({SEGMENTER})),
+    ParamSpec("mask.while_warming_up", "withhold", "string",
+              "withhold: deal/mask, deal/confidence and deal/points are not published while warming up (overlay, "
+              "pseudo_label and deal/mask_info are); publish: they are, flagged warming_up in deal/mask_info.",
+              choices=("withhold", "publish"), runtime=True, nodes=frozenset({SEGMENTER})),
+    ParamSpec("weights_sync_steps", 1, "integer",
+              "One process: hand the trained weights to the segmenter's own copy every N training steps (a copy "
+              "between steps; inference never waits for training).", low=1, high=100_000, runtime=True,
+              nodes=frozenset({TRAINER})),
+    ParamSpec("inference_priority", 0.5, "double",
+              "One process on the CPU: a training step waits at its next layer while the segmenter processes a "
+              "frame, for at most this share of the step's time (0 = never; 0.5 = a segmenter busy all the time "
+              "and training wait for each other about equally). No effect on CUDA (the segmenter has its own "
+              "stream there).", low=0.0, high=0.95, runtime=True, nodes=frozenset({TRAINER})),
 )
 
 

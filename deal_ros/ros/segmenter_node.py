@@ -1,16 +1,18 @@
 """Segmenter node: latest RGB-D frame in, mask / confidence / pseudo_label / overlay / points out.
 
-Inference runs in its own thread on the newest synchronised pair only (no backlog; the age of
-the frame is in the status). Standalone it hot-reloads the trainer's checkpoint; in the onboard
-process it shares the trainer's model and lock (no file round trip).
+Inference runs in its own thread on the newest synchronised pair only (no backlog). Standalone it
+hot-reloads the trainer's checkpoint; in the onboard process it runs its own copy of the network and
+swaps in the trainer's weights between frames (deal_ros.live), so a frame never waits for a training
+step. Until the weights have trained `mask.min_model_step` steps the node is "warming up": masks are
+withheld (or flagged) and every frame's deal/mask_info says which model step it came from.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -21,6 +23,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from deal_ros.io.image_codec import ImageDecodeError, decode_depth_m, decode_rgb
+from deal_ros.live import StepControl, WeightHandoff
 from deal_ros.ros import _rclpy_util as ru
 from deal_ros.ros.frames import PairValidator
 from deal_ros.ros.hot_reload import CheckpointPoller
@@ -28,26 +31,39 @@ from deal_ros.ros.outputs import (
     POINT_FIELDS,
     class_map,
     class_map_json,
+    mask_info,
     output_image_fields,
     scale_intrinsics,
     semantic_points,
 )
 from deal_ros.ros.params import SEGMENTER, all_param_specs, check_parameter_update, config_from_parameters
-from deal_ros.ros.slot import LatestSlot, stamp_age_s
-from deal_ros.ros.status import RateMeter, segmenter_diagnostics, segmenter_status
-from deal_ros.ros.tagging import TagState
+from deal_ros.ros.slot import LatestSlot, Taken
+from deal_ros.ros.status import (
+    LatencyStats,
+    RateMeter,
+    clock_note,
+    segmenter_diagnostics,
+    segmenter_status,
+    stamp_latency_s,
+    warming_up,
+)
+from deal_ros.ros.tagging import TagState, TagUpdate
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass
 except ImportError:  # vision_msgs is optional: the String class map is always published
     LabelInfo = None
 
+PLANNER_OUTPUTS = ("mask", "confidence")
+"""Image outputs withheld while warming up (with deal/points); overlay and pseudo_label are for people."""
+
 
 class SegmenterNode(Node):
-    """`deal_segmenter`: see README 'ROS 2 nodes'. Pass model/model_lock to share a trainer's network."""
+    """`deal_segmenter`: see README 'ROS 2 nodes'. In-process: `weights` (the trainer's handoff), `control`,
+    `device`, `tag_state` (shared with the trainer)."""
 
-    def __init__(self, node_name: str = "deal_segmenter", model: Any = None, model_lock: Any = None,
-                 tag_state: TagState | None = None, step_source: Callable[[], int] | None = None,
+    def __init__(self, node_name: str = "deal_segmenter", weights: WeightHandoff | None = None,
+                 control: StepControl | None = None, device: Any = None, tag_state: TagState | None = None,
                  **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         from deal_ros.device import describe_device
@@ -56,12 +72,14 @@ class SegmenterNode(Node):
         log = self.get_logger()
         self.values = ru.declare_specs(self, all_param_specs(SEGMENTER))
         self.cfg = config_from_parameters(self.values)
-        # standalone: our own lock, so a ~/reload from the service thread never swaps weights mid-forward
-        self.segmenter = Segmenter(self.cfg, model=model, model_lock=model_lock or threading.RLock())
-        self.shared = model is not None
-        self.step_source = step_source
+        # our own lock, so a ~/reload from the service thread never swaps weights mid-forward
+        self.segmenter = Segmenter(self.cfg, device=device, model_lock=threading.RLock(), weights=weights,
+                                   control=control)
+        self.shared = weights is not None
+        if self.shared:
+            self.segmenter.refresh()
         log.info(f"device: {describe_device(self.segmenter.device)} (train.device '{self.cfg.train.device}'), "
-                 + ("sharing the trainer's model in this process" if self.shared else "standalone"))
+                 + ("own copy of the network, weights from the in-process trainer" if self.shared else "standalone"))
         self.checkpoint = self._checkpoint_path()
         self.poller = CheckpointPoller(self.checkpoint)
         self.reload_error = ""
@@ -71,18 +89,22 @@ class SegmenterNode(Node):
         self.shared_tags = tag_state is not None
         self.tag_state = tag_state or TagState(self.cfg.classes)
         if not self.shared_tags:
-            update = self.tag_state.set(self.values["tags"], "parameter 'tags'", explicit=self.values["tags"] != "")
+            update = self.tag_state.set(self.values["tags"], "parameter 'tags'", explicit=self.values["tags"] != "",
+                                        origin=self)
             if update.error:
                 log.error(update.error)
+        else:
+            ru.set_tags_parameter(self, self.tag_state.tags)
+        self.tag_state.add_listener(self, self._tags_changed)
         self.validator = PairValidator()
         self.slot: LatestSlot[tuple[Any, Any]] = LatestSlot()
         self.camera_info: CameraInfo | None = None
         self.skipped_frames = 0
         self.fps = RateMeter()
-        self.last_age: float | None = None
-        self.last_wait: float | None = None
-        self.last_inference: float | None = None
+        self.times = LatencyStats()
+        self.clock_note = ""
         self.frames = 0
+        self.masks_withheld = 0
 
         reliability = self.values["qos.reliability"]
         qos, self.topics, self.watchdog, self._subs = ru.subscribe_rgbd(self, self.values, self._seen,
@@ -96,19 +118,22 @@ class SegmenterNode(Node):
         self.pubs = {name: self.create_publisher(Image, f"deal/{name}", ru.OUTPUT_QOS)
                      for name in ("mask", "pseudo_label", "confidence", "overlay")}
         self.points_pub = self.create_publisher(PointCloud2, "deal/points", ru.OUTPUT_QOS)
+        self.mask_info_pub = self.create_publisher(String, "deal/mask_info", ru.OUTPUT_QOS)
         self.status_pub = self.create_publisher(String, "deal/segmenter_status", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._publish_class_map()
         self.create_service(Trigger, "~/reload", self._srv_reload)
         self.add_on_set_parameters_callback(self._on_parameters)
         self.watchdog.start(time.monotonic())
-        self.create_timer(self.values["status_period_s"], self._on_status_timer)
+        ru.steady_timer(self, self.values["status_period_s"], self._on_status_timer)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="deal_segmenter_worker", daemon=True)
         self._worker.start()
         log.info(f"listening: rgb '{self.topics['rgb']}', depth '{self.topics['depth']}', camera_info "
                  f"'{info_topic}' ({reliability}); publishing deal/mask, deal/confidence, deal/pseudo_label, "
-                 "deal/overlay, deal/points, deal/class_map")
+                 "deal/overlay, deal/points, deal/mask_info, deal/class_map; masks "
+                 + ("withheld" if self.values["mask.while_warming_up"] == "withhold" else "flagged")
+                 + f" until model step {self.values['mask.min_model_step']}")
 
     def _checkpoint_path(self) -> str:
         from pathlib import Path
@@ -145,10 +170,13 @@ class SegmenterNode(Node):
         if update.error:
             self.get_logger().error(update.error)
 
+    def _tags_changed(self, update: TagUpdate) -> None:
+        ru.set_tags_parameter(self, update.tags)
+
     def _on_parameters(self, params: list[Any]) -> Any:
         update = check_parameter_update(SEGMENTER, self.cfg, {p.name: p.value for p in params})
         if update.ok and "tags" in update.node_values:
-            result = self.tag_state.set(update.node_values["tags"], "parameter 'tags'")
+            result = self.tag_state.set(update.node_values["tags"], "parameter 'tags'", origin=self)
             if result.error:
                 self.get_logger().error(result.error)
                 return ru.set_parameters_result(result.error)
@@ -165,7 +193,8 @@ class SegmenterNode(Node):
 
     def _srv_reload(self, request: Any, response: Any) -> Any:
         if self.shared:
-            response.success, response.message = True, "sharing the trainer's model: always current"
+            response.success = True
+            response.message = f"weights come from the in-process trainer (model step {self.segmenter.step})"
             return response
         self.poller.loaded_step = -1
         self.poller.mark_failed()  # forget the file signature: read it again
@@ -201,17 +230,19 @@ class SegmenterNode(Node):
             taken = self.slot.take(timeout=0.2)
             if taken is None:
                 continue
-            self.last_wait = taken.wait_s
             try:
-                self._process(*taken.item)
+                self._process(taken)
             except (ImageDecodeError, ValueError) as exc:
                 self.skipped_frames += 1
                 self.get_logger().error(f"skipping frame: {exc}", throttle_duration_sec=5.0)
             except Exception as exc:  # keep serving: one bad frame must not end the node
+                if self._stop.is_set() or not self.context.ok():
+                    return  # stopping: the publishers are going away
                 self.skipped_frames += 1
                 self.get_logger().error(f"inference failed: {exc!r}", throttle_duration_sec=5.0)
 
-    def _process(self, rgb_msg: Any, depth_msg: Any) -> None:
+    def _process(self, taken: Taken[tuple[Any, Any]]) -> None:
+        rgb_msg, depth_msg = taken.item
         log = self.get_logger()
         check = self.validator.check(rgb_msg, depth_msg, self.camera_info)
         if check is not None:
@@ -221,26 +252,39 @@ class SegmenterNode(Node):
                 raise ValueError("; ".join(check.errors))
             log.info(check.info, once=True)
         header = rgb_msg.header
-        self.last_age = stamp_age_s(ru.stamp_s(self.get_clock().now().to_msg()), ru.stamp_s(header.stamp))
         start = time.perf_counter()
         rgb = decode_rgb(rgb_msg, self.topics["rgb"])
         depth_m = decode_depth_m(depth_msg, self.topics["depth"])
         want_pseudo = (self.values["publish_pseudo_label"] and self.tag_state.known
                        and self.pubs["pseudo_label"].get_subscription_count() > 0)
         tags = list(self.tag_state.tags) if want_pseudo else None
+        network_start = time.perf_counter()
         result = self.segmenter(rgb, depth_m, tags)
+        inference_s = time.perf_counter() - network_start
+        step = self.segmenter.step
+        warming = warming_up(step, self.values["mask.min_model_step"])
+        for_planners = not warming or self.values["mask.while_warming_up"] == "publish"
         want_overlay = self.pubs["overlay"].get_subscription_count() > 0
         fields = output_image_fields(result, rgb, with_overlay=want_overlay, alpha=self.values["overlay_alpha"])
-        for name, image_fields in fields.items():
-            self.pubs[name].publish(ru.image_msg(header, image_fields))
+        published = [name for name in fields if for_planners or name not in PLANNER_OUTPUTS]
+        for name in published:
+            self.pubs[name].publish(ru.image_msg(header, fields[name]))
         info = self.camera_info
-        if info is not None and self.points_pub.get_subscription_count() > 0:
+        if for_planners and info is not None and self.points_pub.get_subscription_count() > 0:
             height, width = depth_m.shape
             k = scale_intrinsics(info.k, (int(info.width), int(info.height)), (width, height))
             points = semantic_points(depth_m, result.mask, k, stride=self.values["points.stride"],
                                      min_m=self.cfg.depth.min_m, max_m=self.cfg.depth.max_m, skip_label=None)
             self.points_pub.publish(point_cloud2.create_cloud(header, ru.point_fields(POINT_FIELDS), points))
-        self.last_inference = time.perf_counter() - start
+            published.append("points")
+        if not for_planners:
+            self.masks_withheld += 1
+        self.mask_info_pub.publish(String(data=json.dumps(mask_info(header, step, warming, published))))
+        now_s = ru.stamp_s(self.get_clock().now().to_msg())
+        stamp_s = ru.stamp_s(header.stamp)
+        self.clock_note = clock_note(now_s, stamp_s)
+        self.times.add(latency_s=stamp_latency_s(now_s, stamp_s), receive_latency_s=time.monotonic() - taken.put_time,
+                       wait_s=taken.wait_s, inference_s=inference_s, processing_s=time.perf_counter() - start)
         self.frames += 1
         self.fps.tick()
 
@@ -248,22 +292,27 @@ class SegmenterNode(Node):
     def status(self) -> dict[str, Any]:
         from deal_ros.device import describe_device
 
-        step = self.step_source() if self.step_source is not None else self.segmenter.step
-        return segmenter_status(model_step=step, frames=self.frames, dropped=self.slot.dropped,
-                                frame_age_s=self.last_age, wait_s=self.last_wait, inference_s=self.last_inference,
-                                fps=self.fps.rate(), device=describe_device(self.segmenter.device),
-                                reload_error=self.reload_error, sync_warning=self._sync_warning,
-                                skipped_frames=self.skipped_frames, tags=self.tag_state.tags)
+        return segmenter_status(
+            model_step=self.segmenter.step, min_model_step=self.values["mask.min_model_step"],
+            withhold=self.values["mask.while_warming_up"] == "withhold", frames=self.frames,
+            masks_withheld=self.masks_withheld, dropped=self.slot.dropped, times=self.times.summary(),
+            fps=self.fps.rate(), device=describe_device(self.segmenter.device), reload_error=self.reload_error,
+            sync_warning=self._sync_warning, skipped_frames=self.skipped_frames, tags=self.tag_state.tags,
+            clock_note=self.clock_note)
 
     _sync_warning: str | None = None
 
     def _on_status_timer(self) -> None:
         self._sync_warning = ru.publish_health(self, segmenter_diagnostics)
 
-    def shutdown(self) -> None:
+    def request_stop(self) -> None:
         self._stop.set()
         self.slot.close()
-        self._worker.join(timeout=10.0)
+
+    def shutdown(self) -> None:
+        """Stop the inference thread; a frame in flight gets up to 2 s to finish."""
+        self.request_stop()
+        self._worker.join(timeout=2.0)
 
 
 def main(argv: list[str] | None = None) -> None:

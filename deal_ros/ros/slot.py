@@ -69,8 +69,3 @@ class LatestSlot(Generic[T]):
     @property
     def closed(self) -> bool:
         return self._closed
-
-
-def stamp_age_s(now_s: float, stamp_s: float) -> float:
-    """Age of a frame from its header stamp in the node clock (ROS time; sim time in replays)."""
-    return max(0.0, now_s - stamp_s)

@@ -28,8 +28,12 @@ TORCH_HELP = ("install torch into the Python that ROS uses: x86 `pip install tor
               "JetPack torch wheel; see README 'ROS 2 nodes' -> troubleshooting")
 
 
-def check_environment(requested_device: str = "auto") -> EnvironmentReport:
-    """Check numpy (< 2), opencv (< 5), torch and the requested device; never raises."""
+def check_environment(requested_device: str | None = None) -> EnvironmentReport:
+    """Check numpy (< 2), opencv (< 5), torch and, when given, a device requested on the command line.
+
+    Never raises. The parameter file's train.device is not known yet here: the nodes report the device
+    they resolve with `device_notes` once their parameters are declared.
+    """
     report = EnvironmentReport()
     report.info.append(f"python {sys.version.split()[0]} ({sys.executable})")
     try:
@@ -56,11 +60,18 @@ def check_environment(requested_device: str = "auto") -> EnvironmentReport:
         return report
     cuda = bool(torch.cuda.is_available())
     report.info.append(f"torch {torch.__version__} (CUDA build {torch.version.cuda}, CUDA available: {cuda})")
-    if requested_device.startswith("cuda") and not cuda:
+    if requested_device is not None and requested_device.startswith("cuda") and not cuda:
         report.errors.append(f"train.device '{requested_device}' requested but CUDA is not available to torch "
                              f"{torch.__version__} (CUDA build: {torch.version.cuda}); install a CUDA build of "
                              "torch or set train.device: cpu / auto")
-    elif requested_device == "auto" and not cuda:
-        report.warnings.append("no CUDA device: running on the CPU (training and inference will be slow); set "
-                               "train.device: cuda to make this an error")
     return report
+
+
+def device_notes(requested_device: str, resolved_type: str) -> tuple[list[str], list[str]]:
+    """(info lines, warning lines) about the device a node resolved from its train.device parameter."""
+    if resolved_type != "cpu":
+        return [], []
+    if requested_device == "auto":
+        return [], ["no CUDA device: training and inference run on the CPU (seconds per training step); set "
+                    "train.device: cpu to say that is intended, or cuda to make a missing GPU an error"]
+    return [f"train.device '{requested_device}': on the CPU as requested (seconds per training step)"], []

@@ -9,6 +9,8 @@ from __future__ import annotations
 import collections
 import json
 import math
+import statistics
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,15 +72,81 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+MAX_STAMP_LATENCY_S = 600.0
+"""A latency beyond this (or below -1 s) means the input stamps are not on the node's clock."""
+
+
+def stamp_latency_s(now_s: float, stamp_s: float) -> float | None:
+    """Input stamp to now on the node clock (sim time in replays); None when the stamp is not on this clock.
+
+    Not clamped: under sim time /clock ticks (40 Hz from `ros2 bag play --clock`) can trail the stamps, so
+    values down to -1 s are reported as measured.
+    """
+    latency = now_s - stamp_s
+    if latency > MAX_STAMP_LATENCY_S or latency < -1.0:
+        return None
+    return latency
+
+
+def clock_note(now_s: float, stamp_s: float) -> str:
+    """Why latency_s is missing, in words (empty when the stamp is on the node's clock)."""
+    if stamp_latency_s(now_s, stamp_s) is not None:
+        return ""
+    return (f"input stamps are {now_s - stamp_s:.0f} s from this node's clock (a bag played without --clock and "
+            "use_sim_time, or unsynchronised clocks): latency_s is left out; receive_latency_s still holds")
+
+
+class LatencyStats:
+    """Recent per-frame times (s) of the segmenter: last, median and max over the last `window` frames."""
+
+    KEYS = ("latency_s", "receive_latency_s", "wait_s", "inference_s", "processing_s")
+    """latency_s: input stamp -> publish, node clock; receive_latency_s: receipt of the pair -> publish, steady
+    clock; wait_s: in the latest-frame slot; inference_s: the network (swap + pre + forward + post);
+    processing_s: decode to last publish."""
+
+    def __init__(self, window: int = 100) -> None:
+        self._values = {key: collections.deque(maxlen=window) for key in self.KEYS}
+        self._lock = threading.Lock()
+
+    def add(self, **values: float | None) -> None:
+        with self._lock:
+            for key, value in values.items():
+                if value is not None:
+                    self._values[key].append(float(value))
+
+    def summary(self) -> dict[str, dict[str, float] | None]:
+        with self._lock:
+            return {key: ({"last": round(v[-1], 4), "median": round(statistics.median(v), 4),
+                           "max": round(max(v), 4)} if v else None) for key, v in self._values.items()}
+
+
+def trainer_state(paused: bool, tags_known: bool, buffer_frames: int) -> str:
+    """One word for what training does now: paused, waiting for tags / frames, or training."""
+    if paused:
+        return "paused"
+    if not tags_known:
+        return "waiting for tags"
+    if buffer_frames == 0:
+        return "waiting for frames"
+    return "training"
+
+
 def trainer_status(*, step: int, paused: bool, tags: Sequence[str], tags_known: bool, classes: Sequence[str],
                    buffer_frames: int, buffer_capacity: int, buffer_bytes: int, class_counts: Sequence[int],
                    steps_per_s: float, last: dict[str, Any] | None, device: str, device_type: str,
                    gpu_memory_mb: float | None, batch_size: int, keyframes_accepted: int, keyframes_rejected: int,
-                   pairs: int, frames_dropped: int, skipped_frames: int, sync_warning: str | None,
-                   last_checkpoint: str, checkpoint_error: str, requested_device: str) -> dict[str, Any]:
-    """The trainer's status message (JSON-serialisable dict); `last` is StepStats.as_dict() or None."""
+                   pairs: int, skipped_frames: int, sync_warning: str | None,
+                   last_checkpoint: str, checkpoint_error: str, requested_device: str, depth_degenerate: int = 0,
+                   steps_interrupted: int = 0, inference_yield_s: float = 0.0) -> dict[str, Any]:
+    """The trainer's status message (JSON-serialisable dict); `last` is StepStats.as_dict() or None.
+
+    depth_degenerate: keyframes left out because their depth had no valid pixel or one constant value (they
+    would teach DEAL "no edges"); steps_interrupted: steps abandoned between layers (pause, shutdown);
+    inference_yield_s: seconds training stood aside for the in-process segmenter.
+    """
     return {
         "node": "trainer",
+        "state": trainer_state(paused, tags_known, buffer_frames),
         "step": step,
         "paused": paused,
         "tags": list(tags),
@@ -95,8 +163,10 @@ def trainer_status(*, step: int, paused: bool, tags: Sequence[str], tags_known: 
         "gpu_memory_mb": gpu_memory_mb,
         "batch_size": batch_size,
         "keyframes": {"accepted": keyframes_accepted, "rejected": keyframes_rejected},
+        "depth_degenerate": depth_degenerate,
+        "steps_interrupted": steps_interrupted,
+        "inference_yield_s": round(inference_yield_s, 3),
         "pairs": pairs,
-        "frames_dropped": frames_dropped,
         "frames_skipped_invalid": skipped_frames,
         "sync_warning": sync_warning or "",
         "last_checkpoint": last_checkpoint,
@@ -126,7 +196,7 @@ def trainer_diagnostics(status: dict[str, Any]) -> list[DiagnosticEntry]:
         f"{fill['frames']}/{fill['capacity']} frames" + (f"; no frames of {empty_classes}" if empty_classes else ""),
         {"frames_per_class": _fmt(status["frames_per_class"]), "mbytes": _fmt(fill["mbytes"]),
          "keyframes": _fmt(status["keyframes"]), "pairs": str(status["pairs"]),
-         "frames_dropped": str(status["frames_dropped"]), "tags": ",".join(status["tags"])}))
+         "tags": ",".join(status["tags"])}))
     dev_level = OK
     dev_message = status["device"]
     if status["device_type"] == "cpu":
@@ -136,6 +206,10 @@ def trainer_diagnostics(status: dict[str, Any]) -> list[DiagnosticEntry]:
         "gpu_memory_mb": _fmt(status["gpu_memory_mb"]), "step_time_s": _fmt(last.get("step_time_s", math.nan))}))
     if status["sync_warning"]:
         entries.append(DiagnosticEntry(WARN, "deal_ros: input", status["sync_warning"]))
+    elif status["depth_degenerate"]:
+        entries.append(DiagnosticEntry(WARN, "deal_ros: input", (
+            f"{status['pairs']} RGB-D pairs; {status['depth_degenerate']} keyframes left out for unusable depth (no "
+            "valid pixel or one constant value)")))
     else:
         entries.append(DiagnosticEntry(OK, "deal_ros: input", f"{status['pairs']} RGB-D pairs"))
     if status["checkpoint_error"]:
@@ -146,18 +220,28 @@ def trainer_diagnostics(status: dict[str, Any]) -> list[DiagnosticEntry]:
     return entries
 
 
-def segmenter_status(*, model_step: int, frames: int, dropped: int, frame_age_s: float | None, wait_s: float | None,
-                     inference_s: float | None, fps: float, device: str, reload_error: str,
-                     sync_warning: str | None, skipped_frames: int, tags: Sequence[str]) -> dict[str, Any]:
-    """The segmenter's status: model step, throughput, and the age of the frame last processed."""
+def warming_up(model_step: int, min_model_step: int) -> bool:
+    """Masks from weights trained fewer than `min_model_step` steps are not for planners yet."""
+    return model_step < min_model_step
+
+
+def segmenter_status(*, model_step: int, min_model_step: int, withhold: bool, frames: int, masks_withheld: int,
+                     dropped: int, times: dict[str, Any], fps: float, device: str, reload_error: str,
+                     sync_warning: str | None, skipped_frames: int, tags: Sequence[str], clock_note: str = "",
+                     ) -> dict[str, Any]:
+    """The segmenter's status: model step and warm-up state, throughput, latency and its parts (LatencyStats)."""
+    warming = warming_up(model_step, min_model_step)
     return {
         "node": "segmenter",
+        "state": "warming up" if warming else "ready",
         "model_step": model_step,
+        "min_model_step": min_model_step,
+        "masks_withheld_while_warming_up": withhold,
         "frames": frames,
+        "masks_withheld": masks_withheld,
         "frames_dropped": dropped,
-        "frame_age_s": frame_age_s,
-        "queue_wait_s": wait_s,
-        "inference_s": inference_s,
+        **times,
+        "clock_note": clock_note,
         "fps": round(fps, 3),
         "device": device,
         "reload_error": reload_error,
@@ -170,6 +254,13 @@ def segmenter_status(*, model_step: int, frames: int, dropped: int, frame_age_s:
 def segmenter_diagnostics(status: dict[str, Any]) -> list[DiagnosticEntry]:
     level = OK
     message = f"{status['fps']:.1f} fps, model step {status['model_step']}"
+    latency = status.get("latency_s") or status.get("receive_latency_s")
+    if latency:
+        message += f", latency {latency['median']:.3f} s median"
+    if status["state"] == "warming up":
+        what = "masks withheld" if status["masks_withheld_while_warming_up"] else "masks NOT for planners"
+        level, message = WARN, (f"warming up: model step {status['model_step']} < {status['min_model_step']} "
+                                f"({what}); {message}")
     if status["sync_warning"]:
         level, message = WARN, status["sync_warning"]
     elif status["reload_error"]:

@@ -15,6 +15,7 @@ from deal_ros.ros.outputs import (
     class_map,
     class_map_json,
     header_fields,
+    mask_info,
     output_image_fields,
     scale_intrinsics,
     semantic_points,
@@ -77,6 +78,13 @@ def test_overlay_matches_a_float_blend():
 def test_header_copied():
     stamp = Ns(sec=12, nanosec=345)
     assert header_fields(Ns(stamp=stamp, frame_id="cam")) == {"stamp": stamp, "frame_id": "cam"}
+
+
+def test_mask_info_names_the_model_step_per_stamp():
+    header = Ns(stamp=Ns(sec=12, nanosec=345), frame_id="cam")
+    info = json.loads(json.dumps(mask_info(header, 57, True, ["overlay"])))
+    assert info == {"stamp": {"sec": 12, "nanosec": 345}, "frame_id": "cam", "model_step": 57, "warming_up": True,
+                    "published": ["overlay"]}
 
 
 K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])

@@ -129,3 +129,64 @@ def test_rendered_file_roundtrips(tmp_path):
     path.write_text(render_parameter_file({"classes": ["x"], "model.input_height": 64, "loss.isl.eps": 1e-5}))
     cfg = load_config(path)
     assert cfg.classes == ["x"] and cfg.model.input_height == 64 and cfg.loss.isl.eps == pytest.approx(1e-5)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _all_specs() -> dict:
+    return {s.name: s for s in (*NODE_PARAMS, *config_param_specs())}
+
+
+def test_onboard_yaml_holds_the_declared_defaults():
+    """One source of defaults: the declaration. Regenerate the file with scripts/render_onboard_yaml.py."""
+    flat = flatten_parameters(yaml.safe_load(ONBOARD_YAML.read_text())["/**"]["ros__parameters"])
+    differ = {name: (value, spec.default) for name, spec in _all_specs().items()
+              if (value := flat.get(name)) != spec.default}
+    assert not differ, f"config/onboard.yaml (file, declared): {differ}; run scripts/render_onboard_yaml.py"
+
+
+def _readme_cell_value(text: str, kind: str):
+    text = text.strip()
+    if text in ('""', "''"):
+        return ""
+    if kind == "string_array":
+        return [part.strip() for part in text.strip("[]").split(",") if part.strip()]
+    if kind == "bool":
+        return {"true": True, "false": False}[text]
+    if kind == "integer":
+        return int(text)
+    if kind == "double":
+        return float(text)
+    return text
+
+
+def test_readme_parameter_table_agrees_with_the_declaration():
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Parameters"):readme.index("### Services")]
+    specs = _all_specs()
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 25
+    for name_cell, default_cell, runtime_cell, _ in rows:
+        name = name_cell.strip().strip("`")
+        spec = specs[name]
+        assert _readme_cell_value(default_cell, spec.kind) == spec.default, f"README default of {name}"
+        assert runtime_cell.strip() == ("yes" if spec.runtime else "no"), f"README run-time column of {name}"
+
+
+def test_launch_arguments_do_not_restate_parameter_defaults():
+    """A launch argument that overrides a parameter defaults to '' (keep the file's value)."""
+    import ast
+
+    tree = ast.parse((REPO / "launch" / "onboard.launch.py").read_text())
+    assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in ("ARGUMENTS", "PARAMETER_ARGUMENTS")}
+    arguments, parameters = assigned["ARGUMENTS"], assigned["PARAMETER_ARGUMENTS"]
+    specs = _all_specs()
+    for argument, parameter in parameters.items():
+        assert parameter in specs and arguments[argument][0] == "", argument
+
+
+def test_masks_warm_up_past_the_segmentation_head_warmup():
+    assert spec_map(SEGMENTER)["mask.min_model_step"].default > DealConfig().loss.seg_warmup_steps

@@ -12,18 +12,22 @@ import torch
 from deal_ros.checkpoint import save_checkpoint
 from deal_ros.config import DealConfig
 from deal_ros.ros.hot_reload import CheckpointPoller
-from deal_ros.ros.slot import LatestSlot, stamp_age_s
-from deal_ros.ros.startup import check_environment
+from deal_ros.ros.slot import LatestSlot
+from deal_ros.ros.startup import check_environment, device_notes
 from deal_ros.ros.status import (
     ERROR,
     OK,
     WARN,
+    LatencyStats,
     RateLimiter,
     RateMeter,
+    clock_note,
     segmenter_diagnostics,
     segmenter_status,
+    stamp_latency_s,
     trainer_diagnostics,
     trainer_status,
+    warming_up,
 )
 
 
@@ -63,9 +67,22 @@ def test_slot_threads_and_close():
     assert slot.dropped + len(got) == 200 and slot.dropped > 0
 
 
-def test_stamp_age():
-    assert stamp_age_s(10.5, 10.0) == 0.5
-    assert stamp_age_s(10.0, 11.0) == 0.0
+def test_stamp_latency_on_the_node_clock():
+    assert stamp_latency_s(10.5, 10.0) == 0.5
+    assert stamp_latency_s(10.0, 10.02) == pytest.approx(-0.02)  # sim time: /clock ticks trail the stamps
+    recorded_2023, now_2026 = 1_700_000_000.0, 1_796_000_000.0
+    assert stamp_latency_s(now_2026, recorded_2023) is None  # a bag played without --clock / use_sim_time
+    assert "without --clock" in clock_note(now_2026, recorded_2023) and clock_note(10.5, 10.0) == ""
+
+
+def test_latency_stats():
+    stats = LatencyStats(window=3)
+    assert stats.summary()["latency_s"] is None
+    for value in (0.1, 0.5, 0.2, 0.3):
+        stats.add(latency_s=value, wait_s=None, inference_s=value / 2)
+    summary = stats.summary()
+    assert summary["latency_s"] == {"last": 0.3, "median": 0.3, "max": 0.5}  # the last 3: 0.5, 0.2, 0.3
+    assert summary["wait_s"] is None and summary["inference_s"]["max"] == 0.25
 
 
 @pytest.fixture()
@@ -126,7 +143,7 @@ def _trainer_status(**over):
                 buffer_capacity=500, buffer_bytes=3 * 2**20, class_counts=[3, 0], steps_per_s=1.5,
                 last={"loss": 0.7, "loss_deal": -0.2, "pseudo_coverage": 0.4, "step_time_s": 0.3},
                 device="cuda:0 (Orin, 100/8000 MiB)", device_type="cuda", gpu_memory_mb=100.0, batch_size=4,
-                keyframes_accepted=3, keyframes_rejected=40, pairs=43, frames_dropped=2, skipped_frames=0,
+                keyframes_accepted=3, keyframes_rejected=40, pairs=43, skipped_frames=0,
                 sync_warning=None, last_checkpoint="", checkpoint_error="", requested_device="auto")
     base.update(over)
     return trainer_status(**base)
@@ -141,6 +158,7 @@ def test_trainer_status_content():
     assert entries["deal_ros: training"].level == OK and entries["deal_ros: training"].values["loss_deal"] == "-0.2"
     assert entries["deal_ros: buffer"].level == WARN and "box" in entries["deal_ros: buffer"].message
     assert entries["deal_ros: device"].level == OK
+    assert status["state"] == "training" and entries["deal_ros: input"].level == OK
 
 
 def test_trainer_diagnostics_levels():
@@ -154,23 +172,55 @@ def test_trainer_diagnostics_levels():
     assert ckpt["deal_ros: checkpoint"].level == ERROR
     stale = {e.name: e for e in trainer_diagnostics(_trainer_status(sync_warning="no pair"))}
     assert stale["deal_ros: input"].level == WARN
+    depthless = {e.name: e for e in trainer_diagnostics(_trainer_status(depth_degenerate=4))}
+    assert depthless["deal_ros: input"].level == WARN and "4 keyframes left out" in depthless["deal_ros: input"].message
+    assert _trainer_status(paused=True)["state"] == "paused"
+    assert _trainer_status(tags_known=False)["state"] == "waiting for tags"
+    assert _trainer_status(buffer_frames=0)["state"] == "waiting for frames"
+
+
+def _segmenter_status(**over):
+    stats = LatencyStats()
+    stats.add(latency_s=0.12, receive_latency_s=0.1, wait_s=0.01, inference_s=0.05, processing_s=0.08)
+    base = dict(model_step=250, min_model_step=200, withhold=True, frames=10, masks_withheld=0, dropped=3,
+                times=stats.summary(), fps=9.5, device="cpu", reload_error="", sync_warning=None, skipped_frames=0,
+                tags=("mug",))
+    base.update(over)
+    return segmenter_status(**base)
 
 
 def test_segmenter_status():
-    status = segmenter_status(model_step=4, frames=10, dropped=3, frame_age_s=0.12, wait_s=0.01, inference_s=0.05,
-                              fps=9.5, device="cpu", reload_error="", sync_warning=None, skipped_frames=0,
-                              tags=("mug",))
-    assert status["frame_age_s"] == 0.12 and status["frames_dropped"] == 3
+    status = _segmenter_status()
+    assert status["state"] == "ready" and status["frames_dropped"] == 3
+    assert status["latency_s"]["median"] == 0.12 and status["inference_s"]["last"] == 0.05
     (entry,) = segmenter_diagnostics(status)
-    assert entry.level == OK and entry.values["frame_age_s"] == "0.12"
+    assert entry.level == OK and "latency 0.120 s median" in entry.message and "0.12" in entry.values["latency_s"]
+
+
+def test_segmenter_warming_up():
+    assert warming_up(-1, 200) and warming_up(199, 200) and not warming_up(200, 200)
+    status = _segmenter_status(model_step=12, masks_withheld=7)
+    assert status["state"] == "warming up" and status["masks_withheld"] == 7
+    (entry,) = segmenter_diagnostics(status)
+    assert entry.level == WARN and entry.message.startswith("warming up: model step 12 < 200 (masks withheld)")
+    (flagged,) = segmenter_diagnostics(_segmenter_status(model_step=12, withhold=False))
+    assert "masks NOT for planners" in flagged.message
 
 
 def test_check_environment_here():
-    report = check_environment("auto")
+    report = check_environment()
     assert report.ok
     assert any(line.startswith("torch ") for line in report.info)
     assert any(line.startswith("numpy 1.") for line in report.info)
+    assert not any("CUDA" in w for w in report.warnings)  # the device is judged once the parameters are known
     if not torch.cuda.is_available():
-        assert any("no CUDA device" in w for w in report.warnings)
         forced = check_environment("cuda")
         assert not forced.ok and "CUDA is not available" in forced.errors[0]
+
+
+def test_device_notes():
+    assert device_notes("auto", "cuda") == ([], [])
+    info, warnings = device_notes("auto", "cpu")
+    assert not info and "no CUDA device" in warnings[0]
+    info, warnings = device_notes("cpu", "cpu")  # device:=cpu: said as intended, no warning
+    assert not warnings and "as requested" in info[0]

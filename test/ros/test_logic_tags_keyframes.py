@@ -9,7 +9,7 @@ import pytest
 
 from deal_ros.io.tags import UnknownTagError
 from deal_ros.ros.keyframes import KeyframeGate, thumbnail
-from deal_ros.ros.tagging import TagState, tags_from_parameter
+from deal_ros.ros.tagging import TagState, tags_from_parameter, tags_parameter_value
 
 CLASSES = ["mug", "box", "ball"]
 
@@ -103,3 +103,35 @@ def test_keyframe_gate_ignores_sensor_noise():
         assert not gate.decide(float(t), noisy, []).accept
     shifted = np.roll(base, 80, axis=1).astype(np.uint8)
     assert gate.decide(9.0, shifted, []).accept
+
+
+def test_tag_listeners_hear_changes_from_elsewhere():
+    state = TagState(CLASSES)
+    heard: dict[str, list] = {"trainer": [], "segmenter": []}
+    trainer, segmenter = object(), object()
+    state.add_listener(trainer, lambda update: heard["trainer"].append(update.tags))
+    state.add_listener(segmenter, lambda update: heard["segmenter"].append(update.tags))
+    state.set("mug, box", "topic '/deal/tags'")  # the topic: both nodes mirror it into their parameter
+    assert heard == {"trainer": [("mug", "box")], "segmenter": [("mug", "box")]}
+    state.set(["ball"], "parameter 'tags'", origin=trainer)  # the trainer's own parameter: only the other hears
+    assert heard["trainer"] == [("mug", "box")] and heard["segmenter"][-1] == ("ball",)
+    state.set("ball")  # no change: nobody is told (no parameter ping-pong)
+    state.set("plate")  # refused: nobody is told
+    assert len(heard["segmenter"]) == 2
+
+
+def test_tags_parameter_value():
+    assert tags_parameter_value(("mug", "box")) == ["mug", "box"]
+    assert tags_parameter_value(()) == ""  # rclpy would type [] as a byte array
+
+
+def test_gate_decodes_only_when_the_interval_allows():
+    gate = KeyframeGate(min_interval_s=0.5)
+    calls = []
+
+    def decode():
+        calls.append(1)
+        return np.zeros((24, 32, 3), np.uint8)
+
+    assert gate.decide(0.0, decode, ["mug"]).accept and len(calls) == 1
+    assert gate.decide(0.1, decode, ["mug"]).reason == "too soon" and len(calls) == 1
