@@ -263,7 +263,8 @@ def run_nodes(build: Any, argv: list[str] | None = None) -> int:
     rclpy's own signal handler would invalidate the context at once, under the feet of the worker threads
     (publishing, "context is invalid"); ours only asks the spin loop to stop. Then every node's workers are
     told to stop together (a training step ends at its next layer), the last checkpoint is written, and
-    only then is the context shut down. A second Ctrl-C kills at once (no checkpoint).
+    only then is the context shut down. Repeated signals change nothing (a terminal's Ctrl-C reaches the node
+    twice under `ros2 launch`: directly and forwarded); launch's SIGKILL escalation is the hard stop.
     """
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
@@ -272,7 +273,6 @@ def run_nodes(build: Any, argv: list[str] | None = None) -> int:
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
-        signal.signal(signum, signal.SIG_DFL)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)

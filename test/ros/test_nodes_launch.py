@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -54,6 +53,7 @@ def tiny_params(tmp_path: Path, prefix: str) -> dict:
         "keyframe.min_interval_s": 0.0, "keyframe.motion_threshold": 0.0,
         "rgb_topic": f"{prefix}/rgb", "depth_topic": f"{prefix}/depth", "camera_info_topic": f"{prefix}/info",
         "tags_topic": f"{prefix}/tags", "status_period_s": 0.2, "reload_period_s": 0.5, "sync.stale_timeout_s": 30.0,
+        "mask.min_model_step": 0,
     }
 
 
@@ -168,12 +168,15 @@ def test_onboard_in_process(ros, tmp_path):
             f"training did not advance: {driver.status[-1] if driver.status else 'no status'}"
         status = driver.status[-1]
         assert status["tags"] == ["mug", "box"] and status["buffer"]["frames"] >= 1
+        # tags from the topic show in both nodes' parameter (ros2 param get tells the truth)
+        assert trainer.get_parameter("tags").value == ["mug", "box"] == nodes[1].get_parameter("tags").value
         assert {"loss", "loss_cls", "loss_deal", "pseudo_coverage", "step_time_s"} <= set(status["last_step"])
         assert spin_until(executor, lambda: len(driver.pseudo) >= 1 and len(driver.points) >= 1, 60, driver)
         assert driver.pseudo[-1].encoding == "mono8" and driver.points[-1].point_step == 16
         # run-time parameter change and a refused one
         result = trainer.set_parameters([Parameter("tags", value=["ball"])])
         assert result[0].successful and trainer.tag_state.tags == ("ball",)
+        assert nodes[1].get_parameter("tags").value == ["ball"]
         assert not trainer.set_parameters([Parameter("tags", value=["plate"])])[0].successful
         assert not trainer.set_parameters([Parameter("model.input_height", value=128)])[0].successful
         # save -> a loadable checkpoint
@@ -199,23 +202,11 @@ def test_onboard_in_process(ros, tmp_path):
         driver.destroy_node()
 
 
-def _launch_available() -> str:
-    if shutil.which("ros2") is None:
-        return "the ros2 command is not on PATH"
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-    except ImportError:
-        return "ament_index_python missing"
-    try:
-        get_package_share_directory("deal_ros")
-    except PackageNotFoundError:
-        return "deal_ros is not built/sourced (colcon build --packages-select deal_ros; source install/setup.bash)"
-    return ""
-
-
 @pytest.mark.parametrize("separate", ["false", "true"])
 def test_launch_file(ros, tmp_path, separate):
-    reason = _launch_available()
+    from launch_env import launch_env, launch_unavailable
+
+    reason = launch_unavailable()
     if reason:
         pytest.skip(reason)
     prefix = f"/t_launch_{separate}"
@@ -228,7 +219,8 @@ def test_launch_file(ros, tmp_path, separate):
            f"rgb_topic:={prefix}/rgb", f"depth_topic:={prefix}/depth", f"camera_info_topic:={prefix}/info",
            f"tags_topic:={prefix}/tags", "tags:=mug,box", f"separate_processes:={separate}"]
     log = open(tmp_path / "launch.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=launch_env(tmp_path))
     driver = Driver(prefix)
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(driver)
