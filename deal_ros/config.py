@@ -122,6 +122,23 @@ class ModelConfig:
         return {k: getattr(resolved, k) for k in ARCHITECTURE_FIELDS}
 
 
+def _migrate_model_keys(data: Any) -> Any:
+    """Configs from before 'model.padding' (checkpoints, YAML files) load meaning what they meant.
+
+    The boolean ``model.tf_same_padding`` became ``model.padding`` ('tf_same' / 'symmetric'); its old
+    files also spell out input_norm, so they keep the normalisation and padding they were trained with.
+    """
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or "tf_same_padding" not in model:
+        return data
+    value = model["tf_same_padding"]
+    _check(isinstance(value, bool), "model.tf_same_padding", f"expected true/false, got {value!r}")
+    _check("padding" not in model, "model.tf_same_padding", "replaced by model.padding: give only model.padding")
+    migrated = {k: v for k, v in model.items() if k != "tf_same_padding"}
+    migrated["padding"] = "tf_same" if value else "symmetric"
+    return {**data, "model": migrated}
+
+
 @dataclass
 class DepthConfig:
     """How raw depth becomes metres + validity (method.md §2 step 1)."""
@@ -516,7 +533,7 @@ class DealConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DealConfig:
-        return _build(cls, data, "")
+        return _build(cls, _migrate_model_keys(data), "")
 
     def updated(self, overrides: dict[str, Any]) -> DealConfig:
         """A copy with dotted-key overrides applied, e.g. {'loss.deal.weight': 0.5}.

@@ -151,6 +151,16 @@ def test_profiles_follow_the_weights() -> None:
     assert DealConfig().architecture_hash() == DealConfig().updated({"model.input_norm": "tf"}).architecture_hash()
 
 
+def test_configs_from_before_padding_still_load() -> None:
+    """Checkpoints and YAML files with the boolean model.tf_same_padding keep what they were trained with."""
+    old = DealConfig.from_dict({"model": {"pretrained_path": "", "tf_same_padding": True, "input_norm": "tf"}})
+    assert (old.model.padding, old.model.resolved().input_norm) == ("tf_same", "tf")
+    new = DealConfig.from_dict({"model": {"tf_same_padding": False, "pretrained_path": ""}})
+    assert new.model.padding == "symmetric"
+    with pytest.raises(ConfigError, match=r"model\.padding"):
+        DealConfig.from_dict({"model": {"tf_same_padding": True, "padding": "auto"}})
+
+
 @pytest.mark.parametrize(("overrides", "key"), [
     ({"input_norm": "imagenet"}, "model.input_norm"),
     ({"padding": "symmetric"}, "model.padding"),
