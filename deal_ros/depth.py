@@ -64,31 +64,48 @@ def pyramid_fill(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
     An image without any valid pixel comes back filled with 1.0 (callers exclude it via `valid`).
     The fill is averaged over the four flips: one pyramid's 2x2 cells line up with the top-left corner,
-    so on sizes that are not powers of two it alone would break the loss's flip equivariance.
+    so on sizes that are not powers of two it alone would break the loss's flip equivariance. While both
+    sides of a level are even, 2x2 pooling and 2x nearest upsampling commute with the flips, so those
+    (fine, costly) levels are built and collapsed once; only the coarser ones run four times.
     """
+    levels = [(torch.where(valid, depth, torch.zeros_like(depth)), valid.to(depth.dtype))]
+    while min(levels[-1][0].shape[-2:]) > 1 and not any(side % 2 for side in levels[-1][0].shape[-2:]):
+        levels.append(_pool_level(*levels[-1]))
+    values, weight = levels[-1]
     flips = ((-1,), (-2,), (-2, -1))
-    filled = _pyramid_fill_once(torch.cat([depth, *(depth.flip(f) for f in flips)]),
-                                torch.cat([valid, *(valid.flip(f) for f in flips)]))
-    first, *others = filled.split(depth.shape[0])
-    filled = torch.stack([first, *(part.flip(f) for part, f in zip(others, flips, strict=True))])
-    return torch.where(valid, depth, filled.mean(dim=0))
+    filled = _collapse(_pyramid(torch.cat([values, *(values.flip(f) for f in flips)]),
+                                torch.cat([weight, *(weight.flip(f) for f in flips)])))
+    first, *others = filled.split(values.shape[0])
+    filled = torch.stack([first, *(part.flip(f) for part, f in zip(others, flips, strict=True))]).mean(dim=0)
+    return torch.where(valid, depth, _collapse(levels[:-1], filled))
 
 
-def _pyramid_fill_once(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    weight = valid.to(depth.dtype)
-    values = torch.where(valid, depth, torch.zeros_like(depth))
+def _pool_level(values: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pyramid level down: weighted 2x2 mean of the values (ceil mode), mean of the weights."""
+    w_down = F.avg_pool2d(weight, 2, ceil_mode=True)
+    return F.avg_pool2d(values * weight, 2, ceil_mode=True) / w_down.clamp_min(1e-12), w_down
+
+
+def _pyramid(values: torch.Tensor, weight: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Levels (values, weight) from the given one down to a 1-pixel side."""
     levels = [(values, weight)]
     while min(levels[-1][0].shape[-2:]) > 1:
-        v, w = levels[-1]
-        w_down = F.avg_pool2d(w, 2, ceil_mode=True)
-        v_down = F.avg_pool2d(v * w, 2, ceil_mode=True) / w_down.clamp_min(1e-12)
-        levels.append((v_down, w_down))
-    coarse_v, coarse_w = levels[-1]
-    filled = torch.where(coarse_w > 0, coarse_v, torch.ones_like(coarse_v))
-    for v, w in reversed(levels[:-1]):
+        levels.append(_pool_level(*levels[-1]))
+    return levels
+
+
+def _collapse(levels: list[tuple[torch.Tensor, torch.Tensor]], filled: torch.Tensor | None = None) -> torch.Tensor:
+    """Push-pull up: each level keeps its values where it has weight, else the coarser fill (nearest).
+
+    `filled`: the fill of the level below the last one; None = the last level is the top (holes there -> 1.0).
+    """
+    if filled is None:
+        (coarse_v, coarse_w), levels = levels[-1], levels[:-1]
+        filled = torch.where(coarse_w > 0, coarse_v, torch.ones_like(coarse_v))
+    for v, w in reversed(levels):
         up = F.interpolate(filled, size=v.shape[-2:], mode="nearest")
         filled = torch.where(w > 0, v, up)
-    return torch.where(valid, depth, filled)
+    return filled
 
 
 def _nearest_along_rows(depth: torch.Tensor, valid: torch.Tensor, max_gap: int,
@@ -98,18 +115,17 @@ def _nearest_along_rows(depth: torch.Tensor, valid: torch.Tensor, max_gap: int,
     ok is False where the hole run is longer than max_gap (or the row has no valid pixel).
     """
     width = depth.shape[-1]
-    idx = torch.arange(width, device=depth.device).expand_as(depth)
-    left = torch.where(valid, idx, torch.full_like(idx, -1)).cummax(dim=-1).values
-    right_rev = torch.where(valid.flip(-1), idx, torch.full_like(idx, -1)).cummax(dim=-1).values.flip(-1)
-    right = torch.where(right_rev >= 0, width - 1 - right_rev, torch.full_like(idx, -1))
-    has_left, has_right = left >= 0, right >= 0
-    left_val = torch.gather(depth, -1, left.clamp_min(0))
-    right_val = torch.gather(depth, -1, right.clamp_min(0))
+    # 1-based positions (int32: cheaper scans than int64), so that 0 can mean "no valid pixel".
+    position = torch.arange(1, width + 1, device=depth.device, dtype=torch.int32)
+    left = (valid * position).cummax(dim=-1).values  # nearest valid at or left of x (1-based); 0 = none
+    right = width + 1 - (valid.flip(-1) * position).cummax(dim=-1).values.flip(-1)  # ... right; width + 1 = none
+    has_left, has_right = left > 0, right <= width
+    # A missing side reads the other side's pixel, so "the farther of the two" is then that one pixel.
+    left_val = torch.gather(depth, -1, (torch.where(has_left, left, right) - 1).clamp(0, width - 1).long())
+    right_val = torch.gather(depth, -1, (torch.where(has_right, right, left) - 1).clamp(0, width - 1).long())
     # Compare by magnitude so that depth stored as -z fills the same way.
-    farther = torch.where(right_val.abs() > left_val.abs(), right_val, left_val)
-    value = torch.where(has_left & has_right, farther, torch.where(has_left, left_val, right_val))
-    run = torch.where(has_left & has_right, right - left - 1,
-                      torch.where(has_left, width - 1 - left, torch.where(has_right, right, width)))
+    value = torch.where(right_val.abs() > left_val.abs(), right_val, left_val)
+    run = right - left - 1  # hole length; from / to the image border when a side is missing
     return value, (has_left | has_right) & (run <= max_gap)
 
 
@@ -133,8 +149,11 @@ def fill_holes(depth: torch.Tensor, valid: torch.Tensor, mode: str = "row_far", 
         use_col = col_ok & (~ok | (col_value.abs() > value.abs()))
         value, ok = torch.where(use_col, col_value, value), ok | col_ok
     filled = torch.where(valid, depth, value)
-    if bool((~valid & ~ok).any()):  # the pyramid is costly: only for gaps the row fill cannot bridge
-        filled = torch.where(valid | ok, filled, pyramid_fill(depth, valid))
+    # The pyramid is costly: only for the images with gaps that the row fill cannot bridge.
+    needs_pyramid = (~valid & ~ok).flatten(1).any(dim=1).nonzero()[:, 0]
+    if len(needs_pyramid):
+        part = needs_pyramid
+        filled[part] = torch.where((valid | ok)[part], filled[part], pyramid_fill(depth[part], valid[part]))
     return filled
 
 
@@ -164,8 +183,8 @@ def edge_strength(z: torch.Tensor, operator: str = "plane_sobel", plane_window: 
         return gradient_magnitude(*sobel_xy(z), eps=eps)
     if operator == "plane_sobel":
         gx, gy = sobel_xy(z)
-        return gradient_magnitude(gx - local_median(gx, plane_window), gy - local_median(gy, plane_window),
-                                  eps=eps)
+        plane_x, plane_y = local_median(torch.cat([gx, gy], dim=1), plane_window).split(z.shape[1], dim=1)
+        return gradient_magnitude(gx - plane_x, gy - plane_y, eps=eps)
     if operator == "laplacian":
         lap = laplacian(z)
         return gradient_magnitude(lap, torch.zeros_like(lap), eps=eps)

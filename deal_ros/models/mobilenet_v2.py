@@ -57,13 +57,32 @@ def tf_same_pad(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple
 class Conv2dSame(nn.Conv2d):
     """``nn.Conv2d`` that pads like TF 'SAME' for the actual input size (same parameters and keys)."""
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         top, bottom = tf_same_pad(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = tf_same_pad(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
         if top == bottom and left == right:
-            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+            return F.conv2d(x, weight, bias, self.stride, (top, left), self.dilation, self.groups)
         x = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor) -> Tensor:
+    """``bn(conv(x))``; a BatchNorm in eval mode (frozen, or at inference) is folded into the conv instead.
+
+    Why: eval-mode BN is a per-channel affine map, so conv(x, W * s) + (beta - mean * s) with
+    s = gamma / sqrt(var + eps) is the same function (to float rounding) with the same gradients for
+    every parameter, and it saves the BN pass forward and backward (~25 % of a CPU training step).
+    """
+    if bn.training or bn.running_mean is None or bn.running_var is None:
+        return bn(conv(x))
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    shift = -bn.running_mean * scale
+    if bn.affine:
+        scale = scale * bn.weight
+        shift = shift * bn.weight + bn.bias
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1), shift)
 
 
 class ConvBNReLU6(nn.Sequential):
@@ -86,6 +105,9 @@ class ConvBNReLU6(nn.Sequential):
             nn.BatchNorm2d(out_ch),
             nn.ReLU6(inplace=True),
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self[2](conv_bn(self[0], self[1], x))
 
 
 class InvertedResidual(nn.Module):
@@ -119,7 +141,12 @@ class InvertedResidual(nn.Module):
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+        *layers, project, bn = self.conv
+        y = x
+        for layer in layers:
+            y = layer(y)
+        y = conv_bn(project, bn, y)
+        return x + y if self.use_res_connect else y
 
 
 class MobileNetV2(nn.Module):
@@ -193,6 +220,8 @@ class MobileNetV2(nn.Module):
         non-negative and bounded, which keeps CAM logits well scaled. 320-ch is a linear bottleneck
         (signed, never fed to a classifier in pretraining).
         """
+        # channels_last: the depthwise convs (most of the time) run ~1.4x faster on CPU in it; outputs keep it.
+        x = x.contiguous(memory_format=torch.channels_last)
         feats: list[Tensor] = []
         for i, layer in enumerate(self.features):
             x = layer(x)
