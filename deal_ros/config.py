@@ -365,8 +365,12 @@ class LossConfig:
     """Weight of the segmentation head's cross-entropy on pseudo-labels."""
     seg_warmup_steps: int = 100
     """The segmentation head trains only after this many steps (CAMs must be meaningful first)."""
+    support_weight: float = 0.0
+    """Weight of the support-plane loss: mean softplus of every class's CAM logit on pixels that lie on or behind
+    the support plane (pseudo_label.support_tolerance), so the classifier cannot use the table as evidence."""
 
     def validate(self) -> None:
+        _check(self.support_weight >= 0, "loss.support_weight", "must be >= 0")
         for part in (self.deal, self.isl, self.fsl, self.smoothness, self.boundary, self.ssc, self.recon):
             part.validate()
         _check(not (self.smoothness.enabled and self.smoothness.source == "learned" and not self.boundary.enabled),
@@ -397,8 +401,19 @@ class PseudoLabelConfig:
     """Colour scale of the refinement affinity (RGB in [0, 1])."""
     refine_sigma_depth: float = 0.02
     """Relative depth scale of the refinement affinity (|dz| / z)."""
+    support_plane: bool = True
+    """Background prior from depth: pixels on the dominant plane (the table) or behind it (the floor past its
+    edge) are background whatever the CAM says (deal_ros.support_plane), so a class recognised from its context
+    cannot become a full-frame label."""
+    support_tolerance: float = 0.01
+    """Relative depth residual (|z - z_plane| / z_plane) within which a pixel lies on the support plane."""
+    object_threshold: float = 0.2
+    """With support_plane: a pixel standing out of the plane takes its top tagged class when that class scores at
+    least this (else ignore); the CAM only has to tell which object it is, not where the object ends."""
 
     def validate(self) -> None:
+        _check(0 < self.support_tolerance < 0.5, "pseudo_label.support_tolerance", "must be in (0, 0.5)")
+        _check(0 <= self.object_threshold <= 1, "pseudo_label.object_threshold", "must be in [0, 1]")
         _one_of(self.cam_norm, "pseudo_label.cam_norm", ("max", "minmax"))
         _one_of(self.background, "pseudo_label.background", ("constant", "power"))
         _check(0 <= self.bg_threshold <= self.fg_threshold <= 1, "pseudo_label",
@@ -467,7 +482,8 @@ class TrainConfig:
                "train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         _check(1 <= self.batch_size <= 256, "train.batch_size", "must be in [1, 256]")
         _one_of(self.optimizer, "train.optimizer", ("adamw", "sgd"))
-        _check(self.lr > 0, "train.lr", "must be > 0")
+        # above 10 no optimiser converges, and Adam's bias-corrected step overflows float32 near 1e37
+        _check(0 < self.lr <= 10, "train.lr", f"must be in (0, 10], got {self.lr:g}")
         _check(self.backbone_lr_scale >= 0, "train.backbone_lr_scale", "must be >= 0")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")

@@ -38,6 +38,11 @@ class ArmResult:
     mean_step_time_s: float
     wall_time_s: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, float]] = field(default_factory=list)
+    """Learning curve: {'step', 'pseudo_miou', 'mask_miou'} every `evaluate_every` steps (and at the end)."""
+    pseudo_cover: dict[str, float] = field(default_factory=dict)
+    """Per class: mean fraction of the frame its pseudo-label covers, over the frames tagged with it (a class
+    recognised from its context covers most of the frame: the diffuse-CAM signature)."""
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
@@ -47,28 +52,51 @@ def _per_class(matrix: ConfusionMatrix, names: Sequence[str]) -> dict[str, float
     return {name: float(iou) for name, iou in zip(names, matrix.iou(), strict=True)}
 
 
-def evaluate(cfg: DealConfig, segmenter: Segmenter, train_frames: Sequence[LabelledFrame],
-             eval_frames: Sequence[LabelledFrame]) -> tuple[ConfusionMatrix, ConfusionMatrix]:
-    """Confusion matrices of pseudo-labels (on the training frames) and masks (on held-out frames)."""
+@dataclass
+class Evaluation:
+    """Confusion matrices of pseudo-labels and masks, and the per-class pseudo-label cover."""
+
+    pseudo: ConfusionMatrix
+    masks: ConfusionMatrix
+    pseudo_cover: dict[str, float]
+
+
+def evaluate(cfg: DealConfig, segmenter: Segmenter, pseudo_frames: Sequence[LabelledFrame],
+             mask_frames: Sequence[LabelledFrame]) -> Evaluation:
+    """Pseudo-labels (from CAMs + the frames' tags; 255 counts as background) on pseudo_frames, masks (no
+    tags) on mask_frames, against the ground truth."""
     names = ["background", *cfg.classes]
     pseudo = ConfusionMatrix(len(names), names)
     masks = ConfusionMatrix(len(names), names)
-    for frame in train_frames:
+    cover: dict[str, list[float]] = {name: [] for name in cfg.classes}
+    for frame in pseudo_frames:
         result = segmenter(frame.rgb, frame.depth_m, frame.tags)
+        assert result.pseudo_label is not None
         pseudo.update(result.pseudo_label, frame.gt_mask)
-    for frame in eval_frames:
+        for tag in frame.tags:
+            cover[tag].append(float((result.pseudo_label == cfg.classes.index(tag) + 1).mean()))
+    for frame in mask_frames:
         masks.update(segmenter(frame.rgb).mask, frame.gt_mask)
-    return pseudo, masks
+    return Evaluation(pseudo, masks, {name: float(np.mean(v)) for name, v in cover.items() if v})
 
 
 def run_arm(name: str, cfg: DealConfig, train_frames: Sequence[LabelledFrame], eval_frames: Sequence[LabelledFrame],
-            steps: int, on_step: Callable[[StepStats], None] | None = None) -> tuple[ArmResult, OnlineTrainer]:
-    """Train `cfg` for `steps` steps on train_frames, then evaluate; returns the result and the trainer."""
+            steps: int, on_step: Callable[[StepStats], None] | None = None, pseudo_on_eval: bool = False,
+            evaluate_every: int = 0) -> tuple[ArmResult, OnlineTrainer]:
+    """Train `cfg` for `steps` steps on train_frames, then evaluate; returns the result and the trainer.
+
+    Pseudo-labels are scored on the training frames (what the segmentation head learns from) or, with
+    pseudo_on_eval, on the held-out frames with their tags (what `deal-ros label` gives on a new bag).
+    evaluate_every > 0 records a learning curve on the held-out frames (evaluation time is not step time).
+    """
     start = time.perf_counter()
     trainer = OnlineTrainer(cfg)
     for frame in train_frames:
         trainer.add_frame(frame.rgb, frame.depth_m, frame.tags)
+    segmenter = Segmenter(cfg, trainer.model, model_lock=trainer.model_lock)
+    pseudo_frames = eval_frames if pseudo_on_eval else train_frames
     history: list[dict[str, Any]] = []
+    curve: list[dict[str, float]] = []
     while trainer.step < steps:
         stats = trainer.train_step()
         if stats is None:
@@ -76,14 +104,18 @@ def run_arm(name: str, cfg: DealConfig, train_frames: Sequence[LabelledFrame], e
         history.append(stats.as_dict())
         if on_step is not None:
             on_step(stats)
-    segmenter = Segmenter(cfg, trainer.model, model_lock=trainer.model_lock)
-    pseudo, masks = evaluate(cfg, segmenter, train_frames, eval_frames)
+        if evaluate_every > 0 and trainer.step % evaluate_every == 0 and trainer.step < steps:
+            point = evaluate(cfg, segmenter, pseudo_frames, eval_frames)
+            curve.append({"step": trainer.step, "pseudo_miou": point.pseudo.miou(), "mask_miou": point.masks.miou()})
+    final = evaluate(cfg, segmenter, pseudo_frames, eval_frames)
     names = ["background", *cfg.classes]
+    curve.append({"step": trainer.step, "pseudo_miou": final.pseudo.miou(), "mask_miou": final.masks.miou()})
     step_times = [h["step_time_s"] for h in history]
-    result = ArmResult(name=name, pseudo_miou=pseudo.miou(), mask_miou=masks.miou(),
-                       pseudo_iou=_per_class(pseudo, names), mask_iou=_per_class(masks, names),
+    result = ArmResult(name=name, pseudo_miou=final.pseudo.miou(), mask_miou=final.masks.miou(),
+                       pseudo_iou=_per_class(final.pseudo, names), mask_iou=_per_class(final.masks, names),
                        mean_step_time_s=float(np.mean(step_times)) if step_times else 0.0,
-                       wall_time_s=time.perf_counter() - start, history=history)
+                       wall_time_s=time.perf_counter() - start, history=history, curve=curve,
+                       pseudo_cover=final.pseudo_cover)
     return result, trainer
 
 

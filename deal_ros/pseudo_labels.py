@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from deal_ros.config import PseudoLabelConfig
 from deal_ros.depth import pyramid_fill, valid_depth
 from deal_ros.filters import normalize_cam
+from deal_ros.support_plane import fit_support_plane
 
 IGNORE_INDEX = 255
 _DILATIONS = (1, 2, 4, 8)
@@ -70,13 +71,23 @@ def make_pseudo_labels(
     cfg: PseudoLabelConfig,
     rgb: torch.Tensor | None = None,
     depth_m: torch.Tensor | None = None,
+    plane_prior: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CAM logits (B, K, h, w) + tags (B, K) -> (labels (B, *size) int64 with 255 = ignore, top score (B, *size)).
 
-    rgb: optional (B, 3, H, W) in [0, 1] and depth_m (B, 1, H, W) for cfg.refine='depth_bilateral'.
-    The refinement runs at a quarter of `size` and is upsampled, which keeps it cheap.
+    rgb: optional (B, 3, H, W) in [0, 1] and depth_m (B, 1, H, W) for cfg.refine='depth_bilateral' and
+    cfg.support_plane. The refinement runs at a quarter of `size` and is upsampled, which keeps it cheap.
+    plane_prior: (B, 1, *size) int8 as SupportPlane.prior (default, with cfg.support_plane and depth: fitted
+    here). Pixels on or behind the support plane are background whatever the CAM says; pixels that stand out
+    of it take their tagged class with the top score when it reaches cfg.object_threshold, else ignore.
     """
+    if plane_prior is None and cfg.support_plane and depth_m is not None:
+        depth_at_size = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=size, mode="nearest-exact")
+        plane_prior = fit_support_plane(depth_at_size, cfg.support_tolerance).prior
+    keep = None if plane_prior is None else (plane_prior >= 0).to(cam_logits.device, torch.float32)
     scores = class_scores(cam_logits, tags, size, cfg.cam_norm)
+    if keep is not None:
+        scores = scores * keep
     if cfg.refine == "depth_bilateral" and rgb is not None and cfg.refine_iterations > 0:
         small = (max(1, size[0] // 4), max(1, size[1] // 4))
         rgb_small = F.interpolate(rgb.float(), size=small, mode="bilinear", align_corners=False, antialias=True)
@@ -88,6 +99,8 @@ def make_pseudo_labels(
                                 cfg.refine_sigma_rgb, cfg.refine_sigma_depth)
         scores = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)
         scores = (scores / scores.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-5)) * tags.to(scores)[:, :, None, None]
+        if keep is not None:
+            scores = scores * keep
     top_fg, top_class = scores.max(dim=1)
     if cfg.background == "constant":
         background = torch.full_like(top_fg, cfg.bg_score)
@@ -96,5 +109,9 @@ def make_pseudo_labels(
     labels = torch.where(top_fg > background, top_class + 1, torch.zeros_like(top_class))
     uncertain = ((labels > 0) & (top_fg < cfg.fg_threshold)) | ((labels == 0) & (top_fg >= cfg.bg_threshold))
     labels = labels.masked_fill(uncertain, IGNORE_INDEX)
+    if plane_prior is not None:
+        prior = plane_prior[:, 0].to(labels.device)
+        stands_out = torch.where(top_fg >= cfg.object_threshold, top_class + 1, torch.full_like(labels, IGNORE_INDEX))
+        labels = torch.where(prior > 0, stands_out, labels).masked_fill(prior < 0, 0)
     confidence = torch.where(labels == 0, 1.0 - top_fg, top_fg)
     return labels, confidence

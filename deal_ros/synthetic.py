@@ -23,11 +23,13 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "CLOSEUP_CLASSES",
     "DEFAULT_CLASSES",
     "SURFACE_BACKGROUND",
     "SURFACE_OBJECT0",
     "SURFACE_TABLE",
     "SyntheticFrame",
+    "make_closeup_scenes",
     "make_tabletop_scenes",
 ]
 
@@ -41,8 +43,13 @@ SURFACE_TABLE = 1
 SURFACE_OBJECT0 = 2
 """`SyntheticFrame.surface` id of the first object instance; instance i has id 2 + i."""
 
-_SHAPES = ("cylinder", "box", "sphere")
-_TEXTURES = ("stripes", "checks", "spots")
+CLOSEUP_CLASSES: tuple[str, ...] = ("mug", "box", "ball", "can", "tile", "ring", "bottle", "block")
+"""Classes of the close-up preset; class k (1-based) gets shape and texture _CLOSEUP_STYLES[k-1] (modulo 8).
+Textured (stripes, checks, spots) and untextured ('plain') objects, flat ones (tile, ring) and tall ones."""
+
+_TABLETOP_STYLES = (("mug", "stripes"), ("box", "checks"), ("ball", "spots"))
+_CLOSEUP_STYLES = (("mug", "stripes"), ("box", "checks"), ("ball", "spots"), ("can", "plain"), ("tile", "plain"),
+                   ("ring", "stripes"), ("bottle", "spots"), ("block", "plain"))
 _BASELINE_M = 0.05
 """Stereo baseline of the simulated depth camera (RealSense D435: 50 mm)."""
 _MISS = np.inf
@@ -191,6 +198,48 @@ class _Box(_Primitive):
 
     def bound(self) -> tuple[np.ndarray, float]:
         return self.c, float(np.linalg.norm(self.a))
+
+
+class _Ring(_Primitive):
+    """Vertical hollow cylinder (a ring, a roll of tape) standing on the table: outer radius r_out, inner r_in."""
+
+    def __init__(self, cx: float, cy: float, r_out: float, r_in: float, height: float) -> None:
+        self.cx, self.cy, self.r, self.ri, self.h = float(cx), float(cy), float(r_out), float(r_in), float(height)
+
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        o = np.broadcast_to(o, d.shape)
+        ox, oy, oz = o[:, 0] - self.cx, o[:, 1] - self.cy, o[:, 2]
+        dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
+        a = dx * dx + dy * dy
+        b = 2.0 * (ox * dx + oy * dy)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            disc_out = b * b - 4.0 * a * (ox * ox + oy * oy - self.r**2)
+            t_out = (-b - np.sqrt(disc_out)) / (2.0 * a)  # entering the outer wall
+            disc_in = b * b - 4.0 * a * (ox * ox + oy * oy - self.ri**2)
+            t_in = (-b + np.sqrt(disc_in)) / (2.0 * a)  # leaving the hole through its wall (seen from above)
+            candidates = []
+            for t, disc in ((t_out, disc_out), (t_in, disc_in)):
+                z = oz + t * dz
+                candidates.append(np.where((disc >= 0) & (t > _EPS_T) & (z >= 0) & (z <= self.h), t, _MISS))
+            tc = (self.h - oz) / dz
+            rc = (ox + tc * dx) ** 2 + (oy + tc * dy) ** 2
+            candidates.append(np.where((tc > _EPS_T) & (rc <= self.r**2) & (rc >= self.ri**2), tc, _MISS))
+        return np.minimum.reduce(candidates)
+
+    def normal_uv(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        qx, qy, z = p[:, 0] - self.cx, p[:, 1] - self.cy, p[:, 2]
+        radius = np.hypot(qx, qy).clip(1e-9)
+        on_cap = (self.h - z) < 1e-6
+        inner = radius < 0.5 * (self.r + self.ri)
+        sign = np.where(inner, -1.0, 1.0)
+        n = np.stack([sign * qx / radius, sign * qy / radius, np.zeros_like(z)], -1)
+        n[on_cap] = (0.0, 0.0, 1.0)
+        u = np.arctan2(qy, qx) * self.r
+        v = np.where(on_cap, radius, z)
+        return n, u, v
+
+    def bound(self) -> tuple[np.ndarray, float]:
+        return np.array([self.cx, self.cy, self.h / 2]), math.hypot(self.r, self.h / 2)
 
 
 @dataclass
@@ -365,7 +414,7 @@ def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes
     )
 
 
-def _sample_appearance(rng: np.random.Generator, label: int, num_classes: int) -> _Appearance:
+def _sample_appearance(rng: np.random.Generator, label: int, num_classes: int, texture: str) -> _Appearance:
     hue = _class_hue(label, num_classes) + rng.uniform(-22, 22)
     a = _hsv(hue, rng.uniform(0.55, 0.95), rng.uniform(0.55, 0.95))
     choice = rng.random()
@@ -375,34 +424,51 @@ def _sample_appearance(rng: np.random.Generator, label: int, num_classes: int) -
         b = a * rng.uniform(0.3, 0.55)  # darker shade
     else:
         b = _hsv(hue + rng.uniform(-40, 40), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.9))
-    texture = _TEXTURES[(label - 1) % len(_TEXTURES)]
     period, phase, gloss = rng.uniform(0.012, 0.03), rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.6)
     return _Appearance(a, b, texture, period, phase, gloss)
 
 
 def _sample_object(
-    rng: np.random.Generator, label: int, num_classes: int, xy: np.ndarray, scale: float
+    rng: np.random.Generator, label: int, num_classes: int, xy: np.ndarray, scale: float,
+    styles: Sequence[tuple[str, str]] = _TABLETOP_STYLES,
 ) -> _Object:
-    shape = _SHAPES[(label - 1) % len(_SHAPES)]
-    look = _sample_appearance(rng, label, num_classes)
-    if shape == "cylinder":  # mug: cylinder + handle
+    shape, texture = styles[(label - 1) % len(styles)]
+    look = _sample_appearance(rng, label, num_classes, texture)
+    parts: list[_Primitive]
+    if shape in ("mug", "can", "bottle"):  # mug: cylinder + handle; can: cylinder; bottle: cylinder + round top
         r = rng.uniform(0.035, 0.05) * scale
         h = rng.uniform(0.07, 0.12) * scale
         yaw = rng.uniform(0, 2 * math.pi)
-        hd = np.array([math.cos(yaw), math.sin(yaw)])
-        hc = xy + hd * (r + 0.012 * scale)
-        handle_half = np.array([0.014 * scale, 0.006 * scale, 0.3 * h])
-        handle = _Box(np.array([hc[0], hc[1], 0.55 * h]), handle_half, yaw)
-        parts: list[_Primitive] = [_Cylinder(xy[0], xy[1], r, h), handle]
-        foot = r + 0.03 * scale
-    elif shape == "box":
+        parts = [_Cylinder(xy[0], xy[1], r, h)]
+        foot = r
+        if shape == "mug":
+            hd = np.array([math.cos(yaw), math.sin(yaw)])
+            hc = xy + hd * (r + 0.012 * scale)
+            handle_half = np.array([0.014 * scale, 0.006 * scale, 0.3 * h])
+            parts.append(_Box(np.array([hc[0], hc[1], 0.55 * h]), handle_half, yaw))
+            foot = r + 0.03 * scale
+        elif shape == "bottle":
+            parts[0] = _Cylinder(xy[0], xy[1], 0.8 * r, 1.6 * h)
+            parts.append(_Sphere(np.array([xy[0], xy[1], 1.6 * h]), 0.55 * r))
+    elif shape in ("box", "tile", "block"):  # box: any; tile: flat; block: tall
         half = np.array([rng.uniform(0.03, 0.07), rng.uniform(0.03, 0.07), rng.uniform(0.015, 0.075)]) * scale
+        if shape == "tile":
+            half[2] = rng.uniform(0.004, 0.008) * scale
+        elif shape == "block":
+            half[:2] *= 0.6
+            half[2] = rng.uniform(0.06, 0.09) * scale
         parts = [_Box(np.array([xy[0], xy[1], half[2]]), half, rng.uniform(0, math.pi))]
         foot = float(np.hypot(half[0], half[1]))
-    else:
+    elif shape == "ring":
+        r = rng.uniform(0.04, 0.065) * scale
+        parts = [_Ring(xy[0], xy[1], r, r * rng.uniform(0.55, 0.7), rng.uniform(0.015, 0.035) * scale)]
+        foot = r
+    elif shape == "ball":
         r = rng.uniform(0.03, 0.065) * scale
         parts = [_Sphere(np.array([xy[0], xy[1], r]), r)]
         foot = r
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
     for part in parts:
         part.label = label
     return _Object(label, parts, look, foot)
@@ -416,6 +482,7 @@ def _place_objects(
     width: int,
     num_classes: int,
     scale: float,
+    styles: Sequence[tuple[str, str]] = _TABLETOP_STYLES,
 ) -> list[_Object]:
     f, cx, cy = scene.k[0, 0], scene.k[0, 2], scene.k[1, 2]
     objects: list[_Object] = []
@@ -426,7 +493,7 @@ def _place_objects(
             if ray[2] >= -1e-3:
                 continue
             p = scene.cam + ray * (-scene.cam[2] / ray[2])
-            obj = _sample_object(rng, label, num_classes, p[:2], scale)
+            obj = _sample_object(rng, label, num_classes, p[:2], scale, styles)
             margin = obj.footprint_m + 0.01
             on_table = (
                 scene.table_x[0] + margin < p[0] < scene.table_x[1] - margin
@@ -614,8 +681,10 @@ def _shade_rgb(
             w = 0.5 + 0.5 * np.tanh(4 * np.sin(2 * math.pi * v / per + look.phase))
         elif look.texture == "checks":
             w = ((np.floor(u / per) + np.floor(v / per)) % 2).astype(np.float64)
-        else:
+        elif look.texture == "spots":
             w = (_value_noise(grid, u / per * 1.3 + 17.0, v / per * 1.3) > 0.55).astype(np.float64)
+        else:  # plain: one colour, only shading and the fine grain below
+            w = np.zeros(len(p))
         col = look.colour_a * (1 - w[:, None]) + look.colour_b * w[:, None]
         col = col * (0.92 + 0.16 * _value_noise(grid, u * 200 + 3.0, v * 200))[:, None]
         ndl = np.clip(n @ light, 0, 1)
@@ -675,7 +744,11 @@ def _depth_sensor(
 def _render_frame(
     rng: np.random.Generator, labels: list[int], height: int, width: int, num_classes: int,
     camera_distance_m: tuple[float, float] = (0.5, 1.2),
+    styles: Sequence[tuple[str, str]] = _TABLETOP_STYLES,
+    coverage: tuple[float, float] | None = None,
 ) -> tuple[_Scene, list[_Object], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sample a scene and place the objects; with `coverage` (lo, hi), the objects are rescaled until together
+    they cover about a fraction U(lo, hi) of the image (the close-up regime)."""
     scene = _sample_scene(rng, height, width, num_classes, camera_distance_m)
     kinv = np.linalg.inv(scene.k)
     jj, ii = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
@@ -686,7 +759,7 @@ def _render_frame(
     best: tuple | None = None
     for attempt in range(10):
         scale = 1.0 if attempt < 5 else 1.3
-        objects = _place_objects(rng, scene, labels, height, width, num_classes, scale)
+        objects = _place_objects(rng, scene, labels, height, width, num_classes, scale, styles)
         t, surf, is_wall = _render_geometry(room, scene, objects, dirs, height, width)
         counts = np.bincount(surf, minlength=SURFACE_OBJECT0 + len(objects))[SURFACE_OBJECT0:]
         ok = counts >= min_px
@@ -701,6 +774,24 @@ def _render_frame(
     if (counts < min_px).any():  # drop objects that stay too small to be tagged, and re-render
         objects = [o for o, c in zip(objects, counts, strict=True) if c >= min_px]
         t, surf, is_wall = _render_geometry(room, scene, objects, dirs, height, width)
+    if coverage is not None and objects:
+        target = rng.uniform(*coverage)
+        scale = 1.0
+        chosen = (objects, t, surf, is_wall)
+        error = abs(float((surf >= SURFACE_OBJECT0).mean()) / target - 1.0)
+        for _ in range(5):
+            if error < 0.2:
+                break
+            covered = float((chosen[2] >= SURFACE_OBJECT0).mean())
+            scale *= float(np.clip(math.sqrt(target / max(covered, 1e-3)), 0.4, 2.5))
+            placed = _place_objects(rng, scene, labels, height, width, num_classes, scale, styles)
+            if len(placed) < len(objects):
+                continue  # the larger objects no longer fit on the table
+            rendered = _render_geometry(room, scene, placed, dirs, height, width)
+            new_error = abs(float((rendered[1] >= SURFACE_OBJECT0).mean()) / target - 1.0)
+            if new_error < error:  # keep the placement closest to the target coverage
+                chosen, error = (placed, *rendered), new_error
+        objects, t, surf, is_wall = chosen
     return scene, objects, dirs, t, surf, is_wall
 
 
@@ -717,6 +808,39 @@ def make_tabletop_scenes(
     any num_frames > i). Classes are dealt from shuffled decks so each occurs about equally often;
     each frame holds objects_per_frame[0]..[1] objects (the same class may appear twice); the camera is
     camera_distance_m[0]..[1] metres from the table along its optical axis."""
+    return _make_scenes(num_frames, height, width, classes, seed, objects_per_frame, camera_distance_m,
+                        _TABLETOP_STYLES, None)
+
+
+def make_closeup_scenes(
+    num_frames: int,
+    height: int = 240,
+    width: int = 320,
+    classes: Sequence[str] = CLOSEUP_CLASSES,
+    seed: int = 0,
+    objects_per_frame: tuple[int, int] = (1, 2),
+    coverage: tuple[float, float] = (0.08, 0.35),
+) -> list[SyntheticFrame]:
+    """Close-up "onboarding" frames: one or two objects that together cover coverage[0]..[1] of the image,
+    seen from 0.35-0.6 m, the table's far edge and the floor often in view, stereo shadows on the objects'
+    far side. Eight object styles (CLOSEUP_CLASSES; class k uses style k-1 modulo 8), textured and plain.
+    Deterministic per seed and prefix-stable like make_tabletop_scenes; use different seeds for training
+    and held-out sets."""
+    return _make_scenes(num_frames, height, width, classes, seed, objects_per_frame, (0.35, 0.6),
+                        _CLOSEUP_STYLES, coverage)
+
+
+def _make_scenes(
+    num_frames: int,
+    height: int,
+    width: int,
+    classes: Sequence[str],
+    seed: int,
+    objects_per_frame: tuple[int, int],
+    camera_distance_m: tuple[float, float],
+    styles: Sequence[tuple[str, str]],
+    coverage: tuple[float, float] | None,
+) -> list[SyntheticFrame]:
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     if not classes:
@@ -741,7 +865,7 @@ def make_tabletop_scenes(
             labels.append(deck.pop())
         rng = np.random.default_rng(np.random.SeedSequence([seed, 1, i]))
         scene, objects, dirs, t, surf, is_wall = _render_frame(rng, labels, height, width, num_classes,
-                                                               camera_distance_m)
+                                                               camera_distance_m, styles, coverage)
 
         rgb_lin = _shade_rgb(rng, scene, objects, dirs, t, surf, is_wall)
         rgb = rgb_lin.reshape(height, width, 3).astype(np.float32)

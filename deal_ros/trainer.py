@@ -24,17 +24,31 @@ import torch.nn.functional as F
 
 from deal_ros.augment import augment_batch
 from deal_ros.buffer import FrameBuffer, StoredFrame
-from deal_ros.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from deal_ros.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    diverged_tensors,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
 from deal_ros.config import DealConfig
+from deal_ros.data_checks import check_depth
 from deal_ros.device import describe_device, resolve_device
+from deal_ros.errors import one_line
 from deal_ros.io.tags import UnknownTagError
 from deal_ros.live import StepControl, TrainingInterrupted, WeightSnapshot, snapshot_state
 from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
+from deal_ros.losses.support import support_plane_loss
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
+from deal_ros.support_plane import fit_support_plane
 
 LOG = logging.getLogger(__name__)
+
+OPTIMIZER_FIELDS = ("lr", "backbone_lr_scale", "weight_decay", "momentum")
+"""TrainConfig fields that live in the optimizer state; on resume the config's values win."""
 
 
 def tags_to_vector(tags: Sequence[str], classes: Sequence[str]) -> np.ndarray:
@@ -70,6 +84,8 @@ class StepStats:
     loss_ssc: float = 0.0
     loss_recon: float = 0.0
     """Structure-loss terms, unweighted (0.0 when disabled or not yet active)."""
+    loss_support: float = 0.0
+    """Support-plane loss, unweighted (0.0 when loss.support_weight is 0)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +121,7 @@ class OnlineTrainer:
         self.step = 0
         self.batch_size = cfg.train.batch_size
         self.skipped_steps = 0
+        self.resume_changes: list[str] = []
         self.interrupted_steps = 0
         self.model_lock = threading.RLock()
         """Held for optimiser updates, reset, resume, save and weight snapshots; never for a whole step."""
@@ -145,6 +162,7 @@ class OnlineTrainer:
         if rgb.shape[:2] != depth_m.shape[:2]:
             raise ValueError(f"RGB {rgb.shape[:2]} and depth {depth_m.shape[:2]} sizes differ; "
                              "depth must be aligned to colour (e.g. aligned_depth_to_color)")
+        check_depth(depth_m, "frame refused")  # no valid or constant depth: DEAL would be 0, nothing learnt
         self.buffer.add(rgb, depth_m, tags_to_vector(tags, self.cfg.classes))
 
     # -- training ---------------------------------------------------------------------------------
@@ -204,10 +222,20 @@ class OnlineTrainer:
         coverage = 0.0
         labels = None
         seg_on = cfg.loss.seg_weight > 0
-        if self.step >= cfg.loss.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels):
+        wants_labels = self.step >= cfg.loss.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels)
+        plane = None  # the support plane of each frame, shared by the loss and the pseudo-labels
+        if cfg.loss.support_weight > 0 or (wants_labels and cfg.pseudo_label.support_plane):
+            plane = fit_support_plane(depth_m, cfg.pseudo_label.support_tolerance)
+        loss_support = zero
+        if plane is not None and cfg.loss.support_weight > 0:
+            loss_support = support_plane_loss(out.cam_logits, plane.background)
+        if wants_labels:
             seg_size = tuple(out.seg_logits.shape[-2:])
+            prior = None
+            if cfg.pseudo_label.support_plane and plane is not None:
+                prior = F.interpolate(plane.prior.float(), size=seg_size, mode="nearest-exact").to(torch.int8)
             labels, _ = make_pseudo_labels(out.cam_logits.detach(), tags, seg_size, cfg.pseudo_label,
-                                           rgb / 255.0, depth_m)
+                                           rgb / 255.0, depth_m, plane_prior=prior)
             confident = labels != IGNORE_INDEX
             coverage = float(confident.float().mean())
             if seg_on and bool(confident.any()):
@@ -215,7 +243,7 @@ class OnlineTrainer:
         terms = self.structure.terms(out.cam_logits, depth_m, tags, rgb=rgb / 255.0, pseudo_labels=labels,
                                      features=out.features, step=self.step)
         weights = self.structure.weights
-        loss = loss_cls + lam * loss_deal + cfg.loss.seg_weight * loss_seg
+        loss = loss_cls + lam * loss_deal + cfg.loss.seg_weight * loss_seg + cfg.loss.support_weight * loss_support
         for name, term in terms.items():
             loss = loss + weights[name] * term
         if not bool(torch.isfinite(loss)):
@@ -245,12 +273,12 @@ class OnlineTrainer:
                 self.scaler.step(self.aux_optimizer)
             self.scaler.update()
             self.step += 1
-        loss, loss_cls, loss_deal, loss_seg, loss_isl = (
-            float(t.detach()) for t in (loss, loss_cls, loss_deal, loss_seg, loss_isl))
+        loss, loss_cls, loss_deal, loss_seg, loss_isl, loss_support = (
+            float(t.detach()) for t in (loss, loss_cls, loss_deal, loss_seg, loss_isl, loss_support))
         extra = {f"loss_{'smooth' if k == 'smoothness' else k}": float(v.detach()) for k, v in terms.items()}
         return StepStats(step=self.step, loss=loss, loss_cls=loss_cls, loss_deal=loss_deal, loss_seg=loss_seg,
                          deal_weight=lam, pseudo_coverage=coverage, batch_size=len(frames), step_time_s=0.0,
-                         loss_isl=loss_isl, **extra)
+                         loss_isl=loss_isl, loss_support=loss_support, **extra)
 
     # -- run-time changes ---------------------------------------------------------------------------
     def update_config(self, overrides: dict[str, Any]) -> None:
@@ -311,15 +339,45 @@ class OnlineTrainer:
             return save_checkpoint(path or self.checkpoint_path, self.model, self.cfg, self.step, self.optimizer)
 
     def resume(self, path: str | Path | None = None) -> Checkpoint:
-        """Continue from a checkpoint: weights, optimizer state and step count."""
-        ckpt = load_checkpoint(path or self.checkpoint_path, expected=self.cfg)
+        """Continue from a checkpoint: weights, optimizer state and step count.
+
+        The optimizer's hyper-parameters come from this trainer's config, not from the saved state, so
+        that a new train.lr (etc.) given on resume takes effect; `resume_changes` lists what differs from
+        the checkpoint's config (also logged).
+        """
+        path = Path(path or self.checkpoint_path)
+        ckpt = load_checkpoint(path, expected=self.cfg)
         with self._exclusive():
-            try:
-                self.model.load_state_dict(ckpt.model_state)
-            except RuntimeError as exc:
-                raise CheckpointError(f"checkpoint weights do not fit the model: {exc}") from None
-            if ckpt.optimizer_state is not None:
-                self.optimizer.load_state_dict(ckpt.optimizer_state)
+            load_model_state(self.model, ckpt.model_state, path)
+            kind = type(self.optimizer).__name__
+            changed_kind = ckpt.optimizer_type not in (None, kind)
+            if ckpt.optimizer_state is not None and not changed_kind:
+                try:
+                    self.optimizer.load_state_dict(ckpt.optimizer_state)
+                except (ValueError, KeyError) as exc:
+                    raise CheckpointError(f"checkpoint {path}: the optimizer state does not fit the model "
+                                          f"({one_line(exc, 200)})") from None
+            self._apply_optimizer_settings()
             self.step = ckpt.step
-        LOG.info("resumed from %s at step %d", path or self.checkpoint_path, self.step)
+        old, new = ckpt.config.train, self.cfg.train
+        self.resume_changes = [f"train.{key} {getattr(old, key)} -> {getattr(new, key)}"
+                               for key in OPTIMIZER_FIELDS if getattr(old, key) != getattr(new, key)]
+        if changed_kind:
+            self.resume_changes.insert(0, f"optimizer {ckpt.optimizer_type} -> {kind} (its state starts afresh)")
+        LOG.info("resumed from %s at step %d%s", path, self.step,
+                 f"; applied to the optimizer: {', '.join(self.resume_changes)}" if self.resume_changes else "")
         return ckpt
+
+    def _apply_optimizer_settings(self) -> None:
+        """Set every optimizer group's lr (backbone scaled), weight decay and momentum from the config."""
+        train = self.cfg.train
+        for group in self.optimizer.param_groups:
+            group["lr"] = train.lr * (train.backbone_lr_scale if group.get("name") == "backbone" else 1.0)
+            group["weight_decay"] = train.weight_decay
+            if "momentum" in group:
+                group["momentum"] = train.momentum
+
+    def weights_diverged(self) -> bool:
+        """True when training diverged (weights NaN, inf or absurdly large): such weights are never saved."""
+        with self.model_lock:
+            return bool(diverged_tensors(self.model.state_dict()))

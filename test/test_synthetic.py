@@ -172,3 +172,28 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         make_tabletop_scenes(-1)
     assert make_tabletop_scenes(0) == []
+
+
+def test_closeup_preset_regime() -> None:
+    from deal_ros.synthetic import CLOSEUP_CLASSES, make_closeup_scenes
+
+    frames = make_closeup_scenes(24, height=96, width=128, seed=2)
+    assert make_closeup_scenes(2, height=96, width=128, seed=2)[1].tags == frames[1].tags  # prefix-stable
+    cover = np.array([(f.gt_mask > 0).mean() for f in frames])
+    assert 0.08 < np.median(cover) < 0.35 and cover.min() > 0.01 and cover.max() < 0.5
+    assert all(1 <= len(f.tags) <= 2 for f in frames)
+    seen = {t for f in frames for t in f.tags}
+    assert len(seen) >= 6 and seen <= set(CLOSEUP_CLASSES)
+    assert np.mean([f.table_edge_visible for f in frames]) > 0.4  # table edge and floor often in view
+    # Stereo shadow: holes next to objects (on their far, left side), as on a RealSense.
+    near_holes = [((f.depth_m == 0) & (f.gt_mask == 0)).mean() for f in frames]
+    assert np.mean(near_holes) > 0.01
+    # Plain (untextured) and textured objects both occur.
+    stds = {t: [] for t in CLOSEUP_CLASSES}
+    for f in frames:
+        for k, t in enumerate(CLOSEUP_CLASSES, start=1):
+            if (f.gt_mask == k).sum() > 200:
+                stds[t].append(f.rgb[f.gt_mask == k].std(0).mean())
+    plain = [np.mean(stds[t]) for t in ("can", "block") if stds[t]]
+    textured = [np.mean(stds[t]) for t in ("box", "mug") if stds[t]]
+    assert plain and textured and max(plain) < min(textured)

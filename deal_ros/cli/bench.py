@@ -1,4 +1,4 @@
-"""`deal-ros bench decode | train-io`: speed measurements, each against a baseline in the same run.
+"""`deal-ros bench decode | train-io | quality`: speed (each against a baseline in the same run) and label quality.
 
 decode    image decoding vs a memcpy of the same bytes (target: zero-copy decoders <= 2x memcpy).
 train-io  training steps/s when frames come from a bag, read in the background worker exactly as
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError
+from deal_ros.cli import UserError, quality
 from deal_ros.cli.train import FrameFeeder, parse_overrides, train_until
 
 TRAIN_IO_TARGET = 0.9
@@ -29,7 +29,7 @@ TRAIN_IO_TARGET = 0.9
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="speed measurements (decode, train-io)", description=__doc__,
+    parser = subparsers.add_parser("bench", help="speed (decode, train-io) and label quality (quality) benchmarks", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     decode = which.add_parser("decode", help="image decoding vs memcpy of the same bytes")
@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="further config overrides")
     io.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON")
     io.set_defaults(func=run_train_io)
+    quality.register(which)
 
 
 def run_decode(args: argparse.Namespace) -> int:

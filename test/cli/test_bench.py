@@ -23,3 +23,37 @@ def test_bench_decode_prints_ratios(capsys):
     text = capsys.readouterr().out
     assert rc in (0, 1), text
     assert "worst view-decode ratio" in text and "decode_depth_m (conversion)" in text
+
+
+def test_bench_quality_reduced(tmp_path, capsys):
+    """The quality benchmark in its CI form: two recipes, two seeds, a learning curve, per-class IoU and cover."""
+    out = tmp_path / "q"
+    rc = main(["bench", "quality", "--recipes", "cls-only", "lr:train.lr=2e-3", "--seeds", "0", "1", "--steps", "2",
+               "--train-frames", "4", "--val-frames", "3", "--scene-size", "48", "64", "--size", "32", "48",
+               "--eval-every", "1", "--set", "train.batch_size=2", "--set", "train.device=cpu",
+               "--set", "model.seg_head_channels=8", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "| cls-only |" in text and "| lr |" in text and "Per-class IoU" in text
+    report = json.loads((out / "quality.json").read_text())
+    assert report["seeds"] == [0, 1] and report["val_frames"] == 3
+    lr = report["recipes"][1]
+    assert float(lr["overrides"]["train.lr"]) == 2e-3
+    assert len(lr["mask_per_seed"]) == 2 and all(0 <= m <= 1 for m in lr["mask_per_seed"])
+    assert [p["step"] for p in lr["curves"][0]] == [1, 2]
+    assert set(lr["mask_iou"]) == {"background", "mug", "box", "ball", "can", "tile", "ring", "bottle", "block"}
+    assert 0 <= lr["max_pseudo_cover"] <= 1
+    assert (out / "quality.png").stat().st_size > 0
+    assert "# deal-ros quality benchmark" in (out / "quality.md").read_text()
+
+
+def test_bench_quality_refuses_bad_recipe(capsys):
+    import pytest
+
+    from deal_ros.cli import UserError
+    from deal_ros.cli.quality import parse_recipe
+
+    with pytest.raises(UserError, match="unknown recipe"):
+        parse_recipe("nope")
+    with pytest.raises(UserError, match="NAME:KEY=VALUE"):
+        parse_recipe("x:")

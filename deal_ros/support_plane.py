@@ -1,0 +1,118 @@
+"""The support plane (table, shelf floor, wall) from depth alone, as a background prior.
+
+Why: a classifier trained from image-level tags can recognise a class from its context (the table
+it stands on, the floor beyond) and light up the whole frame; DEAL does not stop that, because a
+flat CAM agrees with every non-edge cell. Objects stand out of the surface that supports them, so
+pixels on that surface, or behind it (the floor past the table's edge), cannot belong to an object.
+
+No intrinsics are needed: a 3-D plane n . X = d seen by a pinhole camera has inverse depth affine in
+the pixel coordinates, 1 / z = a u + b v + c. The plane is found by RANSAC on 1 / z at a coarse grid
+(deterministic: a fixed generator seed), refined by least squares on its inliers, and a pixel is
+classified by its relative depth residual (z_plane - z) / z_plane.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["SupportPlane", "fit_support_plane"]
+
+
+@dataclass
+class SupportPlane:
+    """Per-pixel result at the depth's resolution; every mask is (B, 1, H, W) bool."""
+
+    on_plane: torch.Tensor
+    """Within the tolerance of the plane (the table top)."""
+    behind: torch.Tensor
+    """Farther than the plane by more than the tolerance (floor or wall beyond the table's edge)."""
+    in_front: torch.Tensor
+    """Nearer than the plane by more than the tolerance: what stands out of the table (objects)."""
+    found: torch.Tensor
+    """(B,) bool: a plane supported by at least `min_inlier_fraction` of the valid pixels."""
+
+    @property
+    def background(self) -> torch.Tensor:
+        """On or behind the plane, in images where one was found: (B, 1, H, W) bool."""
+        return (self.on_plane | self.behind) & self.found[:, None, None, None]
+
+    @property
+    def prior(self) -> torch.Tensor:
+        """(B, 1, H, W) int8: -1 = background (on or behind the plane), 1 = stands out of it, 0 = unknown (a hole,
+        or no plane found in that image)."""
+        found = self.found[:, None, None, None]
+        prior = torch.zeros(self.on_plane.shape, dtype=torch.int8, device=self.on_plane.device)
+        prior = prior.masked_fill(self.in_front & found, 1)
+        return prior.masked_fill(self.background, -1)
+
+
+def _plane_params(uv1: torch.Tensor, inv: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted least squares of inv ~ uv1 @ p: uv1 (B, N, 3), inv (B, N), weights (B, N) -> p (B, 3)."""
+    uv1, inv, w = uv1.double(), inv.double(), weights.double()[..., None]
+    lhs = (uv1 * w).transpose(1, 2) @ uv1
+    # A ridge relative to the matrix's scale keeps degenerate inlier sets (none, one row of cells) solvable.
+    ridge = 1e-9 * lhs.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1.0)
+    lhs = lhs + ridge[:, None, None] * torch.eye(3, dtype=lhs.dtype, device=lhs.device)
+    rhs = (uv1 * w).transpose(1, 2) @ inv[..., None]
+    return torch.linalg.solve(lhs, rhs)[..., 0].to(weights.dtype)
+
+
+@torch.no_grad()
+def fit_support_plane(depth_m: torch.Tensor, tolerance: float = 0.01, grid: int = 48, hypotheses: int = 96,
+                      min_inlier_fraction: float = 0.2, seed: int = 0) -> SupportPlane:
+    """Dominant plane of depth_m (B, 1, H, W) metres (0 / NaN = hole).
+
+    tolerance: relative depth residual of an inlier (0.01 = 1 % of the distance: ~5 mm at 0.5 m, above
+    RealSense noise, below the height of a flat object such as a tile). grid: the RANSAC grid's long side in
+    cells. A plane needs min_inlier_fraction of the valid grid cells; images without one get found = False.
+    """
+    if depth_m.ndim != 4 or depth_m.shape[1] != 1:
+        raise ValueError(f"depth_m must be (B, 1, H, W), got {tuple(depth_m.shape)}")
+    depth = torch.nan_to_num(depth_m.float(), nan=0.0, posinf=0.0, neginf=0.0).abs()
+    b, _, h, w = depth.shape
+    scale = grid / max(h, w)
+    gh, gw = max(2, round(h * scale)), max(2, round(w * scale))
+    small = F.interpolate(depth, size=(gh, gw), mode="nearest-exact")
+    valid = (small > 0).flatten(1)  # (B, N)
+    inv = torch.where(valid, 1.0 / small.flatten(1).clamp_min(1e-6), torch.zeros_like(valid, dtype=depth.dtype))
+    # Pixel coordinates of the cells in the full image's units, centred and scaled to [-1, 1] (conditioning).
+    ys = (torch.arange(gh, device=depth.device, dtype=depth.dtype) + 0.5) / gh * 2 - 1
+    xs = (torch.arange(gw, device=depth.device, dtype=depth.dtype) + 0.5) / gw * 2 - 1
+    vv, uu = torch.meshgrid(ys, xs, indexing="ij")
+    uv1 = torch.stack([uu.flatten(), vv.flatten(), torch.ones_like(uu.flatten())], -1).expand(b, -1, -1)
+
+    # RANSAC: each hypothesis is the plane through 3 random valid cells.
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    order = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)  # valid cells first
+    count = valid.sum(-1, keepdim=True).clamp_min(1)  # (B, 1)
+    ranks = (torch.rand(b, hypotheses * 3, generator=generator).to(depth.device) * count).long()
+    picks = torch.gather(order, 1, ranks.clamp_max(valid.shape[1] - 1)).view(b, hypotheses, 3)
+    pts = torch.gather(uv1[:, None].expand(-1, hypotheses, -1, -1), 2, picks[..., None].expand(-1, -1, -1, 3))
+    vals = torch.gather(inv[:, None].expand(-1, hypotheses, -1), 2, picks)
+    det = torch.linalg.det(pts)
+    ok = det.abs() > 1e-6
+    safe = torch.where(ok[..., None, None], pts, torch.eye(3, dtype=pts.dtype, device=pts.device))
+    params = torch.linalg.solve(safe, vals[..., None])[..., 0]  # (B, Hyp, 3)
+    pred = params @ uv1.transpose(1, 2)  # (B, Hyp, N)
+    inliers = ((inv[:, None] - pred).abs() <= tolerance * pred.abs()) & valid[:, None]
+    score = torch.where(ok, inliers.sum(-1), torch.zeros_like(ok, dtype=torch.long))
+    best = score.argmax(-1)  # (B,)
+    best_inliers = inliers[torch.arange(b, device=depth.device), best]  # (B, N)
+    params = _plane_params(uv1, inv, best_inliers.to(depth.dtype))
+    found = (best_inliers.sum(-1) >= min_inlier_fraction * valid.sum(-1)) & (best_inliers.sum(-1) >= 16)
+
+    # Classify every pixel at full resolution.
+    ys = (torch.arange(h, device=depth.device, dtype=depth.dtype) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=depth.device, dtype=depth.dtype) + 0.5) / w * 2 - 1
+    vv, uu = torch.meshgrid(ys, xs, indexing="ij")
+    plane_inv = (params[:, 0, None, None] * uu + params[:, 1, None, None] * vv + params[:, 2, None, None])[:, None]
+    pixel_valid = depth > 0
+    pixel_inv = 1.0 / depth.clamp_min(1e-6)
+    # Relative residual: (z_plane - z) / z_plane = 1 - plane_inv / pixel_inv; > 0 = in front of the plane.
+    residual = 1.0 - plane_inv / pixel_inv
+    on_plane = pixel_valid & (residual.abs() <= tolerance) & (plane_inv > 0)
+    behind = pixel_valid & ((residual < -tolerance) | (plane_inv <= 0))
+    return SupportPlane(on_plane=on_plane, behind=behind, in_front=pixel_valid & ~on_plane & ~behind, found=found)
