@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,12 @@ LOG = logging.getLogger(__name__)
 
 OPTIMIZER_FIELDS = ("lr", "backbone_lr_scale", "weight_decay", "momentum")
 """TrainConfig fields that live in the optimizer state; on resume the config's values win."""
+
+
+DIFFUSE_COVER = 0.5
+"""A class whose pseudo-label covers more than this fraction of the frames it is tagged in, on average, is
+recognised from its context (diffuse CAM): its labels are not object masks."""
+_COVER_MOMENTUM = 0.9
 
 
 def tags_to_vector(tags: Sequence[str], classes: Sequence[str]) -> np.ndarray:
@@ -86,6 +92,11 @@ class StepStats:
     """Structure-loss terms, unweighted (0.0 when disabled or not yet active)."""
     loss_support: float = 0.0
     """Support-plane loss, unweighted (0.0 when loss.support_weight is 0)."""
+    class_cover: dict[str, float] = field(default_factory=dict)
+    """Per class, a running mean of the fraction of the frame its pseudo-label covers in the frames tagged
+    with it (classes not seen yet are absent)."""
+    diffuse_classes: list[str] = field(default_factory=list)
+    """Classes whose class_cover exceeds DIFFUSE_COVER: recognised from the whole frame, not the object."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +142,9 @@ class OnlineTrainer:
         """Stops a step in flight between layers (shutdown, pause) and lets an in-process segmenter go first."""
         self.control.attach(self.model)
         self._rng = np.random.default_rng(cfg.train.seed)
+        self.class_cover: dict[str, float] = {}
+        """Running mean per class of the frame fraction its pseudo-label covers where tagged (StepStats)."""
+        self._diffuse_warned_step: dict[str, int] = {}
         self._aug_generator = torch.Generator().manual_seed(cfg.train.seed)
         LOG.info("trainer on %s, %s backbone, %d classes", describe_device(self.device),
                  cfg.model.backbone, cfg.num_classes)
@@ -238,6 +252,7 @@ class OnlineTrainer:
                                            rgb / 255.0, depth_m, plane_prior=prior)
             confident = labels != IGNORE_INDEX
             coverage = float(confident.float().mean())
+            self._update_class_cover(labels, tags)
             if seg_on and bool(confident.any()):
                 loss_seg = F.cross_entropy(out.seg_logits.float(), labels, ignore_index=IGNORE_INDEX)
         terms = self.structure.terms(out.cam_logits, depth_m, tags, rgb=rgb / 255.0, pseudo_labels=labels,
@@ -278,7 +293,33 @@ class OnlineTrainer:
         extra = {f"loss_{'smooth' if k == 'smoothness' else k}": float(v.detach()) for k, v in terms.items()}
         return StepStats(step=self.step, loss=loss, loss_cls=loss_cls, loss_deal=loss_deal, loss_seg=loss_seg,
                          deal_weight=lam, pseudo_coverage=coverage, batch_size=len(frames), step_time_s=0.0,
-                         loss_isl=loss_isl, loss_support=loss_support, **extra)
+                         loss_isl=loss_isl, loss_support=loss_support, class_cover=dict(self.class_cover),
+                         diffuse_classes=self.diffuse_classes(), **extra)
+
+    def _update_class_cover(self, labels: torch.Tensor, tags: torch.Tensor) -> None:
+        """labels (B, h, w) pseudo-labels, tags (B, K): update the running per-class cover; warn (every 100 steps
+        at most, per class) about classes that cover most of the frames they are tagged in."""
+        fractions = torch.stack([(labels == k + 1).float().mean(dim=(1, 2)) for k in range(tags.shape[1])], 1)
+        tagged = tags > 0
+        counts = tagged.sum(0)
+        means = (fractions * tagged).sum(0) / counts.clamp_min(1)
+        for k in torch.nonzero(counts).flatten().tolist():
+            name = self.cfg.classes[k]
+            previous = self.class_cover.get(name)
+            value = float(means[k])
+            self.class_cover[name] = value if previous is None else _COVER_MOMENTUM * previous + (
+                1 - _COVER_MOMENTUM) * value
+        for name in self.diffuse_classes():
+            if self.step - self._diffuse_warned_step.get(name, -10**9) >= 100:
+                self._diffuse_warned_step[name] = self.step
+                LOG.warning("class %r: its pseudo-label covers %.0f %% of the frames it is tagged in (step %d): the "
+                            "classifier recognises it from the whole frame, so its labels are not object masks "
+                            "(more varied backgrounds, pseudo_label.support_plane: true, or check its tags)",
+                            name, 100 * self.class_cover[name], self.step)
+
+    def diffuse_classes(self) -> list[str]:
+        """Classes whose running pseudo-label cover exceeds DIFFUSE_COVER (the diffuse-CAM signature)."""
+        return [name for name, cover in self.class_cover.items() if cover > DIFFUSE_COVER]
 
     # -- run-time changes ---------------------------------------------------------------------------
     def update_config(self, overrides: dict[str, Any]) -> None:

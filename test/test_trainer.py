@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from deal_ros.config import DealConfig
+from deal_ros.errors import DegenerateDataError
 from deal_ros.io.tags import UnknownTagError
 from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 from deal_ros.trainer import OnlineTrainer
@@ -82,11 +83,20 @@ def test_bad_frames_are_refused_clearly(scenes) -> None:
         trainer.add_frame(frame.rgb, frame.depth_m[:-1], ["mug"])
 
 
-def test_all_invalid_depth_and_untagged_frames_train_without_nan() -> None:
+def test_mostly_invalid_depth_and_untagged_frames_train_without_nan() -> None:
     trainer = OnlineTrainer(_cfg())
     rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8)
+    for depth, reason in ((np.full(SIZE, np.nan, np.float32), "no valid depth pixel"),
+                          (np.zeros(SIZE, np.float32), "no valid depth pixel"),
+                          (np.full(SIZE, 65.535, np.float32), "65.535 m at every valid pixel")):
+        with pytest.raises(DegenerateDataError, match=reason):  # DEAL would be 0: refused where it enters
+            trainer.add_frame(rgb, depth, ["mug"])
+    depth = np.full(SIZE, np.nan, np.float32)
+    depth[:4, :4] = 1.0  # a few valid pixels, not all equal
+    depth[0, 0] = 1.5
     for tags in ([], ["mug"]):
-        trainer.add_frame(rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8), np.full(SIZE, np.nan, np.float32), tags)
+        trainer.add_frame(rgb, depth, tags)
     for _ in range(3):
         stats = trainer.train_step()
         assert stats is not None and np.isfinite(stats.loss)
@@ -118,3 +128,18 @@ def test_run_time_updates_and_reset(scenes) -> None:
         trainer.update_config({"model.backbone": "resnet18"})
     trainer.reset()
     assert trainer.step == 0 and len(trainer.buffer) == 0 and trainer.train_step() is None
+
+
+def test_class_cover_flags_a_class_recognised_from_the_whole_frame(scenes, caplog) -> None:
+    trainer = _trainer(scenes)
+    tags = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    labels[0] = 1  # 'mug' labelled over the whole frame it is tagged in
+    labels[1, :2, :2] = 2  # 'box' on 1/16 of its frame
+    with caplog.at_level("WARNING"):
+        trainer._update_class_cover(labels, tags)
+    assert trainer.class_cover == {"mug": 1.0, "box": 0.0625}
+    assert trainer.diffuse_classes() == ["mug"]
+    assert any("'mug'" in r.message and "whole frame" in r.message for r in caplog.records)
+    stats = trainer.train_step()  # the running cover travels with every step's health
+    assert stats.class_cover["box"] >= 0 and "mug" in stats.class_cover

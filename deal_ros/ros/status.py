@@ -189,6 +189,13 @@ def trainer_diagnostics(status: dict[str, Any]) -> list[DiagnosticEntry]:
     entries.append(DiagnosticEntry(level, "deal_ros: training", message, {
         "step": str(status["step"]), "steps_per_s": _fmt(status["steps_per_s"]),
         "batch_size": str(status["batch_size"]), **loss_values}))
+    diffuse = last.get("diffuse_classes") or []
+    cover = last.get("class_cover") or {}
+    entries.append(DiagnosticEntry(
+        WARN if diffuse else OK, "deal_ros: label quality",
+        (f"pseudo-labels of {diffuse} cover most of the frames they are tagged in (class recognised from the "
+         "whole frame)") if diffuse else "no class covers most of its frames",
+        {f"cover_{name}": _fmt(value) for name, value in cover.items()}))
     fill = status["buffer"]
     empty_classes = [c for c, n in status["frames_per_class"].items() if n == 0]
     entries.append(DiagnosticEntry(

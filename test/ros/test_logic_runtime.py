@@ -174,6 +174,10 @@ def test_trainer_diagnostics_levels():
     assert stale["deal_ros: input"].level == WARN
     depthless = {e.name: e for e in trainer_diagnostics(_trainer_status(depth_degenerate=4))}
     assert depthless["deal_ros: input"].level == WARN and "4 keyframes left out" in depthless["deal_ros: input"].message
+    diffuse = _trainer_status()
+    diffuse["last_step"] = {**diffuse["last_step"], "class_cover": {"mug": 0.7}, "diffuse_classes": ["mug"]}
+    quality = {e.name: e for e in trainer_diagnostics(diffuse)}["deal_ros: label quality"]
+    assert quality.level == WARN and "mug" in quality.message and quality.values["cover_mug"] == "0.7"
     assert _trainer_status(paused=True)["state"] == "paused"
     assert _trainer_status(tags_known=False)["state"] == "waiting for tags"
     assert _trainer_status(buffer_frames=0)["state"] == "waiting for frames"
