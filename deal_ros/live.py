@@ -55,10 +55,11 @@ class StepControl:
         """Total seconds the training thread waited for inference."""
 
     def attach(self, model: nn.Module) -> list[Any]:
-        """Hook every module with parameters (forward) and every parameter (backward); returns the handles."""
+        """Hook every module holding parameters, its children's included (forward: a fused block may call its
+        convs' kernels directly, so blocks count too), and every parameter (backward); returns the handles."""
         handles = []
         for module in model.modules():
-            if any(True for _ in module.parameters(recurse=False)):
+            if any(True for _ in module.parameters()):
                 handles.append(module.register_forward_pre_hook(self._forward_hook))
         for param in model.parameters():
             if param.requires_grad:

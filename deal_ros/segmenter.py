@@ -55,7 +55,8 @@ class Segmenter:
                  model_lock: threading.RLock | None = None, weights: WeightHandoff | None = None,
                  control: StepControl | None = None) -> None:
         self.cfg = cfg
-        if model is None:
+        own = model is None
+        if own:
             self.device = resolve_device(cfg.train.device) if device is None else torch.device(device)
             model = build_cam_net(cfg.model, cfg.num_classes).to(self.device).eval()
         else:
@@ -69,6 +70,9 @@ class Segmenter:
         """Training step of the weights in use (-1 = initial weights)."""
         self.swaps = 0
         """Weight snapshots swapped in from `weights`."""
+        self._halt = StepControl()
+        if own:  # a network of our own: `interrupt` can stop a frame in flight between layers
+            self._halt.attach(self.model)
 
     def load(self, path: str) -> int:
         """Load weights from a checkpoint written by the trainer; returns its step. Refuses other classes."""
@@ -86,6 +90,11 @@ class Segmenter:
 
     def _on_stream(self) -> contextlib.AbstractContextManager:
         return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
+
+    def interrupt(self) -> None:
+        """Shutdown: the frame in flight (and any later one) raises TrainingInterrupted at its next layer, so the
+        thread can be joined at once (a process must not exit while a thread is inside a torch op)."""
+        self._halt.interrupt("stop")
 
     def refresh(self) -> bool:
         """Swap in the newest weight snapshot of `weights`, if any (a copy of ~15 MB for MobileNetV2)."""
@@ -114,7 +123,7 @@ class Segmenter:
         self.refresh()
         swapped = time.perf_counter()
         announce = self.control.inference() if self.control is not None else contextlib.nullcontext()
-        with announce, self._on_stream():
+        with announce, self._on_stream(), self._halt.stepping():
             result = self._segment(rgb, depth_m, tags)
         result.timing_s["swap"] = swapped - start
         return result

@@ -308,9 +308,10 @@ class SegmenterNode(Node):
     def request_stop(self) -> None:
         self._stop.set()
         self.slot.close()
+        self.segmenter.interrupt()  # a frame in flight ends at its next layer
 
     def shutdown(self) -> None:
-        """Stop the inference thread; a frame in flight gets up to 2 s to finish."""
+        """Stop the inference thread (a frame in flight stops at its next layer)."""
         self.request_stop()
         self._worker.join(timeout=2.0)
 

@@ -8,6 +8,7 @@ rclpy-free modules.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -312,12 +313,19 @@ def run_nodes(build: Any, argv: list[str] | None = None) -> int:
             executor.shutdown(timeout_sec=1.0)
         for node in nodes:
             node.destroy_node()
+        stuck = [t.name for t in threading.enumerate() if t.name.startswith("deal_") and t.is_alive()]
         if nodes:
             logger.info(f"stopped in {time.monotonic() - started:.2f} s")
+        if stuck:  # exiting while a thread is inside a torch op aborts the process (std::terminate)
+            logger.warning(f"{stuck} did not stop in time; leaving without waiting for them")
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(sig, handler)
+        if stuck:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     return 0
 
 

@@ -300,4 +300,27 @@ def test_intake_counts_and_leaves_out_degenerate_depth(trainer, depth, why):
 def test_step_control_attach_counts_hooks():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
     handles = StepControl().attach(model)
-    assert len(handles) == 2 + 4  # two modules with parameters, four parameters
+    assert len(handles) == 3 + 4  # the Sequential and its two convs, four parameters
+
+
+def test_segmenter_interrupt_stops_a_frame_in_flight(one_thread):
+    cfg = tiny_cfg(**{"model.input_height": 480, "model.input_width": 640})
+    segmenter = Segmenter(cfg, device="cpu")
+    layers = []
+    segmenter.model.backbone.features[0].register_forward_pre_hook(lambda module, inputs: layers.append(1))
+    outcome = []
+
+    def run():
+        try:
+            segmenter(np.zeros((480, 640, 3), np.uint8))
+            outcome.append("done")
+        except TrainingInterrupted:
+            outcome.append("interrupted")
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert wait_for(lambda: layers, 30.0)
+    started = time.monotonic()
+    segmenter.interrupt()
+    worker.join(10.0)
+    assert outcome == ["interrupted"] and time.monotonic() - started < 1.0
