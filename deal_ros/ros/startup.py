@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -75,3 +76,11 @@ def device_notes(requested_device: str, resolved_type: str) -> tuple[list[str], 
         return [], ["no CUDA device: training and inference run on the CPU (seconds per training step); set "
                     "train.device: cpu to say that is intended, or cuda to make a missing GPU an error"]
     return [f"train.device '{requested_device}': on the CPU as requested (seconds per training step)"], []
+
+
+def weights_line(model: Any) -> str:
+    """The start-up line saying which weights the network starts from and whether its BatchNorm trains."""
+    report = getattr(model, "load_report", None)
+    source = f"weights: {report}" if report is not None else "weights: random init (model.pretrained_path '')"
+    bn = "BatchNorm frozen (pretrained statistics)" if model.cfg.freeze_bn else "BatchNorm trains"
+    return f"{source}; {bn}"

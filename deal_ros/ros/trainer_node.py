@@ -28,7 +28,7 @@ from deal_ros.ros import _rclpy_util as ru
 from deal_ros.ros.frames import PairValidator
 from deal_ros.ros.keyframes import KeyframeGate
 from deal_ros.ros.params import TRAINER, all_param_specs, check_parameter_update, config_from_parameters
-from deal_ros.ros.startup import check_environment, device_notes
+from deal_ros.ros.startup import check_environment, device_notes, weights_line
 from deal_ros.ros.status import trainer_diagnostics, trainer_status
 from deal_ros.ros.tagging import TagState, TagUpdate
 from deal_ros.ros.training_loop import KeyframeIntake, TrainingLoop
@@ -248,14 +248,6 @@ class TrainerNode(Node):
             self.get_logger().warning("the training worker did not stop within 2 s; saving the last completed step")
         if self.trainer.step > self._last_saved_step:
             self._save("shutdown")
-
-
-def weights_line(model: Any) -> str:
-    """The start-up line saying which weights the network starts from and whether its BatchNorm trains."""
-    report = getattr(model, "load_report", None)
-    source = f"weights: {report}" if report is not None else "weights: random init (model.pretrained_path '')"
-    bn = "BatchNorm frozen (pretrained statistics)" if model.cfg.freeze_bn else "BatchNorm trains"
-    return f"{source}; {bn}"
 
 
 def run_nodes(build: Any, argv: list[str] | None = None) -> int:

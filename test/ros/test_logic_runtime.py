@@ -13,7 +13,7 @@ from deal_ros.checkpoint import save_checkpoint
 from deal_ros.config import DealConfig
 from deal_ros.ros.hot_reload import CheckpointPoller
 from deal_ros.ros.slot import LatestSlot
-from deal_ros.ros.startup import check_environment, device_notes
+from deal_ros.ros.startup import check_environment, device_notes, weights_line
 from deal_ros.ros.status import (
     ERROR,
     OK,
@@ -228,3 +228,13 @@ def test_device_notes():
     assert not info and "no CUDA device" in warnings[0]
     info, warnings = device_notes("cpu", "cpu")  # device:=cpu: said as intended, no warning
     assert not warnings and "as requested" in info[0]
+
+
+def test_weights_line_says_what_the_network_starts_from():
+    from deal_ros.models import build_cam_net
+
+    cfg = DealConfig()
+    builtin = weights_line(build_cam_net(cfg.model, cfg.num_classes))
+    assert builtin.startswith("weights: ") and "loaded" in builtin and "BatchNorm frozen" in builtin
+    random_init = weights_line(build_cam_net(cfg.updated({"model.pretrained_path": ""}).model, cfg.num_classes))
+    assert "random init" in random_init and "BatchNorm trains" in random_init  # the issue-8 trap: frozen random BN
