@@ -25,6 +25,8 @@ from deal_ros.files import atomic_write
 FORMAT = "deal_ros.checkpoint/1"
 MAX_LISTED = 3
 """Tensor names listed in a state-dict mismatch message (the rest are counted)."""
+MAX_WEIGHT_ABS = 1e12
+"""Larger weights mean training diverged (the next forward pass turns them into NaN); no sane network has them."""
 
 
 class CheckpointError(DealRosError, ValueError):
@@ -32,7 +34,7 @@ class CheckpointError(DealRosError, ValueError):
 
 
 class NonFiniteWeightsError(CheckpointError):
-    """Weights with NaN or infinity (training diverged): refused, so that they never replace a good checkpoint."""
+    """Diverged weights (NaN, infinity or beyond MAX_WEIGHT_ABS): refused, so they never replace a good checkpoint."""
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    optimizer_type: str | None = None
+    """Class name of the optimizer whose state this is (AdamW, SGD); None without optimizer state."""
 
     @property
     def classes(self) -> list[str]:
@@ -70,9 +74,10 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the floating-point tensors of a state dict that hold NaN or infinity."""
-    return [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+def diverged_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN, infinity or |value| > MAX_WEIGHT_ABS."""
+    return [name for name, t in state.items()
+            if t.is_floating_point() and t.numel() and not bool(t.detach().abs().max() <= MAX_WEIGHT_ABS)]
 
 
 def _os_error(exc: Exception, path: Path) -> Exception:
@@ -88,19 +93,19 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealConfig
                     optimizer: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write model (+ optimizer) state atomically to `path`; the previous file stays intact on failure.
 
-    Non-finite weights are refused (NonFiniteWeightsError) before anything is written. I/O failures
+    Diverged weights are refused (NonFiniteWeightsError) before anything is written. I/O failures
     are OSErrors naming the file (the caller may retry or write elsewhere: deal_ros.files).
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     state = model.state_dict()
-    bad = non_finite_tensors(state)
+    bad = diverged_tensors(state)
     if bad:
         kept = f"the checkpoint there (step {_step_of(path)}) is kept" if path.is_file() else "nothing was written"
         raise NonFiniteWeightsError(
-            f"refusing to save non-finite weights (NaN/inf in {len(bad)} tensor(s), e.g. {bad[0]}) at step {step} "
-            f"to {path}: training diverged; {kept}")
+            f"refusing to save diverged weights (NaN, inf or > {MAX_WEIGHT_ABS:g} in {len(bad)} tensor(s), e.g. "
+            f"{bad[0]}) at step {step} to {path}; {kept}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
     metadata = {
@@ -198,12 +203,14 @@ def load_checkpoint(path: str | Path, expected: DealConfig | None = None, device
             raise CheckpointError(f"checkpoint {path} has a different architecture ({detail})")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer_state = None
+    optimizer_type = None
     if "optimizer" in metadata:
         optim_meta = json.loads(metadata["optimizer"])
+        optimizer_type = optim_meta.get("type")
         optimizer_state = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")},
                                                optim_meta)
     return Checkpoint(config=config, step=step, model_state=model_state, optimizer_state=optimizer_state,
-                      extra=json.loads(metadata.get("extra", "{}")))
+                      extra=json.loads(metadata.get("extra", "{}")), optimizer_type=optimizer_type)
 
 
 def read_manifest(path: str | Path) -> dict[str, str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["DealRosError", "DegenerateDataError", "OutputError", "UserError", "describe_os_error", "one_line"]
+__all__ = ["DealRosError", "DegenerateDataError", "OutputError", "UserError", "describe_os_error", "one_line",
+           "os_error_cause"]
 
 MAX_LINE_CHARS = 1000
 """A message longer than this is cut (a line a person can read, not a 15 KB dump)."""
@@ -43,13 +44,18 @@ def one_line(exc: BaseException | str, limit: int = MAX_LINE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def os_error_cause(exc: OSError) -> str:
+    """The cause of an OSError without its paths, e.g. 'Read-only file system (EROFS)'."""
+    if isinstance(exc, DealRosError) or not exc.strerror:
+        return one_line(exc) or type(exc).__name__
+    code = errno.errorcode.get(exc.errno) if isinstance(exc.errno, int) else None
+    return exc.strerror + (f" ({code})" if code else "")
+
+
 def describe_os_error(exc: OSError) -> str:
     """'PATH: cause' for an OSError, e.g. '/data/out: Read-only file system (EROFS)'; no errno noise."""
     if isinstance(exc, DealRosError):
         return one_line(exc)
-    cause = exc.strerror or str(exc) or type(exc).__name__
-    code = errno.errorcode.get(exc.errno) if isinstance(exc.errno, int) else None
-    if code:
-        cause += f" ({code})"
+    cause = os_error_cause(exc)
     paths = [os.fsdecode(p) for p in (exc.filename, exc.filename2) if p is not None]
     return one_line(f"{' -> '.join(paths)}: {cause}" if paths else cause)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from deal_ros.errors import OutputError, describe_os_error
+from deal_ros.errors import OutputError, describe_os_error, os_error_cause
 
 __all__ = [
     "Written",
@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_text",
     "check_free_space",
     "check_output_dir",
+    "refuse_non_folder",
     "remove_stale_temp_files",
     "rescue_folders",
     "retry",
@@ -40,19 +41,24 @@ __all__ = [
 
 T = TypeVar("T")
 
-_OURS = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+_OURS = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]+)?$")
 """Temporary files and folders of ours: .NAME.PID-HEX.tmp (see temp_name)."""
 _LEGACY = re.compile(r"^\.(?P<name>.+\.safetensors)\.[A-Za-z0-9_]{8}\.tmp$")
 """Checkpoint temporaries of earlier versions (tempfile.mkstemp names, no pid)."""
 LEGACY_AGE_S = 600.0
 """A legacy temporary older than this is a leftover (no live writer takes 10 minutes per checkpoint)."""
 RESCUE_PREFIX = "deal_ros-rescue-"
+SAVE_ATTEMPTS = 3
+"""Tries of a failing write before write_or_rescue turns to a rescue folder."""
 
 
-def temp_name(target: str | Path) -> Path:
-    """A fresh temporary path beside `target`: .NAME.PID-HEX.tmp (the pid lets a later run tell it is stale)."""
+def temp_name(target: str | Path, suffix: str = "") -> Path:
+    """A fresh temporary path beside `target`: .NAME.PID-HEX.tmp[SUFFIX] (the pid tells a later run it is stale).
+
+    `suffix` (e.g. '.png') is for writers that pick the format from the file name.
+    """
     target = Path(target)
-    return target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    return target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -65,17 +71,20 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write(target: str | Path, write: Callable[[Path], object]) -> Path:
+def atomic_write(target: str | Path, write: Callable[[Path], object], suffix: str = "") -> Path:
     """Call write(tmp) on a temporary file beside `target`, fsync it and rename it over `target`.
 
     The temporary is created with the usual permissions (0666 minus the umask) and removed on any
     failure, so the previous `target` stays intact and nothing half-written is left behind.
     """
     target = Path(target)
-    tmp = temp_name(target)
+    tmp = temp_name(target, suffix)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
+        mode = tmp.stat().st_mode & 0o777  # 0666 minus the umask
         write(tmp)
+        if tmp.stat().st_mode & 0o777 != mode:  # a writer that re-created the file (safetensors: 0600)
+            os.chmod(tmp, mode)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -143,19 +152,25 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     return removed
 
 
+def refuse_non_folder(path: str | Path, role: str) -> Path:
+    """OutputError if `path` is a file or lies below one (no side effect: nothing is created)."""
+    path = Path(path).expanduser()
+    for parent in [path, *path.parents]:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                where = "is a file, not a folder" if parent == path else f"lies below the file {parent}"
+                raise OutputError(f"{role} {path} {where}; choose a folder")
+            break
+    return path
+
+
 def check_output_dir(path: str | Path, role: str) -> Path:
     """Create `path` if needed and prove it writable (a probe file), before any work; OutputError says why not.
 
     `role` names the folder in the message (e.g. '--out folder'). A probe catches what permission
     bits do not: a read-only mount, a full disk's refusal to create files, root on a read-only mount.
     """
-    path = Path(path).expanduser()
-    for parent in [path, *path.parents]:
-        if parent.exists() or parent.is_symlink():
-            if not parent.is_dir():
-                where = "is a file" if parent == path else f"lies below the file {parent}"
-                raise OutputError(f"{role} {path} {where}, not a folder; choose a folder")
-            break
+    path = refuse_non_folder(path, role)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -167,7 +182,7 @@ def check_output_dir(path: str | Path, role: str) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as exc:
-        raise OutputError(f"{role} {path} is not writable: {describe_os_error(exc)}") from None
+        raise OutputError(f"{role} {path} is not writable: {os_error_cause(exc)}") from None
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
@@ -229,8 +244,8 @@ class Written:
         return self.failure is not None
 
 
-def write_or_rescue(folder: str | Path, writers: Mapping[str, Callable[[Path], object]], attempts: int = 3,
-                    delay_s: float = 0.5) -> Written:
+def write_or_rescue(folder: str | Path, writers: Mapping[str, Callable[[Path], object]],
+                    attempts: int = SAVE_ATTEMPTS, delay_s: float = 0.5) -> Written:
     """Run writer(folder / name) for every file, retrying; if one keeps failing, write them all to a rescue folder.
 
     Writers must write atomically (a failed attempt leaves the old file). Errors other than OSError

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import threading
 
 import pytest
 import torch
 
-from deal_ros.checkpoint import CheckpointError, load_checkpoint, read_manifest, save_checkpoint
+from deal_ros.checkpoint import (
+    CheckpointError,
+    NonFiniteWeightsError,
+    load_checkpoint,
+    load_model_state,
+    read_manifest,
+    save_checkpoint,
+)
 from deal_ros.config import DealConfig
 from deal_ros.models import build_cam_net
 
@@ -100,3 +110,58 @@ def test_concurrent_reader_never_sees_a_torn_file(tmp_path) -> None:
     thread.join()
     assert errors == []
     assert load_checkpoint(path).step == 14
+
+
+def test_diverged_weights_never_replace_a_good_checkpoint(tmp_path) -> None:
+    model, optimizer = _model_and_optimizer()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, CFG, 5, optimizer)
+    before = path.read_bytes()
+    for poison in (float("nan"), float("inf"), 1e20):
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] = poison
+        with pytest.raises(NonFiniteWeightsError, match=r"diverged weights .* at step 6 .*\(step 5\) is kept"):
+            save_checkpoint(path, model, CFG, 6, optimizer)
+        assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    with pytest.raises(NonFiniteWeightsError, match="nothing was written"):
+        save_checkpoint(tmp_path / "new.safetensors", model, CFG, 6)
+    assert not (tmp_path / "new.safetensors").exists()
+
+
+def test_storage_errors_become_oserrors_naming_the_file(tmp_path, monkeypatch) -> None:
+    """safetensors reports a full disk as its own error type; callers that retry or rescue need an OSError."""
+    model, _ = _model_and_optimizer()
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full_disk)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(tmp_path / "m.safetensors", model, CFG, 1)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_permissions_follow_the_umask(tmp_path) -> None:
+    model, _ = _model_and_optimizer()
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.safetensors", model, CFG, 1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by a segmenter running as another user
+
+
+def test_a_state_dict_that_does_not_fit_is_one_short_line() -> None:
+    model, _ = _model_and_optimizer()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    first, second, *_ = state
+    state[first] = torch.zeros(7, 7)
+    del state[second]
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError) as info:
+        load_model_state(model, state, "ck.safetensors")
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400, message
+    assert f"1 tensor(s) missing: {second}" in message and "1 tensor(s) unexpected: extra.weight" in message
+    assert f"1 tensor(s) of another shape: {first} (7, 7) vs model" in message

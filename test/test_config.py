@@ -59,3 +59,45 @@ def test_architecture_hash_ignores_training_only_fields() -> None:
     assert a == b != cfg.architecture_hash()
     assert cfg.architecture_hash() != cfg.updated({"model.backbone": "resnet18"}).architecture_hash()
     assert cfg.architecture_hash() != DealConfig(classes=["box"]).architecture_hash()
+
+
+def test_numbers_as_people_write_them_and_non_finite_refused(tmp_path) -> None:
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("train: {lr: 1e-4, weight_decay: 1E-3}\naugment: {scale_min: .5}\nbuffer: {max_frames: 1e3}\n")
+    cfg = load_config(plain)
+    numbers = (cfg.train.lr, cfg.train.weight_decay, cfg.augment.scale_min, cfg.buffer.max_frames)
+    assert numbers == (1e-4, 1e-3, 0.5, 1000)
+    for value in (float("inf"), float("-inf"), float("nan")):
+        with pytest.raises(ConfigError, match=r"train\.lr': must be a finite number"):
+            DealConfig().updated({"train.lr": value})
+    with pytest.raises(ConfigError, match="expected a number, got 'fast'"):
+        DealConfig().updated({"train.lr": "fast"})
+    with pytest.raises(ConfigError, match=r"expected an integer, got 2\.5"):
+        DealConfig().updated({"buffer.max_frames": 2.5})
+
+
+def test_a_section_given_whole_is_merged_not_reset() -> None:
+    cfg = DealConfig().updated({"train.batch_size": 4, "train": {"lr": 0.01}, "loss": {"deal": {"mu": 2.0}}})
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.loss.deal.mu) == (4, 0.01, 2.0)
+    assert cfg.loss.deal.weight == DealConfig().loss.deal.weight
+    with pytest.raises(ConfigError, match=r"train\.nope': unknown key"):
+        DealConfig().updated({"train": {"nope": 1}})
+
+
+def test_ros_parameter_files_honour_dotted_keys_and_refuse_unknown_sections(tmp_path) -> None:
+    ros = tmp_path / "ros.yaml"
+    ros.write_text("/**:\n  ros__parameters:\n    rgb_topic: /camera/color/image_raw\n    qos.depth: 5\n"
+                   "    use_sim_time: false\n    classes: [mug, box]\n    loss.deal.weight: 0.5\n"
+                   "    train.lr: 1e-4\n    train:\n      batch_size: 2\n")
+    cfg = load_config(ros)
+    assert (cfg.loss.deal.weight, cfg.train.lr, cfg.train.batch_size, cfg.classes) == (0.5, 1e-4, 2, ["mug", "box"])
+    for typo in ("trian:\n      lr: 0.1", "los.deal.weight: 0.5"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(f"deal_trainer:\n  ros__parameters:\n    {typo}\n")
+        with pytest.raises(ConfigError, match=r"ros__parameters\.(trian|los\.deal\.weight)': unknown key"):
+            load_config(bad)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("loss.deal.weight: 0.25\n")
+    assert load_config(plain).loss.deal.weight == 0.25
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)

@@ -20,7 +20,7 @@ from deal_ros.errors import DealRosError, UserError, describe_os_error, one_line
 
 __all__ = ["SUBCOMMANDS", "UserError", "build_parser", "main", "parse_overrides"]
 
-SUBCOMMANDS = ("demo", "info", "train", "label", "eval", "bench", "ablate")
+SUBCOMMANDS = ("demo", "info", "train", "label", "eval", "bench", "ablate", "export")
 INTERRUPTED = 130
 """Exit code after Ctrl-C (128 + SIGINT), what shells report for an interrupted command."""
 USER_ERROR = 2

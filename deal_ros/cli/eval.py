@@ -128,8 +128,22 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, class_names: list[str] | None
                     "unmatched_examples": extra[:MAX_LISTED]}
 
 
+def check_json_path(path: str) -> Path:
+    """--json must name a file in a writable folder: checked before the evaluation, not after it."""
+    from deal_ros.files import check_output_dir
+
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"--json {target} is a folder; give a file name, e.g. {target / 'eval.json'}")
+    check_output_dir(target.parent, "--json folder")
+    return target
+
+
 def run(args: argparse.Namespace) -> int:
+    from deal_ros.files import atomic_write_text
+
     pred_dir, gt_dir = Path(args.pred_dir), Path(args.gt_dir)
+    json_out = check_json_path(args.json_out) if args.json_out else None
     class_names = load_class_names(args.classes_json, pred_dir)
     matrix, matched = evaluate_folders(pred_dir, gt_dir, class_names, args.ignore_as_background)
     if matched["predictions_without_ground_truth"]:
@@ -138,10 +152,9 @@ def run(args: argparse.Namespace) -> int:
     ignore = "counted as background" if args.ignore_as_background else "skipped"
     print(f"{matched['files']} frame(s), {matrix.total} pixel(s); predicted 255 (ignore) {ignore}")
     print(matrix.format_table())
-    if args.json_out:
+    if json_out is not None:
         report = {"pred_dir": str(pred_dir), "gt_dir": str(gt_dir),
                   "ignore_as_background": args.ignore_as_background, **matched, **matrix.as_dict()}
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(report, indent=1))
-        print(f"json: {args.json_out}")
+        atomic_write_text(json_out, json.dumps(report, indent=1))
+        print(f"json: {json_out}")
     return 0

@@ -1,7 +1,10 @@
 """`deal-ros info BAG [BAG...] [--json]`: what is in a bag and whether deal-ros can train on it.
 
-Exit codes: 0 every bag usable, 1 some bag not usable (the verdict says why), 2 user error
-(missing or unreadable bag).
+The verdict agrees with what `train` will do: besides topics and encodings, frames are synchronised
+and decoded as for training (up to io.bag.CHECK_FRAMES usable ones), so a bag whose every frame
+`train` would skip (depth with no valid pixel, constant depth, undecodable images, no RGB/depth pair)
+is NOT USABLE, with the reason. Exit codes: 0 every bag usable, 1 some bag not usable (the verdict
+says why), 2 user error (missing or unreadable bag).
 """
 
 from __future__ import annotations
@@ -10,8 +13,6 @@ import argparse
 import json
 import sys
 from typing import TextIO
-
-from deal_ros.cli import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,15 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from deal_ros.io.bag import BagError, inspect_bag
+    from deal_ros.io.bag import inspect_bag
 
     out = out or sys.stdout
-    infos = []
-    for bag in args.bags:
-        try:
-            infos.append(inspect_bag(bag))
-        except BagError as exc:
-            raise UserError(str(exc)) from None
+    infos = [inspect_bag(bag) for bag in args.bags]  # a BagError becomes one line in cli.main
     if args.json:
         json.dump([info.to_dict() for info in infos], out, indent=2)
         out.write("\n")
@@ -72,6 +68,9 @@ def format_info(info: object) -> str:
     lines.append("")
     verdict = "USABLE for training" if info.usable else "NOT USABLE"
     lines.append(f"verdict: {verdict}")
+    if info.frames_usable is not None:
+        skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(info.frames_skipped.items()))
+        lines.append(f"  frames:      {info.frames_usable} usable" + (f" (skipped: {skipped})" if skipped else ""))
     if info.choice is not None:
         c = info.choice
         lines.append(f"  rgb:         {c.rgb_topic}")

@@ -13,8 +13,13 @@ and writes, numbered by frame (NNNNNN.png, lossless PNG):
                        and PREFIX/overlay (rgb8), stamped and recorded like the colour image
 
 Tags only matter for the pseudo-labels: --tags, --tags-topic, --tags-yaml, or else a tags topic in
-the bag; a frame without known tags gets a mask but no pseudo-label. The labelled bag plays back with
-`ros2 bag play` into anything that subscribes to the label topics.
+the bag; a frame without known tags (none yet, or names that are not classes) gets a mask but no
+pseudo-label. The labelled bag plays back with `ros2 bag play` into anything that subscribes to the
+label topics.
+
+Nothing is replaced before the run has succeeded: everything is written to a temporary folder inside
+DIR and swapped in at the end, so a failed run (a bad bag, a full disk, Ctrl-C) leaves a previous
+result in DIR as it was and leaves nothing behind that blocks a rerun.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,12 +37,15 @@ import cv2
 import numpy as np
 
 from deal_ros.cli import UserError
-from deal_ros.cli.train import add_tag_options, add_topic_options, one_line, read_frames, skips_line, tag_source
+from deal_ros.cli.train import add_tag_options, add_topic_options, read_frames, skips_line, tag_source
+from deal_ros.errors import OutputError, describe_os_error
 from deal_ros.visualize import overlay
 
 LABEL_TOPICS = {"mask": "mono8", "pseudo_label": "mono8", "confidence": "32FC1", "overlay": "rgb8"}
 """Label topic suffix -> sensor_msgs/Image encoding."""
 IMAGE = "sensor_msgs/msg/Image"
+PRODUCTS = ("mask", "pseudo_label", "overlay", "labelled_bag", "frames.json", "classes.json")
+"""What a run writes into DIR, in the order it is swapped in (classes.json, which eval reads, last)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,44 +64,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deal_ros.checkpoint import CheckpointError
-    from deal_ros.device import DeviceError
-    from deal_ros.io.bag import BagError
-    from deal_ros.io.tags import UnknownTagError
+    from deal_ros.files import check_output_dir, refuse_non_folder, remove_stale_temp_files, staging_dir
 
-    try:
-        return _label(args)
-    except (BagError, UnknownTagError, CheckpointError, DeviceError) as exc:
-        raise UserError(one_line(exc)) from None
-
-
-def _label(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    prefix = "/" + args.topic_prefix.strip("/")
+    if prefix == "/":
+        raise UserError("--topic-prefix must name a namespace, e.g. /deal")
+    out = refuse_non_folder(args.out, "--out folder")
+    bag_out = out / "labelled_bag"
+    if not args.no_bag and bag_out.exists():
+        raise UserError(f"{bag_out} exists already; remove it, choose another --out, or give --no-bag")
 
     from deal_ros.checkpoint import load_checkpoint
     from deal_ros.device import resolve_device
     from deal_ros.io.bag import ReadStats
     from deal_ros.segmenter import Segmenter
 
-    prefix = "/" + args.topic_prefix.strip("/")
-    if prefix == "/":
-        raise UserError("--topic-prefix must name a namespace, e.g. /deal")
-    out = Path(args.out)
-    bag_out = out / "labelled_bag"
-    if not args.no_bag and bag_out.exists():
-        raise UserError(f"{bag_out} exists already; remove it, choose another --out, or give --no-bag")
     cfg = load_checkpoint(args.checkpoint).config
     segmenter = Segmenter(cfg, device=resolve_device(args.device))
     step = segmenter.load(args.checkpoint)
     read_stats = ReadStats()
-    frames = read_frames(args.bag, args, cfg.classes, tag_source(args), read_stats, require_tags=False)
-    for sub in ("mask", "pseudo_label", "overlay"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    names = ["background", *cfg.classes]
-    (out / "classes.json").write_text(json.dumps(
-        {"classes": names, "ignore_index": 255, "checkpoint": str(args.checkpoint), "step": step}, indent=1))
+    frames = read_frames(args.bag, args, cfg.classes, tag_source(args), read_stats, require_tags=False,
+                         skip_degenerate_depth=False)
+    check_output_dir(out, "--out folder")  # writable, before the first frame is labelled
+    for stale in remove_stale_temp_files(out):
+        print(f"removed {stale}, left by a run that was killed")
+    stage = staging_dir(out, "label")
+    try:
+        records = _label(args, frames, segmenter, step, cfg.classes, stage, prefix)
+        if not records:
+            raise UserError(f"no usable frames in {args.bag} ({skips_line(read_stats)})")
+        _swap_in(stage, out)
+    except OSError as exc:  # a full disk, a file size limit: name the folder, say nothing there changed
+        raise OutputError(f"cannot write the labels into {out}: {describe_os_error(exc)}; "
+                          f"what {out} held before is unchanged") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    labelled = sum(r["tags"] is not None for r in records)
+    print(f"labelled {len(records)} frame(s) with {args.checkpoint} (step {step}); "
+          f"pseudo-labels for {labelled} frame(s) with known tags")
+    print(read_stats.summary())
+    print(f"PNGs: {out}/{{mask,pseudo_label,overlay}}/" + ("" if args.no_bag else f"\nlabelled bag: {bag_out}"))
+    return 0
 
-    writer = None if args.no_bag else LabelledBagWriter(args.bag, bag_out, prefix)
+
+def _label(args: argparse.Namespace, frames: Any, segmenter: Any, step: int, classes: list[str], stage: Path,
+           prefix: str) -> list[dict[str, Any]]:
+    """Write every product of the run into `stage`; returns the frame records (empty: no frame was usable)."""
+    from tqdm import tqdm
+
+    for sub in ("mask", "pseudo_label", "overlay"):
+        (stage / sub).mkdir()
+    names = ["background", *classes]
+    writer = None if args.no_bag else LabelledBagWriter(args.bag, stage / "labelled_bag", prefix)
     records: list[dict[str, Any]] = []
     try:
         for frame in tqdm(frames, desc="label", unit="frame", dynamic_ncols=True):
@@ -99,10 +123,10 @@ def _label(args: argparse.Namespace) -> int:
             result = segmenter(rgb, frame.depth_m, frame.tags if frame.tags_known else None)
             shown = overlay(frame.rgb, result.mask)
             name = f"{frame.index:06d}.png"
-            _write_png(out / "mask" / name, result.mask)
-            _write_png(out / "overlay" / name, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+            _write_png(stage / "mask" / name, result.mask)
+            _write_png(stage / "overlay" / name, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
             if result.pseudo_label is not None:
-                _write_png(out / "pseudo_label" / name, result.pseudo_label)
+                _write_png(stage / "pseudo_label" / name, result.pseudo_label)
             if writer is not None:
                 images = {"mask": result.mask, "confidence": result.confidence, "overlay": shown}
                 if result.pseudo_label is not None:
@@ -116,20 +140,44 @@ def _label(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.abort()
         raise
-    if not records:
-        raise UserError(f"no usable frames in {args.bag} ({skips_line(read_stats)})")
-    (out / "frames.json").write_text(json.dumps(records, indent=0))
-    labelled = sum(r["tags"] is not None for r in records)
-    print(f"labelled {len(records)} frame(s) with {args.checkpoint} (step {step}); "
-          f"pseudo-labels for {labelled} frame(s) with known tags")
-    print(read_stats.summary())
-    print(f"PNGs: {out}/{{mask,pseudo_label,overlay}}/" + (f"\nlabelled bag: {bag_out}" if writer else ""))
-    return 0
+    (stage / "frames.json").write_text(json.dumps(records, indent=0))
+    (stage / "classes.json").write_text(json.dumps(
+        {"classes": names, "ignore_index": 255, "checkpoint": str(args.checkpoint), "step": step}, indent=1))
+    return records
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Move the run's products from `stage` into `out`, each replacing the previous one (kept in `stage` until
+    all are in, and moved back if a move fails), so `out` holds one run's result, never a mix."""
+    previous = stage / ".previous"
+    previous.mkdir()
+    moved: list[tuple[Path, Path | None]] = []
+    try:
+        for name in PRODUCTS:
+            new = stage / name
+            if not new.exists():
+                continue
+            target = out / name
+            old = None
+            if target.exists() or target.is_symlink():
+                old = previous / name
+                os.replace(target, old)
+            moved.append((target, old))
+            os.replace(new, target)
+    except BaseException:
+        for target, old in reversed(moved):
+            with contextlib.suppress(OSError):
+                if target.exists():
+                    os.replace(target, stage / f".failed-{target.name}")
+                if old is not None:
+                    os.replace(old, target)
+        raise
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
+    """cv2.imwrite, whose failures (a full disk) return False instead of raising: an OSError naming the file."""
     if not cv2.imwrite(str(path), image):
-        raise UserError(f"cannot write {path}")
+        raise OSError(f"cannot write {path} (disk full or not writable?)")
 
 
 class LabelledBagWriter:
@@ -221,7 +269,7 @@ class LabelledBagWriter:
             self._stack.close()
 
     def abort(self) -> None:
-        """Close after an error; the partial bag is left for inspection but named in no success message."""
+        """Close after an error (the caller removes the partial bag)."""
         with contextlib.suppress(Exception):  # already failing: keep the first error
             self._writer.close()
         self._stack.close()

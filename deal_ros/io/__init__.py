@@ -1,18 +1,13 @@
 """Message I/O without rclpy: image codecs, offline time sync, bag reading, tags.
 
-Importing this package does not import rosbags; ``deal_ros.io.bag`` does.
+Importing this package does not import rosbags (``deal_ros.io.bag`` does), nor the image codecs
+(cv2, and torch through deal_ros.depth) until one of them is used: ``deal_ros.io.tags`` stays cheap,
+so that a command refuses a bad option in a fraction of a second.
 """
 
 from __future__ import annotations
 
-from deal_ros.io.image_codec import (
-    ImageDecodeError,
-    decode_compressed_image,
-    decode_depth_m,
-    decode_image,
-    decode_rgb,
-    image_fields,
-)
+from typing import Any
 
 __all__ = [
     "ImageDecodeError",
@@ -22,3 +17,11 @@ __all__ = [
     "decode_rgb",
     "image_fields",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from deal_ros.io import image_codec
+
+        return getattr(image_codec, name)
+    raise AttributeError(f"module 'deal_ros.io' has no attribute {name!r}")

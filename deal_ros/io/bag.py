@@ -10,6 +10,7 @@ raise :class:`BagError` with a message meant for a person, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import queue
 import sqlite3
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
+from deal_ros.data_checks import depth_problem
 from deal_ros.errors import DealRosError
 from deal_ros.io.image_codec import (
     COLOR_ENCODINGS,
@@ -217,6 +219,10 @@ class BagInfo:
     usable: bool
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    frames_usable: int | None = None
+    """Frames `train` would get, counted over the first CHECK_FRAMES usable ones (None: not checked)."""
+    frames_skipped: dict[str, int] = field(default_factory=dict)
+    """Synchronised frames that `train` would skip, by reason, among those read for frames_usable."""
 
     def topic(self, name: str) -> TopicStats | None:
         return next((t for t in self.topics if t.name == name), None)
@@ -640,8 +646,37 @@ def inspect_bag(path: str | Path) -> BagInfo:
         )
     if choice.tags_topic is None:
         bag.warnings.append("no tags topic (std_msgs/String named 'tags'): give the tags or a tag schedule")
+    if not bag.problems:
+        _check_frames(path, choice, bag)
     bag.usable = not bag.problems
     return bag
+
+
+CHECK_FRAMES = 200
+"""inspect_bag decodes frames until this many are usable (all of the bag when fewer are)."""
+
+
+def _check_frames(path: str | Path, choice: TopicChoice, bag: BagInfo) -> None:
+    """Read frames as `train` would (sync, decode, depth checks) so that the verdict agrees with what it does."""
+    stats = ReadStats()
+    frames = iter_rgbd_frames(path, choice.rgb_topic, choice.depth_topic, choice.info_topic, choice.tags_topic,
+                              require_tags=False, stats=stats)
+    try:
+        for _ in itertools.islice(frames, CHECK_FRAMES):
+            pass
+    except BagError as exc:
+        bag.problems.append(str(exc))
+        return
+    finally:
+        frames.close()  # type: ignore[attr-defined]
+    bag.frames_usable, bag.frames_skipped = stats.frames, dict(stats.skipped)
+    bag.warnings += [w for w in stats.warnings if w not in bag.warnings]
+    skips = "; ".join(f"{reason} {count}" + (f" (e.g. {stats.examples[reason]})" if reason in stats.examples else "")
+                      for reason, count in sorted(stats.skipped.items()))
+    if stats.frames == 0:
+        bag.problems.append(f"no usable RGB-D frame: {skips or 'no RGB/depth pair within the sync slop'}")
+    elif skips:
+        bag.warnings.append(f"{stats.frames} usable frame(s) checked; skipped: {skips}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -666,14 +701,18 @@ def iter_rgbd_frames(
     depth_size_policy: str = "resize",
     require_tags: bool = True,
     stats: ReadStats | None = None,
+    skip_degenerate_depth: bool = True,
 ) -> Iterator[RGBDFrame]:
     """Synchronised, tagged RGB-D frames from one or more bags (read one after the other).
 
     Tags come from `tags` when given (a fixed list or 'mug, box' for the whole bag, or a
     TagSchedule over bag time), else from the bag's std_msgs/String tags topic (the latest value
     when the colour image arrives). With `classes`, unknown names in `tags` raise UnknownTagError
-    at once; unknown names on the tags topic skip the frames they apply to (reason 'unknown_tag').
+    at once; unknown names on the tags topic skip the frames they apply to (reason 'unknown_tag'),
+    or with require_tags=False give them no tags (tags_known=False, warned once per name set).
     Frames without tags are skipped ('no_tags') unless require_tags=False (then tags = []).
+    Depth with no valid pixel or one value everywhere trains nothing: such frames are skipped
+    ('depth_no_valid', 'depth_constant') unless skip_degenerate_depth=False (then warned once).
     `min_gap_s` drops frames closer than that to the previous one ('min_gap'). When depth and
     RGB sizes differ, 'resize' resizes depth (nearest, warned once), 'refuse' raises BagError.
     Pass a ReadStats to get the counts. Arguments are checked here, the bags when iterated.
@@ -710,6 +749,7 @@ def iter_rgbd_frames(
         depth_size_policy,
         require_tags,
         stats if stats is not None else ReadStats(),
+        skip_degenerate_depth,
     )
 
 
@@ -728,6 +768,7 @@ def _iter_frames(
     depth_size_policy: str,
     require_tags: bool,
     stats: ReadStats,
+    skip_degenerate_depth: bool = True,
 ) -> Iterator[RGBDFrame]:
     index = 0
     min_gap_ns = int(min_gap_s * 1e9)
@@ -795,8 +836,11 @@ def _iter_frames(
                     stats.skip("min_gap")
                     continue
                 if isinstance(frame_tags, UnknownTagError):
-                    stats.skip("unknown_tag", str(frame_tags))
-                    continue
+                    if require_tags:
+                        stats.skip("unknown_tag", str(frame_tags))
+                        continue
+                    stats.warn(f"{path}: {frame_tags}: frames with these tags get no pseudo-label")
+                    frame_tags = _NO_TAGS
                 tags_known = frame_tags is not _NO_TAGS
                 if not tags_known:
                     if require_tags:
@@ -810,6 +854,13 @@ def _iter_frames(
                     stats.skip("decode_error", str(exc))
                     continue
                 depth_m = _fit_depth(depth_m, rgb, depth_size_policy, choice, stats, str(path))
+                problem = depth_problem(depth_m, f"{choice.depth_topic} at {stamp_ns / 1e9:.3f} s")
+                if problem is not None:
+                    if skip_degenerate_depth:
+                        stats.skip(problem.reason, str(problem))
+                        continue
+                    stats.warn(f"{path}: some frames have degenerate depth ({problem.reason}); they are kept, "
+                               "but depth cannot refine their pseudo-labels")
                 frame_id = str(rgb_msg.header.frame_id)
                 depth_frame = str(depth_msg.header.frame_id)
                 if depth_frame != frame_id and choice.depth_aligned is not True:
