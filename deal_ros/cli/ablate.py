@@ -188,8 +188,7 @@ def _base_config(args: argparse.Namespace) -> DealConfig:
 
 
 def _frames(args: argparse.Namespace, base: DealConfig) -> tuple[list[Frame], list[Any]]:
-    from deal_ros.cli.demo import DEMO_CAMERA_DISTANCE_M
-    from deal_ros.synthetic import make_tabletop_scenes
+    from deal_ros.synthetic import make_closeup_scenes
 
     size = tuple(args.size)
     total = args.train_frames + args.eval_frames
@@ -200,8 +199,7 @@ def _frames(args: argparse.Namespace, base: DealConfig) -> tuple[list[Frame], li
             raise UserError("--bag needs --gt-dir with the ground-truth masks")
         frames = load_bag(args.bag, args.gt_dir, size, base.classes, total)
     else:
-        frames = make_tabletop_scenes(total, *size, base.classes, seed=args.seed,
-                                      camera_distance_m=DEMO_CAMERA_DISTANCE_M)
+        frames = make_closeup_scenes(total, *size, base.classes, seed=args.seed)
     if len(frames) < 2:
         raise UserError(f"need at least 2 labelled frames, found {len(frames)}")
     n_train = min(args.train_frames, len(frames) - 1)

@@ -1,7 +1,9 @@
 """`deal-ros demo`: the main job on built-in defaults. No ROS, no GPU, no downloads.
 
-Makes built-in RGB-D tabletop scenes with ground truth, trains the same model with and without DEAL
-(the paper's depth-edge map and the robot-robust one) for the same budget, and writes a report:
+Makes built-in close-up RGB-D scenes with ground truth (one or two of 8 objects covering 8-35 % of the frame,
+deal_ros.synthetic.make_closeup_scenes), trains the same model from tags alone, with DEAL
+(the paper's depth-edge map and the robot-robust one) and with the default recipe (the support-plane prior)
+for the same budget, and writes a report:
 pseudo-label and mask mIoU per arm, loss curves and overlay images.
 """
 
@@ -18,25 +20,23 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from deal_ros.cli.quality import RECIPES
 from deal_ros.config import BUILTIN_WEIGHTS, DealConfig, load_config
 from deal_ros.experiment import ArmResult, plot_bars, plot_losses, run_arm
 from deal_ros.models import describe_weights
 from deal_ros.segmenter import Segmenter
-from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
+from deal_ros.synthetic import CLOSEUP_CLASSES, make_closeup_scenes
 from deal_ros.visualize import colorize, overlay
 
 DEMO_ARMS = {
-    "cls only": {"loss.deal.enabled": False},
-    "cls + DEAL (paper)": {"loss.deal.edge_operator": "sobel", "loss.deal.log_depth": False,
-                           "loss.deal.edge_norm": "max"},
-    "cls + DEAL (robust)": {},
+    "cls only": RECIPES["cls-only"],
+    "cls + DEAL (paper)": RECIPES["paper-map"],
+    "cls + DEAL (robust)": RECIPES["robust-map"],
+    "default (support plane)": RECIPES["default"],
 }
-"""Arm name -> config overrides on top of the demo config; the arms differ only in the DEAL setting."""
+"""Arm name -> config overrides on top of the demo config: tags alone, + DEAL with the paper's and with the robust
+depth-edge map (no support-plane prior), and the package's default recipe (deal_ros.cli.quality.RECIPES)."""
 
-
-DEMO_CAMERA_DISTANCE_M = (0.35, 0.6)
-"""Camera-to-table distance of the demo scenes: close enough that objects (13 % of the image on average)
-span several CAM cells at the demo's small input size."""
 
 def resolve_weights(option: str) -> str:
     """--weights -> model.pretrained_path: 'auto' = $DEAL_ROS_WEIGHTS if set, else 'builtin'; 'none' = ''."""
@@ -51,7 +51,7 @@ def demo_config(height: int, width: int, weights: str, seed: int) -> DealConfig:
     With ImageNet weights the backbone trains at a tenth of the heads' rate (its BatchNorm frozen, as
     the weights' profile says); from random init everything trains at the same rate.
     """
-    return DealConfig(classes=list(DEFAULT_CLASSES)).updated({
+    return DealConfig(classes=list(CLOSEUP_CLASSES)).updated({
         "model.input_height": height,
         "model.input_width": width,
         "model.output_stride": 16,
@@ -112,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("--weights none: training from random init, where %d steps are too few for the classifier "
                     "to localise objects", args.steps)
     base = load_config(args.config) if args.config else demo_config(height, width, weights, args.seed)
-    frames = make_tabletop_scenes(args.train_frames + args.eval_frames, height, width, base.classes, seed=args.seed,
-                                  camera_distance_m=DEMO_CAMERA_DISTANCE_M)
+    frames = make_closeup_scenes(args.train_frames + args.eval_frames, height, width, base.classes, seed=args.seed)
     train_frames, eval_frames = frames[: args.train_frames], frames[args.train_frames:]
     log.info("%d training + %d held-out scenes of %dx%d, classes %s", len(train_frames), len(eval_frames),
              height, width, base.classes)
@@ -140,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
               "arms": [r.summary() for r in results], "history": {r.name: r.history for r in results}}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     lines = ["# deal-ros demo report", "",
-             f"{len(train_frames)} training / {len(eval_frames)} held-out built-in tabletop scenes "
+             f"{len(train_frames)} training / {len(eval_frames)} held-out built-in close-up scenes "
              f"at {height}x{width}, "
              f"{args.steps} steps per arm, seed {args.seed}.", f"Backbone weights: {weights_used}.",
              "Pseudo-label mIoU on the training scenes, mask mIoU on the held-out scenes (background included).", "",

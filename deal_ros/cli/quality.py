@@ -35,17 +35,22 @@ PAPER_MAP = {"loss.deal.edge_operator": "sobel", "loss.deal.log_depth": False, "
              "loss.deal.hole_fill": "far"}
 """The paper's depth-edge map (Sobel of metric depth over its per-image maximum), holes filled."""
 
+NO_PLANE = {"pseudo_label.support_plane": False}
 RECIPES: dict[str, dict[str, Any]] = {
-    "cls-only": {"loss.deal.enabled": False},
-    "paper-map": PAPER_MAP,
+    "cls-only": {"loss.deal.enabled": False, **NO_PLANE},
+    "paper-map": {"loss.deal.enabled": True, **PAPER_MAP, **NO_PLANE},
+    "robust-map": {"loss.deal.enabled": True, **NO_PLANE},
+    "plane": {"loss.deal.enabled": False, "pseudo_label.support_plane": True},
+    "plane+robust-map": {"loss.deal.enabled": True, "pseudo_label.support_plane": True},
+    "plane+paper-map": {"loss.deal.enabled": True, "pseudo_label.support_plane": True, **PAPER_MAP},
     "default": {},
-    "no-support-plane": {"pseudo_label.support_plane": False, "loss.support_weight": 0.0},
     "isl+fsl": {"loss.isl.enabled": True, "loss.fsl.enabled": True},
     "ssc": {"loss.ssc.enabled": True, "loss.recon.enabled": True},
 }
-"""Named recipes: overrides on top of the defaults (plus --set). A recipe may also be given inline as
-NAME:KEY=VALUE,KEY=VALUE (e.g. 'lr3:train.lr=3e-3')."""
-DEFAULT_RECIPES = ("cls-only", "paper-map", "default")
+"""Named recipes: overrides on top of the package defaults (plus --set); each says whether DEAL (and which
+depth-edge map) and the support-plane prior are on, whatever the defaults are. A recipe may also be given
+inline as NAME:KEY=VALUE,KEY=VALUE (e.g. 'lr3:train.lr=3e-3')."""
+DEFAULT_RECIPES = ("cls-only", "paper-map", "robust-map", "plane", "plane+robust-map")
 
 SCENES = {
     "closeup": {"train_seed": 100, "val_seed": 200},

@@ -9,8 +9,11 @@ Tags say which classes are in view: one list for every frame (--tags), a std_msg
 the bag (--tags-topic, or a topic named 'tags' found automatically), or time ranges (--tags-yaml).
 Without --config the classes are --classes, or else the tags given.
 
-Writes to --out: model.safetensors (atomically, every --checkpoint-every steps and at the end),
-train_log.json (loss history, read statistics) and loss_curves.png. Ctrl-C saves and exits 130.
+Writes to --out: model.safetensors and train_log.json (loss history, read statistics), both atomically
+and together, every --checkpoint-every steps and at the end, and loss_curves.png. Ctrl-C saves and exits
+130. Nothing trained is lost: the folder is checked (writable, room for a checkpoint) before any work; a
+save that keeps failing goes to a rescue folder that the error names; weights that diverged to NaN/inf
+are never saved over a good checkpoint. A new train.lr (etc.) given with --resume takes effect.
 """
 
 from __future__ import annotations
@@ -27,10 +30,22 @@ from typing import Any
 
 from deal_ros.cli import UserError, parse_overrides
 from deal_ros.config import DealConfig, load_config
+from deal_ros.errors import one_line
+
+__all__ = ["FrameFeeder", "NoFramesError", "parse_overrides", "read_frames", "skips_line", "train_until",
+           "wait_for_batch"]
 
 LOG = logging.getLogger("deal_ros.train")
 
 DEFAULT_STEPS = 1000
+MAX_SKIPPED_IN_A_ROW = 10
+"""Steps in a row with a non-finite loss (finite weights) after which training is declared diverged."""
+MAX_EXAMPLE_CHARS = 240
+"""Length of the example message per skip reason in a one-line error."""
+
+
+class NoFramesError(UserError):
+    """No frame of the bags could be used; the command adds what was read and skipped."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -70,7 +85,6 @@ def tag_source(args: argparse.Namespace) -> Any:
 
 def default_classes(args: argparse.Namespace, tags: Any) -> list[str]:
     """Class names when no config names them: the tags given, in order of appearance."""
-    from deal_ros.io.bag import scan_tag_names
     from deal_ros.io.tags import TagSchedule, parse_tags
 
     if isinstance(tags, str):
@@ -78,6 +92,8 @@ def default_classes(args: argparse.Namespace, tags: Any) -> list[str]:
     elif isinstance(tags, TagSchedule):
         names = list(dict.fromkeys(t for r in tags.ranges for t in r.tags))
     else:
+        from deal_ros.io.bag import scan_tag_names  # rosbags, cv2, torch: only to read the bag
+
         topic, names = scan_tag_names(args.bags, args.tags_topic)
         if topic is None:
             raise UserError("no tags: the bag has no tags topic (std_msgs/String named 'tags'); "
@@ -85,11 +101,6 @@ def default_classes(args: argparse.Namespace, tags: Any) -> list[str]:
     if not names:
         raise UserError("the tags name no class; give the class names with --classes")
     return names
-
-
-def one_line(exc: BaseException) -> str:
-    """The message on one line (a state-dict mismatch spans several), so the user sees one error line."""
-    return " ".join(str(exc).split())
 
 
 def read_frames(bags: str | Sequence[str], args: argparse.Namespace, classes: Sequence[str], tags: Any, stats: Any,
@@ -166,15 +177,33 @@ def wait_for_batch(trainer: Any, feeder: FrameFeeder, poll_s: float = 0.02) -> N
         feeder.done.wait(poll_s)
     feeder.check()
     if len(trainer.buffer) == 0:
-        raise UserError("no usable frames")
+        raise NoFramesError("no usable frames")
 
 
-def train_until(trainer: Any, feeder: FrameFeeder, steps: int, on_step: Callable[[Any], None] | None = None) -> None:
-    """Run trainer steps until trainer.step == steps, starting as soon as a batch is buffered."""
+def train_until(trainer: Any, feeder: FrameFeeder, steps: int, on_step: Callable[[Any], None] | None = None,
+                max_skipped: int = MAX_SKIPPED_IN_A_ROW) -> None:
+    """Run trainer steps until trainer.step == steps, starting as soon as a batch is buffered.
+
+    Raises LossDivergedError when training diverged: the weights became NaN, inf or absurdly large
+    (checked after every step, before on_step may save them), or `max_skipped` steps in a row had a
+    non-finite loss.
+    """
+    from deal_ros.checkpoint import MAX_WEIGHT_ABS
+
     wait_for_batch(trainer, feeder)
+    in_a_row = 0
     while trainer.step < steps:
         feeder.check()
+        skipped = trainer.skipped_steps
         stats = trainer.train_step()
+        in_a_row = in_a_row + 1 if trainer.skipped_steps > skipped else 0
+        hint = f"lower train.lr (now {trainer.cfg.train.lr:g}) or the loss weights"
+        if (stats is not None or in_a_row) and trainer.weights_diverged():
+            raise LossDivergedError(f"training diverged at step {trainer.step}: the weights are NaN, inf or "
+                                    f"> {MAX_WEIGHT_ABS:g}; {hint}")
+        if in_a_row >= max_skipped:
+            raise LossDivergedError(f"training diverged at step {trainer.step}: {in_a_row} steps in a row had a "
+                                    f"non-finite loss; {hint}")
         if stats is not None and on_step is not None:
             on_step(stats)
 
@@ -202,12 +231,71 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="save every N steps (default: checkpoint.period_steps; 0 = only at the end)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set train.batch_size=4 --set loss.deal.weight=0.5")
+    parser.add_argument("--val-bag", metavar="BAG", help="held-out bag: print and plot its mIoU while training")
+    parser.add_argument("--val-gt", metavar="DIR",
+                        help="ground-truth masks of --val-bag (frame index 000012.png or colour stamp in ns)")
+    parser.add_argument("--val-every", type=int, default=100, metavar="N",
+                        help="evaluate on --val-bag every N steps and at the end (default: %(default)s)")
     parser.set_defaults(func=run)
+
+
+class Validation:
+    """Held-out frames with ground truth, scored during training: mask and pseudo-label mIoU per class."""
+
+    def __init__(self, bag: str, gt_dir: str, cfg: DealConfig, every: int) -> None:
+        from deal_ros.cli.ablate import load_bag
+
+        size = (cfg.model.input_height, cfg.model.input_width)
+        self.frames = load_bag(bag, gt_dir, size, list(cfg.classes), 10**9)
+        if not self.frames:
+            raise UserError(f"--val-bag {bag}: no frame has a ground-truth mask in {gt_dir}")
+        self.cfg, self.every = cfg, every
+        self.curve: list[dict[str, Any]] = []
+
+    def due(self, step: int, last_step: int) -> bool:
+        return step == last_step or (self.every > 0 and step % self.every == 0)
+
+    def evaluate(self, trainer: Any) -> dict[str, Any]:
+        """Score the trainer's current weights on the held-out frames; the point is appended to `curve`."""
+        from deal_ros.experiment import evaluate
+        from deal_ros.segmenter import Segmenter
+
+        result = evaluate(self.cfg, Segmenter(self.cfg, trainer.model, model_lock=trainer.model_lock),
+                          self.frames, self.frames)
+        trainer.model.train()
+        names = ["background", *self.cfg.classes]
+        point = {"step": trainer.step, "mask_miou": result.masks.miou(), "pseudo_miou": result.pseudo.miou(),
+                 "mask_iou": dict(zip(names, result.masks.iou().tolist(), strict=True))}
+        self.curve.append(point)
+        return point
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from deal_ros.files import atomic_write
+
+        steps = [p["step"] for p in self.curve]
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(steps, [p["mask_miou"] for p in self.curve], "o-", label="mask mIoU")
+        ax.plot(steps, [p["pseudo_miou"] for p in self.curve], "s-", label="pseudo-label mIoU")
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"held-out: {len(self.frames)} frames")
+        fig.tight_layout()
+        try:
+            atomic_write(path, lambda tmp: fig.savefig(str(tmp), dpi=100), suffix=".png")
+        except OSError as exc:
+            LOG.warning("could not write %s (%s); the numbers are in train_log.json", path, one_line(exc, 200))
+        plt.close(fig)
 
 
 def build_config(args: argparse.Namespace, tags: Any) -> DealConfig:
     """Config from --config / the resumed checkpoint / defaults, then --classes, --out and --set."""
-    from deal_ros.checkpoint import CheckpointError, load_checkpoint
     from deal_ros.io.tags import parse_tags
 
     overrides = parse_overrides(args.overrides)
@@ -220,6 +308,8 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealConfig:
     if args.config is not None:
         return load_config(args.config, overrides)
     if args.resume:
+        from deal_ros.checkpoint import CheckpointError, load_checkpoint  # torch: only when needed
+
         directory = Path(args.out or DealConfig().checkpoint.directory)
         try:
             base = load_checkpoint(directory / "model.safetensors").config
@@ -232,47 +322,92 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealConfig:
 
 
 def skips_line(stats: Any) -> str:
-    """ReadStats in one line: frames read and skips by reason, for error messages."""
-    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.skipped.items()))
-    return f"{stats.frames} frame(s) read" + (f"; skipped: {reasons}" if reasons else "")
+    """ReadStats in one line: frames read and skips by reason, each with its first example (the encoding,
+    the unknown tag name), so that a refusal says what to fix."""
+    reasons = []
+    for reason, count in sorted(stats.skipped.items()):
+        example = stats.examples.get(reason)
+        reasons.append(f"{reason} {count}" + (f" (e.g. {one_line(example, MAX_EXAMPLE_CHARS)})" if example else ""))
+    return f"{stats.frames} frame(s) read" + (f"; skipped: {', '.join(reasons)}" if reasons else "")
+
+
+def read_history(path: Path, step: int) -> list[dict[str, Any]]:
+    """The loss history of train_log.json up to `step` (the resumed checkpoint's); [] when there is none.
+
+    An unreadable log (cut off by a crash of an older version, edited by hand) is moved aside to
+    NAME.unreadable, never deleted, and training continues from the checkpoint, which is what counts.
+    """
+    if not path.exists():
+        return []
+    try:
+        history = json.loads(path.read_text())["history"]
+        if not isinstance(history, list) or not all(isinstance(h, dict) and "step" in h for h in history):
+            raise ValueError("'history' is not a list of steps")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        aside = path.with_name(path.name + ".unreadable")
+        path.replace(aside)
+        LOG.warning("%s is unreadable (%s): moved to %s; the loss history starts again at step %d",
+                    path, one_line(exc, 200), aside, step)
+        return []
+    return [h for h in history if h["step"] <= step]
 
 
 def run(args: argparse.Namespace) -> int:
-    from deal_ros.checkpoint import CheckpointError
-    from deal_ros.device import DeviceError
-    from deal_ros.io.bag import BagError
-    from deal_ros.io.tags import UnknownTagError
-
     try:
         return _train(args)
-    except (BagError, UnknownTagError, CheckpointError, DeviceError) as exc:
-        raise UserError(one_line(exc)) from None
+    finally:
+        distributed = sys.modules.get("deal_ros.distributed")  # not imported (torch!) by a refusal before it
+        if distributed is not None:
+            distributed.shutdown()  # leave the torchrun job, if any
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from deal_ros.experiment import plot_losses
-    from deal_ros.io.bag import ReadStats
-    from deal_ros.trainer import OnlineTrainer
+    from deal_ros.files import check_output_dir, refuse_non_folder, remove_stale_temp_files
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
+    role = "--out folder" if args.out is not None else "checkpoint.directory"
+    if args.out is not None:
+        refuse_non_folder(args.out, role)  # a file given as --out: say so, not "checkpoint not found"
+        if Path(args.out).is_dir():
+            check_output_dir(args.out, role)  # e.g. read-only: refused in the first second
     tags = tag_source(args)
     cfg = build_config(args, tags)
+    from deal_ros.distributed import attach, join_job
+
+    job = join_job(cfg.train.device)  # None unless started by torchrun
+    main = job is None or job.is_main  # rank 0 alone touches the output folder
+    out = check_output_dir(cfg.checkpoint.directory, role) if main else Path(cfg.checkpoint.directory)
+    for stale in remove_stale_temp_files(out) if main else ():
+        LOG.info("removed %s, left by a run that was killed", stale)
+
+    from tqdm import tqdm
+
+    from deal_ros.checkpoint import estimate_checkpoint_bytes
+    from deal_ros.files import check_free_space
+    from deal_ros.io.bag import ReadStats
+    from deal_ros.trainer import OnlineTrainer
+
+    if bool(args.val_bag) != bool(args.val_gt):
+        raise UserError("--val-bag and --val-gt go together (held-out frames and their ground-truth masks)")
+    validation = Validation(args.val_bag, args.val_gt, cfg, args.val_every) if args.val_bag else None
     read_stats = ReadStats()
     frames = read_frames(args.bags, args, cfg.classes, tags, read_stats, min_gap_s=args.min_gap)
-    trainer = OnlineTrainer(cfg)
-    out = Path(cfg.checkpoint.directory)
-    out.mkdir(parents=True, exist_ok=True)
+    if job is not None:
+        frames = job.shard(frames)  # frame i trains on rank i % N only
+    trainer = OnlineTrainer(cfg, device=None if job is None else job.device)
+    if main:
+        check_free_space(out, estimate_checkpoint_bytes(trainer.model, cfg.train.optimizer), role, "a checkpoint")
     previous: list[dict[str, Any]] = []
     if args.resume:
         trainer.resume()
-        log_path = out / "train_log.json"
-        if log_path.is_file():
-            previous = json.loads(log_path.read_text()).get("history", [])
+        if trainer.resume_changes and main:
+            print(f"resumed at step {trainer.step}; applied to the optimizer: {', '.join(trainer.resume_changes)}")
+        previous = read_history(out / "train_log.json", trainer.step) if main else []
     elif trainer.checkpoint_path.exists():
         LOG.warning("%s exists and will be overwritten (use --resume to continue from it)", trainer.checkpoint_path)
+    if job is not None:
+        attach(trainer, job)  # rank 0's weights everywhere; gradients averaged over the ranks from now on
     if trainer.step >= args.steps:
         print(f"checkpoint {trainer.checkpoint_path} is at step {trainer.step} >= --steps {args.steps}: nothing to do")
         return 0
@@ -282,7 +417,10 @@ def _train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     history: list[dict[str, Any]] = []
     feeder = FrameFeeder(lambda f: trainer.add_frame(f.rgb, f.depth_m, f.tags), frames)
-    bar = tqdm(total=args.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=args.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
+    run_log = RunLog(out, args, cfg, read_stats, feeder, start_step, start)
+    run_log.world_size = 1 if job is None else job.world_size
+    run_log.validation = validation
 
     def on_step(stats: Any) -> None:
         history.append(stats.as_dict())
@@ -291,60 +429,191 @@ def _train(args: argparse.Namespace) -> int:
                         seg=f"{stats.loss_seg:.3f}", fps=f"{feeder.frames_per_second:.1f}",
                         sps=f"{(stats.step - start_step) / elapsed:.2f}", refresh=False)
         bar.update(1)
+        if main and validation is not None and validation.due(stats.step, args.steps):
+            point = validation.evaluate(trainer)
+            bar.write(f"step {point['step']}: held-out mask mIoU {point['mask_miou']:.3f}, "
+                      f"pseudo-label mIoU {point['pseudo_miou']:.3f}")
+        diffuse = stats.diffuse_classes
+        if main and diffuse and stats.step % 100 == 0:
+            bar.write(f"step {stats.step}: pseudo-labels of {diffuse} cover most of the frames they are tagged in "
+                      "(class recognised from the whole frame)")
         if period and stats.step % period == 0 and stats.step < args.steps:
-            trainer.save()
+            if job is not None:
+                run_log.frames_per_rank = job.gather(feeder.frames_added)  # every rank is at this step
+            if main:
+                save_outputs(trainer, run_log, previous + history, "running")
 
     def finish(status: str) -> Path:
         bar.close()
         feeder.stop()
-        path = trainer.save()
-        _write_log(out, args, cfg, previous + history, read_stats, feeder, status, start_step,
-                   time.perf_counter() - start)
+        if job is not None and status == "finished":
+            run_log.frames_per_rank = job.gather(feeder.frames_added)
+            run_log.weights_identical = job.identical(trainer.model.state_dict().values())
+        elif job is not None:  # after an interrupt a rank may be gone: only rank 0's count is known
+            run_log.frames_per_rank = [feeder.frames_added, *([None] * (job.world_size - 1))]
+        if not main:
+            return trainer.checkpoint_path
+        path = save_outputs(trainer, run_log, previous + history, status)
         if previous or history:
-            plot_losses({"train": previous + history}, str(out / "loss_curves.png"))
+            _plot(previous + history, out / "loss_curves.png")
+        if validation is not None and validation.curve:
+            validation.plot(out / "val_miou.png")
         return path
 
     try:
         train_until(trainer, feeder, args.steps, on_step)
     except KeyboardInterrupt:
         path = finish("interrupted")
-        print(f"\ninterrupted at step {trainer.step}: checkpoint saved to {path}", file=sys.stderr)
+        if main:
+            print(f"\ninterrupted at step {trainer.step}: checkpoint saved to {path}", file=sys.stderr)
         return 130
-    except UserError as exc:
+    except BaseException as exc:
         bar.close()
         feeder.stop()
-        raise UserError(f"{exc} in {', '.join(args.bags)} ({skips_line(read_stats)})") from None
-    except BaseException:
-        bar.close()
-        feeder.stop()
-        if trainer.step > start_step:
-            LOG.warning("saving the %d step(s) trained so far to %s", trainer.step - start_step, trainer.save())
+        if isinstance(exc, NoFramesError):
+            raise NoFramesError(f"{exc} in {', '.join(args.bags)} ({skips_line(read_stats)})") from None
+        if isinstance(exc, LossDivergedError):  # nothing worth saving: keep the last good checkpoint
+            kept = _checkpoint_step(trainer.checkpoint_path)
+            where = f"{trainer.checkpoint_path} (step {kept}) is kept" if kept is not None else "nothing was saved"
+            raise LossDivergedError(f"{exc}; {where}; {log_divergence(run_log, previous + history)}") from None
+        if main and trainer.step > start_step and not isinstance(exc, SaveError):
+            try:
+                path = save_outputs(trainer, run_log, previous + history, "failed")
+            except DivergedError:
+                raise
+            except SaveError as save_exc:
+                raise SaveError(f"{one_line(exc)}; and {save_exc}") from None
+            LOG.warning("the %d step(s) trained so far are saved in %s", trainer.step - start_step, path)
         raise
     path = finish("finished")
+    if not main:
+        return 0
     wall = time.perf_counter() - start
     reading = "all frames read" if feeder.done.is_set() and feeder.error is None else "reading stopped at --steps"
     print(f"trained {trainer.step - start_step} step(s) to step {trainer.step} in {wall:.1f} s "
           f"({(trainer.step - start_step) / wall:.2f} steps/s); {feeder.frames_added} frame(s) buffered "
           f"at {feeder.frames_per_second:.1f} frames/s ({reading})")
+    if job is not None:
+        print(f"{job.world_size} processes ({job.backend}), batch {trainer.batch_size} each; frames per rank: "
+              f"{run_log.frames_per_rank}; weights identical on all ranks: {run_log.weights_identical}")
     print(read_stats.summary())
     print(f"checkpoint: {path}\nlog: {out / 'train_log.json'}\nloss curves: {out / 'loss_curves.png'}")
     return 0
 
 
-def _write_log(out: Path, args: argparse.Namespace, cfg: DealConfig, history: list[dict[str, Any]], read_stats: Any,
-               feeder: FrameFeeder, status: str, start_step: int, wall_s: float) -> None:
-    log = {
-        "status": status,
-        "bags": list(args.bags),
-        "steps": history[-1]["step"] if history else start_step,
-        "resumed_from_step": start_step,
-        "wall_time_s": round(wall_s, 3),
-        "frames_buffered": feeder.frames_added,
-        "frames_per_second": round(feeder.frames_per_second, 2),
-        "read": {"frames": read_stats.frames, "skipped": dict(read_stats.skipped),
-                 "examples": read_stats.examples, "warnings": read_stats.warnings,
-                 "messages": dict(read_stats.messages)},
-        "config": cfg.to_dict(),
-        "history": history,
-    }
-    (out / "train_log.json").write_text(json.dumps(log, indent=1))
+class SaveError(UserError):
+    """The trained state could not be saved where asked: it went to a rescue folder, or training diverged."""
+
+
+class DivergedError(SaveError):
+    """The weights are NaN/inf: not saved (the previous checkpoint is kept); the message says all of it."""
+
+
+class LossDivergedError(UserError):
+    """Steps keep giving a non-finite loss: the weights are garbage and are not saved."""
+
+
+class RunLog:
+    """train_log.json of one run: what was read, the config, the loss history and the checkpoint's step."""
+
+    def __init__(self, out: Path, args: argparse.Namespace, cfg: DealConfig, read_stats: Any, feeder: FrameFeeder,
+                 start_step: int, start_time: float) -> None:
+        self.out, self.args, self.cfg, self.read_stats, self.feeder = out, args, cfg, read_stats, feeder
+        self.start_step, self.start_time = start_step, start_time
+        self.validation: Validation | None = None
+        self.world_size = 1
+        """Processes of the torchrun job (1 without torchrun)."""
+        self.frames_per_rank: list[int | None] | None = None
+        """Frames each rank buffered (its share), None = this process's count only."""
+        self.weights_identical: bool | None = None
+        """Whether all ranks ended with bit-identical weights (checked at the end of a torchrun job)."""
+
+    def text(self, history: list[dict[str, Any]], status: str, checkpoint_step: int | None) -> str:
+        read_stats, feeder = self.read_stats, self.feeder
+        log = {
+            "status": status,
+            "bags": list(self.args.bags),
+            "steps": history[-1]["step"] if history else self.start_step,
+            "checkpoint_step": checkpoint_step,
+            "resumed_from_step": self.start_step,
+            "wall_time_s": round(time.perf_counter() - self.start_time, 3),
+            "frames_buffered": feeder.frames_added,
+            "world_size": self.world_size,
+            "frames_per_rank": self.frames_per_rank or [feeder.frames_added],
+            "weights_identical_across_ranks": self.weights_identical,
+            "frames_per_second": round(feeder.frames_per_second, 2),
+            "read": {"frames": read_stats.frames, "skipped": dict(read_stats.skipped),
+                     "examples": read_stats.examples, "warnings": read_stats.warnings,
+                     "messages": dict(read_stats.messages)},
+            "config": self.cfg.to_dict(),
+            "history": history,
+        }
+        if self.validation is not None:
+            log["validation"] = {"bag": self.args.val_bag, "frames": len(self.validation.frames),
+                                 "curve": self.validation.curve}
+        return json.dumps(log, indent=1)
+
+
+def save_outputs(trainer: Any, run_log: RunLog, history: list[dict[str, Any]], status: str) -> Path:
+    """Checkpoint and train_log.json, together and atomically, into --out; returns the checkpoint's path.
+
+    A write that keeps failing (disk full, folder gone read-only) puts both into a rescue folder and
+    raises SaveError naming it; weights that are NaN/inf are refused (the old checkpoint is kept) and
+    the log says 'diverged'.
+    """
+    from deal_ros.checkpoint import NonFiniteWeightsError
+    from deal_ros.files import SAVE_ATTEMPTS, atomic_write_text, write_or_rescue
+
+    out = run_log.out
+    step = trainer.step
+    writers = {"model.safetensors": trainer.save,
+               "train_log.json": lambda p: atomic_write_text(p, run_log.text(history, status, step))}
+    try:
+        written = write_or_rescue(out, writers)
+    except NonFiniteWeightsError as exc:
+        raise DivergedError(f"{exc}; {log_divergence(run_log, history)}; "
+                            f"lower train.lr (now {trainer.cfg.train.lr:g})") from None
+    except OSError as exc:  # every folder failed
+        raise SaveError(f"the {step - run_log.start_step} trained step(s) could not be saved: "
+                        f"{one_line(exc)}") from None
+    path = written.folder / "model.safetensors"
+    if written.rescued:
+        raise SaveError(f"cannot save to {out}: {written.failure} (tried {SAVE_ATTEMPTS} times); the "
+                        f"{step - run_log.start_step} "
+                        f"trained step(s) (step {step}) were saved to {path} instead: continue with "
+                        f"--resume --out {written.folder}, or copy its files back once {out} has room")
+    return path
+
+
+def log_divergence(run_log: RunLog, history: list[dict[str, Any]]) -> str:
+    """Write train_log.json with status 'diverged' beside the kept checkpoint; returns what the user should know."""
+    from deal_ros.files import atomic_write_text, write_or_rescue
+
+    kept = _checkpoint_step(run_log.out / "model.safetensors")
+    try:
+        written = write_or_rescue(run_log.out, {"train_log.json": lambda p: atomic_write_text(
+            p, run_log.text(history, "diverged", kept))})
+    except OSError as exc:
+        return f"the log could not be written ({one_line(exc, 200)})"
+    return f"{written.folder / 'train_log.json'} says 'diverged'"
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint at `path`, None when there is none (or it is unreadable)."""
+    from deal_ros.checkpoint import CheckpointError, read_manifest
+
+    try:
+        return int(read_manifest(path)["step"]) if path.is_file() else None
+    except (CheckpointError, KeyError, ValueError):
+        return None
+
+
+def _plot(history: list[dict[str, Any]], path: Path) -> None:
+    """loss_curves.png, atomically; a picture that cannot be written is a warning (the log holds the numbers)."""
+    from deal_ros.experiment import plot_losses
+    from deal_ros.files import atomic_write
+
+    try:
+        atomic_write(path, lambda tmp: plot_losses({"train": history}, str(tmp)), suffix=".png")
+    except OSError as exc:
+        LOG.warning("could not write %s (%s); the numbers are in train_log.json", path, one_line(exc, 200))

@@ -15,10 +15,11 @@ TINY_DEMO = ["--steps", "2", "--train-frames", "3", "--eval-frames", "2", "--siz
 
 def test_demo_reports_the_builtin_weights(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", *TINY_DEMO, "--out", str(out), "--arms", "cls only", "cls + DEAL (robust)"]) == 0
+    assert main(["demo", *TINY_DEMO, "--out", str(out), "--arms", "cls only", "default (support plane)"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
-    assert report["weights"] == "builtin" and [a["name"] for a in report["arms"]] == ["cls only", "cls + DEAL (robust)"]
+    assert report["weights"] == "builtin"
+    assert [a["name"] for a in report["arms"]] == ["cls only", "default (support plane)"]
     for text in (printed, (out / "report.md").read_text(), report["weights_loaded"]):
         assert "built-in ImageNet MobileNetV2" in text and BUILTIN_SHA256[:16] in text and "0 missing" in text
     assert (out / "loss_curves.png").stat().st_size > 0 and (out / "overlay_00.png").stat().st_size > 0

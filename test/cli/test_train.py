@@ -43,6 +43,23 @@ def test_resume_from_another_bag_with_tags_topic(trained, scene_bag, tmp_path, c
     assert "trained 1 step(s) to step 3" in capsys.readouterr().out
 
 
+def test_held_out_bag_is_scored_while_training(realsense_bag, scene_bag, tmp_path, capsys):
+    out = tmp_path / "model"
+    rc = main(["train", str(realsense_bag.path), "--tags", "mug,box", "--steps", "2", "--out", str(out),
+               "--val-bag", str(scene_bag.bag.path), "--val-gt", str(scene_bag.gt_dir), "--val-every", "1", *TINY])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "step 1: held-out mask mIoU" in captured.out and "step 2: held-out mask mIoU" in captured.out
+    validation = json.loads((out / "train_log.json").read_text())["validation"]
+    assert validation["frames"] == NUM_FRAMES and [p["step"] for p in validation["curve"]] == [1, 2]
+    assert all(0 <= p["mask_miou"] <= 1 and 0 <= p["pseudo_miou"] <= 1 for p in validation["curve"])
+    assert set(validation["curve"][-1]["mask_iou"]) == {"background", *CLASSES}
+    assert (out / "val_miou.png").stat().st_size > 0
+    rc = main(["train", str(realsense_bag.path), "--tags", "mug,box", "--out", str(tmp_path / "x"),
+               "--val-bag", str(scene_bag.bag.path), *TINY])
+    assert rc == 2 and "--val-bag and --val-gt go together" in capsys.readouterr().err
+
+
 def test_ctrl_c_saves_and_exits_130(realsense_bag, tmp_path):
     out = tmp_path / "model"
     err_path = tmp_path / "stderr.txt"
