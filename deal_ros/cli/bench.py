@@ -29,8 +29,8 @@ TRAIN_IO_TARGET = 0.9
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="speed (decode, train-io) and label quality (quality) benchmarks", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser("bench", help="speed (decode, train-io) and label quality (quality) benchmarks",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     decode = which.add_parser("decode", help="image decoding vs memcpy of the same bytes")
     decode.add_argument("--width", type=int, default=640)
