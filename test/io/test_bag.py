@@ -299,10 +299,27 @@ def test_prefetch_over_a_bag(bag):
 def test_bagfactory_accepts_given_frames(tmp_path):
     rgb = np.zeros((32, 48, 3), np.uint8)
     depth = np.full((32, 48), 2.0, np.float32)
+    depth[:, :8] = 1.0  # one value everywhere would be refused as degenerate (test_degenerate_depth_is_skipped)
     bag = write_rgbd_bag(Path(tmp_path) / "b", frames=[(rgb, depth)] * 3, storage="mcap")
     frames = list(iter_rgbd_frames(bag.path))
     assert len(frames) == 3 and frames[0].rgb.shape == (32, 48, 3)
-    np.testing.assert_allclose(frames[0].depth_m, 2.0)
+    np.testing.assert_allclose(frames[0].depth_m, depth)
+
+
+def test_degenerate_depth_is_skipped_with_the_reason(tmp_path):
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    holes, flat = np.zeros((32, 48), np.float32), np.full((32, 48), 2.0, np.float32)
+    bag = write_rgbd_bag(Path(tmp_path) / "b", frames=[(rgb, holes), (rgb, flat), (rgb, flat)], storage="mcap")
+    stats = ReadStats()
+    assert list(iter_rgbd_frames(bag.path, stats=stats)) == []
+    assert dict(stats.skipped) == {"depth_no_valid": 1, "depth_constant": 2}
+    assert "no valid depth pixel (all 0" in stats.examples["depth_no_valid"]
+    assert "depth is 2 m at every valid pixel" in stats.examples["depth_constant"]
+    kept = list(iter_rgbd_frames(bag.path, skip_degenerate_depth=False, stats=(stats := ReadStats())))
+    assert len(kept) == 3 and any("degenerate depth" in w for w in stats.warnings)
+    info = inspect_bag(bag.path)
+    assert not info.usable and info.frames_usable == 0
+    assert info.problems[0].startswith("no usable RGB-D frame: depth_constant 2 (e.g. ")
 
 
 def test_ros1_bag(tmp_path):
