@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from deal_ros.losses.support import support_plane_loss
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
 from deal_ros.support_plane import fit_support_plane
+
+if TYPE_CHECKING:
+    from deal_ros.distributed import GradientSync
 
 LOG = logging.getLogger(__name__)
 
@@ -146,8 +149,15 @@ class OnlineTrainer:
         """Running mean per class of the frame fraction its pseudo-label covers where tagged (StepStats)."""
         self._diffuse_warned_step: dict[str, int] = {}
         self._aug_generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.sync: GradientSync | None = None
+        """Set by deal_ros.distributed.attach for one rank of a multi-process job (gradients averaged)."""
         LOG.info("trainer on %s, %s backbone, %d classes", describe_device(self.device),
                  cfg.model.backbone, cfg.num_classes)
+
+    def reseed_data(self, seed: int) -> None:
+        """New seed for batch sampling and augmentation only (not the weights): each rank of a job draws its own."""
+        self._rng = np.random.default_rng(seed)
+        self._aug_generator = torch.Generator().manual_seed(seed)
 
     @property
     def _amp(self) -> bool:
@@ -223,6 +233,8 @@ class OnlineTrainer:
         rgb, depth_m, _ = augment_batch(rgb, depth_m, cfg.augment, self._aug_generator)
         lam = self.deal_weight()
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._amp):
+            if self.sync is not None:
+                self.sync.before_forward()
             out = self.model(self.model.normalize_input(rgb))
         loss_gap = classification_loss(out.class_logits, tags)
         zero = loss_gap.new_zeros(())
@@ -261,7 +273,10 @@ class OnlineTrainer:
         loss = loss_cls + lam * loss_deal + cfg.loss.seg_weight * loss_seg + cfg.loss.support_weight * loss_support
         for name, term in terms.items():
             loss = loss + weights[name] * term
-        if not bool(torch.isfinite(loss)):
+        finite = bool(torch.isfinite(loss))
+        if self.sync is not None:
+            finite = self.sync.agree(finite)  # all ranks skip together: a collective must never miss one
+        if not finite:
             LOG.warning("non-finite loss at step %d (cls %s, deal %s, seg %s, %s): step skipped", self.step,
                         float(loss_cls), float(loss_deal), float(loss_seg),
                         {k: float(v) for k, v in terms.items()})
@@ -271,6 +286,8 @@ class OnlineTrainer:
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.sync is not None:
+            self.sync.after_backward()
         if cfg.train.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             # The segmentation head is clipped on its own: its early, large CE gradients must not shrink

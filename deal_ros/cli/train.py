@@ -448,7 +448,7 @@ def _train(args: argparse.Namespace) -> int:
         feeder.stop()
         if job is not None and status == "finished":
             run_log.frames_per_rank = job.gather(feeder.frames_added)
-            run_log.weights_identical = job.identical(trainer.model.state_dict().values())
+            run_log.weights_identical = job.identical(trainer.model.parameters())  # buffers: rank 0's, as in DDP
         elif job is not None:  # after an interrupt a rank may be gone: only rank 0's count is known
             run_log.frames_per_rank = [feeder.frames_added, *([None] * (job.world_size - 1))]
         if not main:
