@@ -16,7 +16,7 @@ SIZE = (64, 80)
 def _cfg(**overrides) -> DealConfig:
     base = {"model.input_height": SIZE[0], "model.input_width": SIZE[1], "model.pretrained_path": "",
             "model.output_stride": 8, "train.batch_size": 4, "train.device": "cpu",
-            "loss.deal.warmup_steps": 2, "loss.seg_warmup_steps": 1,
+            "loss.deal.enabled": True, "loss.deal.warmup_steps": 2, "loss.seg_warmup_steps": 1,
             "checkpoint.directory": overrides.pop("directory", "unused")}
     return DealConfig(classes=list(DEFAULT_CLASSES)).updated({**base, **overrides})
 
