@@ -475,7 +475,8 @@ def _train(args: argparse.Namespace) -> int:
         if isinstance(exc, LossDivergedError):  # nothing worth saving: keep the last good checkpoint
             kept = _checkpoint_step(trainer.checkpoint_path)
             where = f"{trainer.checkpoint_path} (step {kept}) is kept" if kept is not None else "nothing was saved"
-            raise LossDivergedError(f"{exc}; {where}; {log_divergence(run_log, previous + history)}") from None
+            logged = log_divergence(run_log, previous + history) if main else "rank 0 writes the log"
+            raise LossDivergedError(f"{exc}; {where}; {logged}") from None
         if main and trainer.step > start_step and not isinstance(exc, SaveError):
             try:
                 path = save_outputs(trainer, run_log, previous + history, "failed")

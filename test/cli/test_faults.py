@@ -219,6 +219,9 @@ def test_bad_numbers_and_misspelled_sections_are_refused_before_any_work(realsen
     bag, out = str(realsense_bag.path), tmp_path / "model"
     args = ["train", bag, "--tags", "mug,box", "--out", str(out), *TINY]
     user_error(run(*args, "--set", "train.lr=.inf"), "config 'train.lr': must be a finite number, got inf")
+    verbose = run("-v", *args, "--set", "train.lr=nan")  # -v: the traceback too, then the same one line
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    assert verbose.stderr.rstrip().splitlines()[-1].startswith("deal-ros train: error: config 'train.lr'")
     user_error(run(*args, "--set", "train.batch_size=4", "--set", "train={lr: 0.1, nope: 1}"),
                "config 'train.nope': unknown key")
     params = tmp_path / "deal.yaml"
