@@ -5,6 +5,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "deal_ros"
+EXPORT = ["onnx==1.23.2", "onnxruntime==1.32.0", "ml_dtypes==0.5.4"]
 
 setup(
     name=PACKAGE,
@@ -30,7 +31,12 @@ setup(
         "tqdm>=4.60",
         "scikit-image>=0.19",
     ],
-    extras_require={"test": ["pytest>=7", "ruff==0.17.6"]},
+    extras_require={
+        # ONNX export and its onnxruntime check, never needed on the robot. onnx 1.23 needs ml_dtypes, whose 0.6
+        # wants numpy 2: 0.5.4 is the last that keeps numpy < 2 (cv_bridge). Checked together on Python 3.11.
+        "export": EXPORT,
+        "test": ["pytest>=7", "ruff==0.17.6", *EXPORT],
+    },
     zip_safe=True,
     maintainer="deal_ros maintainers",
     maintainer_email="maintainers@deal-ros.dev",

@@ -50,10 +50,11 @@ def default_overrides(height: int, width: int, batch: int, weights: str) -> dict
 # Worker: one trainer, steps on request (runs with PYTHONPATH = the tree under test)
 
 
-def worker(frames_path: str, overrides_json: str, tree: str) -> None:
+def worker(frames_path: str, overrides_json: str, tree: str, threads: str) -> None:
     import dataclasses
 
     import numpy as np
+    import torch
 
     import deal_ros
     from deal_ros.config import DealConfig, ModelConfig
@@ -61,6 +62,8 @@ def worker(frames_path: str, overrides_json: str, tree: str) -> None:
 
     if not Path(deal_ros.__file__).resolve().is_relative_to(Path(tree).resolve()):
         raise SystemExit(f"worker imported deal_ros from {deal_ros.__file__}, not from {tree}")
+    if int(threads) > 0:
+        torch.set_num_threads(int(threads))
     overrides = json.loads(overrides_json)
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     if "padding" not in fields and "model.padding" in overrides:  # older trees: a boolean
@@ -122,12 +125,12 @@ def write_frames(path: Path, count: int, height: int, width: int) -> None:
 
 
 class Arm:
-    def __init__(self, name: str, tree: Path, overrides: dict[str, Any], frames: Path) -> None:
+    def __init__(self, name: str, tree: Path, overrides: dict[str, Any], frames: Path, threads: int) -> None:
         self.name = name
         env = {**os.environ, "PYTHONPATH": str(tree)}
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", str(frames), json.dumps(overrides),
-                                      str(tree)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=env, cwd=tree)
+                                      str(tree), str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=tree)
         self._read()
         self.wall_s = self.cpu_s = 0.0
         self.steps = 0
@@ -188,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="model.pretrained_path (default: shared/'s ImageNet MobileNetV2, else 'builtin')")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", dest="json_out", metavar="FILE")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per worker (default 0: torch's default, one per core); on a machine "
+                             "shared with other jobs, 1 avoids threads waiting for each other at every operation")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(*args.worker)
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             for tree_name, tree in trees.items():
                 for deal in (False, True):
                     arms.append(Arm(f"{tree_name}/{'deal' if deal else 'cls'}", tree,
-                                    {**overrides, "loss.deal.enabled": deal}, frames))
+                                    {**overrides, "loss.deal.enabled": deal}, frames, args.threads))
             for arm in arms:
                 if args.warmup:
                     arm.run(args.warmup, timed=False)
@@ -227,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(arms: dict[str, Arm], args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     baseline = f"{args.before}" + (f" with only {', '.join(args.before_paths)} from it" if args.before_paths else "")
-    print(f"{args.size[0]}x{args.size[1]}, batch {args.batch}, weights {args.weights}; {args.rounds} rounds x "
+    threads = args.threads or "default"
+    print(f"{args.size[0]}x{args.size[1]}, batch {args.batch}, {threads} torch threads, weights {args.weights}; "
+          f"{args.rounds} rounds x "
           f"{args.steps} timed steps per arm after {args.warmup} warm-up steps; baseline: {baseline or 'none'}")
     print(f"{'arm':<12} {'s/step wall':>11} {'s/step CPU':>11}  per-round s/step")
     for name, arm in arms.items():
