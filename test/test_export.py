@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
 
 from deal_ros.config import DealConfig
 from deal_ros.export import (
@@ -29,7 +28,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip 
 
 SIZE = (128, 160)
 CLASSES = ["creativity_chenille_stems", "i_am_a_bunny_book", "kleenex_tissue_box", "laugh_out_loud_joke_book"]
-APC = SHARED_DATA / "apc2016_shelf_sample" / "scene-0000"
+APC = Path(__file__).resolve().parents[2] / "shared" / "data" / "apc2016_shelf_sample" / "scene-0000"
 
 
 @pytest.fixture(scope="module")
