@@ -113,6 +113,9 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, height: int | 
         with warnings.catch_warnings():
             # The TF 'SAME' pads are computed from the traced size: constant for every size allowed (see above).
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            # The exporter's own notes (a Slice it cannot fold, its deprecation): nothing for the user to do.
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.onnx")
             torch.onnx.export(graph, (example,), str(onnx_path), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=dynamic_axes)
     except OSError:
