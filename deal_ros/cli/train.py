@@ -579,10 +579,10 @@ def save_outputs(trainer: Any, run_log: RunLog, history: list[dict[str, Any]], s
                         f"{one_line(exc)}") from None
     path = written.folder / "model.safetensors"
     if written.rescued:
-        raise SaveError(f"cannot save to {out}: {written.failure} (tried {SAVE_ATTEMPTS} times); the "
-                        f"{step - run_log.start_step} "
-                        f"trained step(s) (step {step}) were saved to {path} instead: continue with "
-                        f"--resume --out {written.folder}, or copy its files back once {out} has room")
+        raise SaveError(f"cannot save to {out}: {written.failure} (tried {SAVE_ATTEMPTS} times); the checkpoint "
+                        f"of step {step} ({step - run_log.start_step} step(s) trained in this run) and its log "
+                        f"were saved to {path} instead: continue with --resume --out {written.folder}, or copy "
+                        f"them back once {out} has room")
     return path
 
 
