@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import threading
 import time
@@ -133,6 +134,7 @@ def main() -> None:
         "train.batch_size": args.batch_size, "train.device": args.device, "checkpoint.period_steps": 0})
     frames = make_tabletop_scenes(20, cam_h, cam_w, classes=classes, seed=0)
     rig = Rig(cfg, frames, args.camera_hz, args.priority)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other processes share them)")
     print(f"device {rig.trainer.device}, torch threads {torch.get_num_threads()}, camera {cam_w}x{cam_h} at "
           f"{args.camera_hz} Hz, network {net_w}x{net_h}, batch {args.batch_size}, inference_priority "
           f"{rig.trainer.control.yield_share}")
@@ -145,6 +147,7 @@ def main() -> None:
     training = rig.measure(args.seconds)
     offered = rig.intake.gate.accepted
     stop_s = rig.stop()
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     for name, result in (("paused", paused), ("training", training)):
         print(f"{name:9s} masks/s {result['masks_per_s']:6.2f}  latency median {result['latency_median_s']:.3f} s "
               f"p90 {result['latency_p90_s']:.3f} s  inference median {result['inference_median_s']:.3f} s  "
