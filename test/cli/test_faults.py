@@ -67,8 +67,8 @@ def namespaces() -> str | None:
     """None when `unshare -r -m` can mount in a user namespace, else why not (for the skip message)."""
     if shutil.which("unshare") is None:
         return "no unshare command"
-    probe = subprocess.run(["unshare", "-r", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-                           capture_output=True, text=True, check=False)
+    script = 'd=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs "$d" && umount "$d"; r=$?; rmdir "$d"; exit $r'
+    probe = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, check=False)
     return None if probe.returncode == 0 else f"no user mount namespaces here ({probe.stderr.strip()})"
 
 
