@@ -47,7 +47,8 @@ def test_training_bn_uses_batch_statistics_not_a_fold():
 
 def _model(**overrides) -> CAMNet:
     torch.manual_seed(0)
-    cfg = dataclasses.replace(ModelConfig(), pretrained_path="", input_height=64, input_width=96, **overrides)
+    settings = {"pretrained_path": "", "input_height": 64, "input_width": 96, **overrides}
+    cfg = dataclasses.replace(ModelConfig(), **settings)
     return CAMNet(cfg, 3)
 
 
@@ -71,10 +72,16 @@ def test_channels_last_forward_equals_the_contiguous_layers():
 
 
 def test_frozen_stages_are_not_in_the_backward_graph():
-    model = _model(freeze_stages=2).train()
+    model = _model(freeze_stages=2, pretrained_path="builtin").train()  # stages freeze for pretrained weights
     out = model(torch.randn(2, 3, 64, 96))
     assert out.features[0].grad_fn is None  # stride-4 feature = end of stage 1: no autograd record at all
     assert out.features[1].grad_fn is not None
     out.class_logits.sum().backward()
     frozen = [p for stage in model.backbone.stages()[:2] for m in stage for p in m.parameters()]
     assert frozen and all(p.grad is None for p in frozen)
+
+
+def test_random_init_trains_every_stage_whatever_freeze_stages_says():
+    model = _model(freeze_stages=3)  # pretrained_path '' = random init: frozen random features would learn nothing
+    assert model.cfg.freeze_stages == 0
+    assert all(p.requires_grad for p in model.backbone.parameters())
