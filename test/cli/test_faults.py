@@ -329,7 +329,15 @@ def test_ctrl_c_while_the_command_imports_exits_130_without_a_traceback(realsens
                                 text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         _wait_until_mapped(proc, "libtorch")
         time.sleep(after_s)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        for _ in range(3):  # a SIGINT can be consumed inside a C extension's start-up: press Ctrl-C again
+            proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            proc.kill()
+            _, err = proc.communicate()
         assert proc.returncode == 130, (after_s, err)
         assert "Traceback" not in err and "interrupted" in err, (after_s, err)
