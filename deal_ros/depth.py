@@ -11,6 +11,7 @@ gradient: the depth never receives one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -115,10 +116,11 @@ def _nearest_along_rows(depth: torch.Tensor, valid: torch.Tensor, max_gap: int,
     ok is False where the hole run is longer than max_gap (or the row has no valid pixel).
     """
     width = depth.shape[-1]
-    # 1-based positions (int32: cheaper scans than int64), so that 0 can mean "no valid pixel".
-    position = torch.arange(1, width + 1, device=depth.device, dtype=torch.int32)
-    left = (valid * position).cummax(dim=-1).values  # nearest valid at or left of x (1-based); 0 = none
-    right = width + 1 - (valid.flip(-1) * position).cummax(dim=-1).values.flip(-1)  # ... right; width + 1 = none
+    # 1-based positions, so that 0 (left) and width + 1 (right) can mean "no valid pixel"; int16 halves the bytes.
+    dtype = torch.int16 if width < torch.iinfo(torch.int16).max else torch.int32
+    position = torch.arange(1, width + 1, device=depth.device, dtype=dtype)
+    left = _running(torch.where(valid, position, 0), torch.maximum, from_left=True)  # nearest valid at or left of x
+    right = _running(torch.where(valid, position, width + 1), torch.minimum, from_left=False)  # ... at or right
     has_left, has_right = left > 0, right <= width
     # A missing side reads the other side's pixel, so "the farther of the two" is then that one pixel.
     left_val = torch.gather(depth, -1, (torch.where(has_left, left, right) - 1).clamp(0, width - 1).long())
@@ -127,6 +129,26 @@ def _nearest_along_rows(depth: torch.Tensor, valid: torch.Tensor, max_gap: int,
     value = torch.where(right_val.abs() > left_val.abs(), right_val, left_val)
     run = right - left - 1  # hole length; from / to the image border when a side is missing
     return value, (has_left | has_right) & (run <= max_gap)
+
+
+def _running(x: torch.Tensor, op: Callable[..., torch.Tensor], from_left: bool) -> torch.Tensor:
+    """Running max/min along the last dim (from the left or the right) in log2(W) elementwise passes; x is
+    used as scratch space.
+
+    Why not cummax: its sequential scan also tracks indices and runs ~5x slower on (8, 1, 240, 320).
+    """
+    width = x.shape[-1]
+    other = torch.empty_like(x)
+    shift = 1
+    while shift < width:
+        if from_left:  # other[i] = op(x[i], x[i - shift]); the first `shift` stay
+            other[..., :shift] = x[..., :shift]
+            op(x[..., shift:], x[..., :-shift], out=other[..., shift:])
+        else:
+            other[..., width - shift:] = x[..., width - shift:]
+            op(x[..., :-shift], x[..., shift:], out=other[..., :-shift])
+        x, other, shift = other, x, shift * 2
+    return x
 
 
 def fill_holes(depth: torch.Tensor, valid: torch.Tensor, mode: str = "row_far", max_gap: int = 32,
