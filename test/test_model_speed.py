@@ -30,12 +30,14 @@ def _grads(conv: nn.Module, bn: nn.Module, x: torch.Tensor, folded: bool) -> lis
 
 
 def test_eval_bn_folded_into_the_conv_gives_the_same_values_and_gradients():
+    torch.manual_seed(0)
     x = torch.randn(2, 6, 9, 11)
     for conv in (nn.Conv2d(6, 8, 3, padding=1, bias=False), Conv2dSame(6, 8, 3, stride=2, bias=True),
                  nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)):
         bn = _bn(conv.out_channels, 1).eval()
         for got, want in zip(_grads(conv, bn, x, True), _grads(conv, bn, x, False), strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            # float32 rounding of sums over the batch: relative to the largest value of the tensor
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
 def test_training_bn_uses_batch_statistics_not_a_fold():
