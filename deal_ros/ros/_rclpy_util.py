@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import array
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
@@ -58,6 +60,29 @@ def declare_specs(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
             raise ConfigError(f"parameter '{spec.name}': {exc}") from None
         values[spec.name] = param.value
     return values
+
+
+class RosLogHandler(logging.Handler):
+    """Python logging -> the ROS log: the core's warnings (device fallback, OOM, non-finite loss) reach
+    /rosout with ROS formatting instead of Python's bare last-resort stderr line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = rclpy.logging.get_logger(record.name.replace(".", "_"))
+        if record.levelno >= logging.ERROR:
+            logger.error(self.format(record))
+        elif record.levelno >= logging.WARNING:
+            logger.warning(self.format(record))
+        else:
+            logger.info(self.format(record))
+
+
+def route_python_logging() -> None:
+    """Send deal_ros' Python log records (INFO and up) to the ROS log, once."""
+    package = logging.getLogger("deal_ros")
+    if not any(isinstance(h, RosLogHandler) for h in package.handlers):
+        package.addHandler(RosLogHandler())
+        package.setLevel(logging.INFO)
+        package.propagate = False
 
 
 def steady_timer(node: Node, period_s: float, callback: Callable[[], None]) -> Any:

@@ -69,12 +69,14 @@ def check_environment(requested_device: str | None = None) -> EnvironmentReport:
 
 
 def device_notes(requested_device: str, resolved_type: str) -> tuple[list[str], list[str]]:
-    """(info lines, warning lines) about the device a node resolved from its train.device parameter."""
+    """(info lines, warning lines) about the device a node resolved from its train.device parameter.
+
+    'auto' without CUDA is warned about by deal_ros.device itself (routed into the ROS log).
+    """
     if resolved_type != "cpu":
         return [], []
     if requested_device == "auto":
-        return [], ["no CUDA device: training and inference run on the CPU (seconds per training step); set "
-                    "train.device: cpu to say that is intended, or cuda to make a missing GPU an error"]
+        return ["set train.device: cpu to say the CPU is intended, or cuda to make a missing GPU an error"], []
     return [f"train.device '{requested_device}': on the CPU as requested (seconds per training step)"], []
 
 

@@ -269,6 +269,7 @@ def run_nodes(build: Any, argv: list[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    ru.route_python_logging()
     logger = rclpy.logging.get_logger("deal_ros")
     nodes: list[Node] = []
     executor = None
