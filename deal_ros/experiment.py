@@ -48,7 +48,8 @@ class ArmResult:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
 
 
-def _per_class(matrix: ConfusionMatrix, names: Sequence[str]) -> dict[str, float]:
+def per_class_iou(matrix: ConfusionMatrix, names: Sequence[str]) -> dict[str, float]:
+    """Class name -> IoU of a confusion matrix whose rows are `names`."""
     return {name: float(iou) for name, iou in zip(names, matrix.iou(), strict=True)}
 
 
@@ -112,7 +113,7 @@ def run_arm(name: str, cfg: DealConfig, train_frames: Sequence[LabelledFrame], e
     curve.append({"step": trainer.step, "pseudo_miou": final.pseudo.miou(), "mask_miou": final.masks.miou()})
     step_times = [h["step_time_s"] for h in history]
     result = ArmResult(name=name, pseudo_miou=final.pseudo.miou(), mask_miou=final.masks.miou(),
-                       pseudo_iou=_per_class(final.pseudo, names), mask_iou=_per_class(final.masks, names),
+                       pseudo_iou=per_class_iou(final.pseudo, names), mask_iou=per_class_iou(final.masks, names),
                        mean_step_time_s=float(np.mean(step_times)) if step_times else 0.0,
                        wall_time_s=time.perf_counter() - start, history=history, curve=curve,
                        pseudo_cover=final.pseudo_cover)

@@ -257,15 +257,14 @@ class Validation:
 
     def evaluate(self, trainer: Any) -> dict[str, Any]:
         """Score the trainer's current weights on the held-out frames; the point is appended to `curve`."""
-        from deal_ros.experiment import evaluate
+        from deal_ros.experiment import evaluate, per_class_iou
         from deal_ros.segmenter import Segmenter
 
+        # The segmenter switches a shared training model to eval for each frame and back.
         result = evaluate(self.cfg, Segmenter(self.cfg, trainer.model, model_lock=trainer.model_lock),
                           self.frames, self.frames)
-        trainer.model.train()
-        names = ["background", *self.cfg.classes]
         point = {"step": trainer.step, "mask_miou": result.masks.miou(), "pseudo_miou": result.pseudo.miou(),
-                 "mask_iou": dict(zip(names, result.masks.iou().tolist(), strict=True))}
+                 "mask_iou": per_class_iou(result.masks, ["background", *self.cfg.classes])}
         self.curve.append(point)
         return point
 
