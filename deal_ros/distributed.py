@@ -72,6 +72,11 @@ class DistContext:
         dist.all_gather_object(values, value)
         return values
 
+    def wait_for_all(self) -> None:
+        """Return once every rank is here (a collective): ranks leave a finished job together, so none tears
+        its connections down while another still uses them (a rank that left early aborted in gloo's teardown)."""
+        dist.barrier()
+
     def identical(self, tensors: Iterable[torch.Tensor]) -> bool:
         """Whether every rank holds bit-identical `tensors` (a collective): the check that ranks stayed in step."""
         digest = hashlib.sha256()

@@ -486,6 +486,8 @@ def _train(args: argparse.Namespace) -> int:
             LOG.warning("the %d step(s) trained so far are saved in %s", trainer.step - start_step, path)
         raise
     path = finish("finished")
+    if job is not None:
+        job.wait_for_all()  # rank 0 has written everything; all ranks leave together
     if not main:
         return 0
     wall = time.perf_counter() - start
