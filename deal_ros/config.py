@@ -714,7 +714,7 @@ ROS_STANDARD_PARAMETERS = ("use_sim_time", "qos_overrides", "start_type_descript
 
 def _node_parameter_sections() -> set[str]:
     """Top-level names of the nodes' own parameters (rgb_topic, qos, sync, ...): allowed beside the config."""
-    from deal_ros.ros.params import NODE_PARAMS  # rclpy-free spec table
+    from deal_ros.online.parameters import NODE_PARAMS  # rclpy-free spec table
 
     return {spec.name.split(".")[0] for spec in NODE_PARAMS} | set(ROS_STANDARD_PARAMETERS)
 

@@ -36,12 +36,12 @@ from deal_ros.config import DealConfig
 from deal_ros.data_checks import check_depth
 from deal_ros.device import describe_device, resolve_device
 from deal_ros.errors import one_line
-from deal_ros.io.tags import UnknownTagError
 from deal_ros.live import StepControl, TrainingInterrupted, WeightSnapshot, snapshot_state
 from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
 from deal_ros.losses.support import support_plane_loss
 from deal_ros.models import CAMNet, build_cam_net
+from deal_ros.online.tags import UnknownTagError
 from deal_ros.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
 from deal_ros.support_plane import fit_support_plane
 

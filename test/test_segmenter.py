@@ -5,7 +5,7 @@ import pytest
 
 from deal_ros.checkpoint import CheckpointError
 from deal_ros.config import DealConfig
-from deal_ros.io.tags import UnknownTagError
+from deal_ros.online.tags import UnknownTagError
 from deal_ros.segmenter import Segmenter
 from deal_ros.trainer import OnlineTrainer
 

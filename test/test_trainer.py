@@ -6,7 +6,7 @@ import torch
 
 from deal_ros.config import DealConfig
 from deal_ros.errors import DegenerateDataError
-from deal_ros.io.tags import UnknownTagError
+from deal_ros.online.tags import UnknownTagError
 from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 from deal_ros.trainer import OnlineTrainer
 

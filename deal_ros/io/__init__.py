@@ -1,7 +1,7 @@
 """Message I/O without rclpy: image codecs, offline time sync, bag reading, tags.
 
 Importing this package does not import rosbags (``deal_ros.io.bag`` does), nor the image codecs
-(cv2, and torch through deal_ros.depth) until one of them is used: ``deal_ros.io.tags`` stays cheap,
+(cv2, and torch through deal_ros.depth) until one of them is used: ``deal_ros.online.tags`` stays cheap,
 so that a command refuses a bad option in a fraction of a second.
 """
 

@@ -1,6 +1,5 @@
-"""ROS 2 layer: thin rclpy nodes over rclpy-free logic.
+"""ROS 2 layer: the rclpy nodes, thin on purpose, over the rclpy-free logic of ``deal_ros.online``.
 
-Everything a node decides (parameters, tags, keyframes, sync health, message fields, point clouds,
-hot reload, status) lives in modules of this package that do not import rclpy, so CI tests them
-without ROS. Only ``trainer_node``, ``segmenter_node``, ``onboard`` and ``_rclpy_util`` import rclpy.
+Only modules of this package import rclpy: ``trainer_node``, ``segmenter_node``, ``onboard`` (both in
+one process) and ``_rclpy_util`` (the parameter, QoS and message helpers they share).
 """

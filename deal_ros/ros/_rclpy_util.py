@@ -25,10 +25,10 @@ from sensor_msgs.msg import Image, PointField
 from std_msgs.msg import String
 
 from deal_ros.config import ConfigError
-from deal_ros.ros.params import ParamSpec
-from deal_ros.ros.status import DiagnosticEntry
-from deal_ros.ros.sync_health import SyncWatchdog
-from deal_ros.ros.tagging import tags_parameter_value
+from deal_ros.online.parameters import ParamSpec
+from deal_ros.online.status import DiagnosticEntry
+from deal_ros.online.sync_health import SyncWatchdog
+from deal_ros.online.tags import tags_parameter_value
 
 try:  # Jazzy and newer
     from rclpy.event_handler import SubscriptionEventCallbacks

@@ -24,10 +24,8 @@ from std_srvs.srv import Trigger
 
 from deal_ros.io.image_codec import ImageDecodeError, decode_depth_m, decode_rgb
 from deal_ros.live import StepControl, WeightHandoff
-from deal_ros.ros import _rclpy_util as ru
-from deal_ros.ros.frames import PairValidator
-from deal_ros.ros.hot_reload import CheckpointPoller
-from deal_ros.ros.outputs import (
+from deal_ros.online.hot_reload import CheckpointPoller
+from deal_ros.online.outputs import (
     POINT_FIELDS,
     class_map,
     class_map_json,
@@ -36,9 +34,10 @@ from deal_ros.ros.outputs import (
     scale_intrinsics,
     semantic_points,
 )
-from deal_ros.ros.params import SEGMENTER, all_param_specs, check_parameter_update, config_from_parameters
-from deal_ros.ros.slot import LatestSlot, Taken
-from deal_ros.ros.status import (
+from deal_ros.online.pairs import PairValidator
+from deal_ros.online.parameters import SEGMENTER, all_param_specs, check_parameter_update, config_from_parameters
+from deal_ros.online.slot import LatestSlot, Taken
+from deal_ros.online.status import (
     LatencyStats,
     RateMeter,
     clock_note,
@@ -47,7 +46,8 @@ from deal_ros.ros.status import (
     stamp_latency_s,
     warming_up,
 )
-from deal_ros.ros.tagging import TagState, TagUpdate
+from deal_ros.online.tags import TagState, TagUpdate
+from deal_ros.ros import _rclpy_util as ru
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass

@@ -1,7 +1,7 @@
 """Trainer node: synchronised RGB-D + tags in, a CAM network trained online with DEAL, checkpoints out.
 
 Thin on purpose: the pair callback gates keyframes (every pair, cheaply) and buffers the accepted
-ones; a worker thread trains at a capped rate (deal_ros.ros.training_loop). Every decision is in
+ones; a worker thread trains at a capped rate (deal_ros.online.training_loop). Every decision is in
 rclpy-free modules.
 """
 
@@ -24,14 +24,14 @@ from std_srvs.srv import SetBool, Trigger
 from deal_ros.config import ConfigError
 from deal_ros.io.image_codec import ImageDecodeError, decode_depth_m, decode_rgb
 from deal_ros.live import WeightHandoff
+from deal_ros.online.keyframes import KeyframeGate
+from deal_ros.online.pairs import PairValidator
+from deal_ros.online.parameters import TRAINER, all_param_specs, check_parameter_update, config_from_parameters
+from deal_ros.online.startup import check_environment, device_notes, weights_line
+from deal_ros.online.status import trainer_diagnostics, trainer_status
+from deal_ros.online.tags import TagState, TagUpdate
+from deal_ros.online.training_loop import KeyframeIntake, TrainingLoop
 from deal_ros.ros import _rclpy_util as ru
-from deal_ros.ros.frames import PairValidator
-from deal_ros.ros.keyframes import KeyframeGate
-from deal_ros.ros.params import TRAINER, all_param_specs, check_parameter_update, config_from_parameters
-from deal_ros.ros.startup import check_environment, device_notes, weights_line
-from deal_ros.ros.status import trainer_diagnostics, trainer_status
-from deal_ros.ros.tagging import TagState, TagUpdate
-from deal_ros.ros.training_loop import KeyframeIntake, TrainingLoop
 
 
 class TrainerNode(Node):

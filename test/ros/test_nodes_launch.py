@@ -34,7 +34,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from deal_ros.checkpoint import load_checkpoint, read_manifest  # noqa: E402
 from deal_ros.config import DealConfig  # noqa: E402
 from deal_ros.io.image_codec import image_fields  # noqa: E402
-from deal_ros.ros.params import render_parameter_file  # noqa: E402
+from deal_ros.online.parameters import render_parameter_file  # noqa: E402
 from deal_ros.synthetic import make_tabletop_scenes  # noqa: E402
 
 pytestmark = pytest.mark.ros

@@ -15,8 +15,8 @@ import torch
 
 from deal_ros.config import DealConfig
 from deal_ros.live import StepControl, TrainingInterrupted, WeightHandoff
-from deal_ros.ros.keyframes import KeyframeGate
-from deal_ros.ros.training_loop import KeyframeIntake, TrainingLoop
+from deal_ros.online.keyframes import KeyframeGate
+from deal_ros.online.training_loop import KeyframeIntake, TrainingLoop
 from deal_ros.segmenter import Segmenter
 from deal_ros.trainer import OnlineTrainer
 

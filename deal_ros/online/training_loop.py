@@ -22,8 +22,8 @@ import numpy as np
 
 from deal_ros.data_checks import depth_problem
 from deal_ros.live import WeightHandoff
-from deal_ros.ros.keyframes import KeyframeGate
-from deal_ros.ros.status import RateLimiter, RateMeter
+from deal_ros.online.keyframes import KeyframeGate
+from deal_ros.online.status import RateLimiter, RateMeter
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from deal_ros.config import ConfigError, DealConfig, load_config
-from deal_ros.ros.params import (
+from deal_ros.online.parameters import (
     NODE_PARAMS,
     SEGMENTER,
     TRAINER,

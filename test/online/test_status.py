@@ -1,20 +1,10 @@
-"""Latest-frame slot, hot-reload polling, status/diagnostics, start-up checks (rclpy-free, CI)."""
+"""Status and diagnostics as plain data: latency, rates, trainer and segmenter status."""
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-
 import pytest
-import torch
 
-from deal_ros.checkpoint import save_checkpoint
-from deal_ros.config import DealConfig
-from deal_ros.ros.hot_reload import CheckpointPoller
-from deal_ros.ros.slot import LatestSlot
-from deal_ros.ros.startup import check_environment, device_notes, weights_line
-from deal_ros.ros.status import (
+from deal_ros.online.status import (
     ERROR,
     OK,
     WARN,
@@ -29,42 +19,6 @@ from deal_ros.ros.status import (
     trainer_status,
     warming_up,
 )
-
-
-def test_slot_latest_wins_and_counts_drops():
-    clock = [0.0]
-    slot: LatestSlot[int] = LatestSlot(clock=lambda: clock[0])
-    assert not slot.put(1)
-    assert slot.put(2) and slot.put(3)
-    clock[0] = 0.25
-    taken = slot.take(timeout=0)
-    assert taken.item == 3 and taken.wait_s == pytest.approx(0.25)
-    assert slot.dropped == 2 and slot.take(timeout=0) is None
-
-
-def test_slot_threads_and_close():
-    slot: LatestSlot[int] = LatestSlot()
-    got = []
-
-    def consumer():
-        while True:
-            taken = slot.take(timeout=1.0)
-            if taken is None:
-                return
-            got.append(taken.item)
-            time.sleep(0.01)  # a slow consumer
-
-    thread = threading.Thread(target=consumer)
-    thread.start()
-    for i in range(200):
-        slot.put(i)
-        time.sleep(0.0005)
-    time.sleep(0.05)
-    slot.close()
-    thread.join(timeout=2)
-    assert not thread.is_alive()
-    assert got == sorted(got) and got[-1] == 199  # in order, the newest always served
-    assert slot.dropped + len(got) == 200 and slot.dropped > 0
 
 
 def test_stamp_latency_on_the_node_clock():
@@ -85,43 +39,6 @@ def test_latency_stats():
     assert summary["wait_s"] is None and summary["inference_s"]["max"] == 0.25
 
 
-@pytest.fixture()
-def tiny_model():
-    cfg = DealConfig(classes=["mug"])
-    return cfg, torch.nn.Linear(2, 2)
-
-
-def test_poller_reloads_only_newer_steps(tmp_path, tiny_model):
-    cfg, model = tiny_model
-    path = tmp_path / "model.safetensors"
-    poller = CheckpointPoller(path)
-    assert poller.poll().step is None  # missing: fine
-    save_checkpoint(path, model, cfg, step=5)
-    assert poller.poll().step == 5
-    poller.mark_loaded(5)
-    assert poller.poll().step is None  # unchanged file: a stat only
-    save_checkpoint(path, model, cfg, step=3)
-    result = poller.poll()
-    assert result.step is None and "not newer" in result.note
-    save_checkpoint(path, model, cfg, step=9)
-    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert poller.poll().step == 9
-
-
-def test_poller_survives_half_written_file(tmp_path, tiny_model):
-    cfg, model = tiny_model
-    path = tmp_path / "model.safetensors"
-    save_checkpoint(tmp_path / "full.safetensors", model, cfg, step=7)
-    data = (tmp_path / "full.safetensors").read_bytes()
-    path.write_bytes(data[: len(data) // 3])
-    poller = CheckpointPoller(path)
-    result = poller.poll()
-    assert result.step is None and "not readable" in result.note and poller.failures == 1
-    path.write_bytes(data)
-    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert poller.poll().step == 7
-    poller.mark_failed()  # e.g. the load itself failed: retried although the file did not change
-    assert poller.poll().step == 7
 
 
 def test_rate_meter_and_limiter():
@@ -209,32 +126,3 @@ def test_segmenter_warming_up():
     assert entry.level == WARN and entry.message.startswith("warming up: model step 12 < 200 (masks withheld)")
     (flagged,) = segmenter_diagnostics(_segmenter_status(model_step=12, withhold=False))
     assert "masks NOT for planners" in flagged.message
-
-
-def test_check_environment_here():
-    report = check_environment()
-    assert report.ok
-    assert any(line.startswith("torch ") for line in report.info)
-    assert any(line.startswith("numpy 1.") for line in report.info)
-    assert not any("CUDA" in w for w in report.warnings)  # the device is judged once the parameters are known
-    if not torch.cuda.is_available():
-        forced = check_environment("cuda")
-        assert not forced.ok and "CUDA is not available" in forced.errors[0]
-
-
-def test_device_notes():
-    assert device_notes("auto", "cuda") == ([], [])
-    info, warnings = device_notes("auto", "cpu")  # deal_ros.device warns itself; the node adds what to do
-    assert not warnings and "train.device: cpu" in info[0]
-    info, warnings = device_notes("cpu", "cpu")  # device:=cpu: said as intended, no warning
-    assert not warnings and "as requested" in info[0]
-
-
-def test_weights_line_says_what_the_network_starts_from():
-    from deal_ros.models import build_cam_net
-
-    cfg = DealConfig()
-    builtin = weights_line(build_cam_net(cfg.model, cfg.num_classes))
-    assert builtin.startswith("weights: ") and "loaded" in builtin and "BatchNorm frozen" in builtin
-    random_init = weights_line(build_cam_net(cfg.updated({"model.pretrained_path": ""}).model, cfg.num_classes))
-    assert "random init" in random_init and "BatchNorm trains" in random_init  # the issue-8 trap: frozen random BN

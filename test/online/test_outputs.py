@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deal_ros.io.image_codec import decode_image
-from deal_ros.ros.outputs import (
+from deal_ros.online.outputs import (
     POINT_DTYPE,
     POINT_FIELDS,
     class_map,
