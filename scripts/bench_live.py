@@ -29,9 +29,9 @@ import torch
 
 from deal_ros.config import DealConfig
 from deal_ros.live import WeightHandoff
-from deal_ros.ros.keyframes import KeyframeGate
-from deal_ros.ros.slot import LatestSlot
-from deal_ros.ros.training_loop import KeyframeIntake, TrainingLoop
+from deal_ros.online.keyframes import KeyframeGate
+from deal_ros.online.slot import LatestSlot
+from deal_ros.online.training_loop import KeyframeIntake, TrainingLoop
 from deal_ros.segmenter import Segmenter
 from deal_ros.synthetic import make_tabletop_scenes
 from deal_ros.trainer import OnlineTrainer

@@ -22,7 +22,7 @@ import torch
 
 from deal_ros.config import DealConfig
 from deal_ros.io.image_codec import decode_depth_m, decode_rgb
-from deal_ros.ros.outputs import output_image_fields, semantic_points
+from deal_ros.online.outputs import output_image_fields, semantic_points
 from deal_ros.segmenter import Segmenter
 from deal_ros.synthetic import make_tabletop_scenes
 

@@ -2,7 +2,7 @@
 """Regenerate config/onboard.yaml after config keys or defaults change (`python scripts/render_onboard_yaml.py`).
 
 The file is the declared defaults, every key with its description from deal_ros/config.py and
-deal_ros/ros/params.py, under the file's header comment: one source of defaults (the declaration),
+deal_ros/online/parameters.py, under the file's header comment: one source of defaults (the declaration),
 checked by test/ros/test_logic_params.py. Change a default in the declaration, not here.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deal_ros.ros.params import render_parameter_file
+from deal_ros.online.parameters import render_parameter_file
 
 PATH = Path(__file__).resolve().parents[1] / "config" / "onboard.yaml"
 
