@@ -27,7 +27,7 @@ from deal_ros.device import resolve_device
 from deal_ros.live import StepControl, WeightHandoff
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.pseudo_labels import make_pseudo_labels
-from deal_ros.trainer import tags_to_vector
+from deal_ros.tags import tags_to_vector
 
 
 @dataclass

@@ -41,9 +41,9 @@ from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
 from deal_ros.losses.support import support_plane_loss
 from deal_ros.models import CAMNet, build_cam_net
-from deal_ros.online.tags import UnknownTagError
 from deal_ros.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
 from deal_ros.support_plane import fit_support_plane
+from deal_ros.tags import tags_to_vector
 
 if TYPE_CHECKING:
     from deal_ros.distributed import GradientSync
@@ -58,17 +58,6 @@ DIFFUSE_COVER = 0.5
 """A class whose pseudo-label covers more than this fraction of the frames it is tagged in, on average, is
 recognised from its context (diffuse CAM): its labels are not object masks."""
 _COVER_MOMENTUM = 0.9
-
-
-def tags_to_vector(tags: Sequence[str], classes: Sequence[str]) -> np.ndarray:
-    """Class names -> (K,) uint8 multi-hot; unknown names are refused, listing the known classes."""
-    unknown = [t for t in tags if t not in classes]
-    if unknown:
-        raise UnknownTagError(unknown, classes)
-    vector = np.zeros(len(classes), dtype=np.uint8)
-    for tag in tags:
-        vector[list(classes).index(tag)] = 1
-    return vector
 
 
 @dataclass

@@ -5,8 +5,8 @@ import pytest
 
 from deal_ros.checkpoint import CheckpointError
 from deal_ros.config import DealConfig
-from deal_ros.online.tags import UnknownTagError
 from deal_ros.segmenter import Segmenter
+from deal_ros.tags import UnknownTagError
 from deal_ros.trainer import OnlineTrainer
 
 CFG = DealConfig(classes=["mug", "box"]).updated({

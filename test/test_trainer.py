@@ -6,8 +6,8 @@ import torch
 
 from deal_ros.config import DealConfig
 from deal_ros.errors import DegenerateDataError
-from deal_ros.online.tags import UnknownTagError
 from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
+from deal_ros.tags import UnknownTagError
 from deal_ros.trainer import OnlineTrainer
 
 SIZE = (64, 80)

@@ -36,7 +36,7 @@ from deal_ros.io.image_codec import (
     decode_rgb,
 )
 from deal_ros.io.sync import ApproximateTimeSync
-from deal_ros.online.tags import TagSchedule, UnknownTagError, parse_tags
+from deal_ros.tags import TagSchedule, UnknownTagError, parse_tags
 
 __all__ = [
     "BagError",

@@ -12,7 +12,7 @@ import pytest
 from bagfactory import BASE_NS, K, write_empty_bag, write_rgbd_bag, write_ros1_rgbd_bag
 
 from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames, prefetch
-from deal_ros.online.tags import TagSchedule, UnknownTagError, parse_tags
+from deal_ros.tags import TagSchedule, UnknownTagError, parse_tags
 
 CLASSES = ["mug", "box", "bottle"]
 TAG_CHANGE = [(0.0, "mug,box"), (1.05, "box")]

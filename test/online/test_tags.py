@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from deal_ros.online.tags import TagState, UnknownTagError, tags_from_parameter, tags_parameter_value
+from deal_ros.online.tags import TagState, tags_from_parameter, tags_parameter_value
+from deal_ros.tags import UnknownTagError
 
 CLASSES = ["mug", "box", "ball"]
 
