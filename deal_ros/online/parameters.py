@@ -187,22 +187,9 @@ def config_param_specs() -> tuple[ParamSpec, ...]:
 # -- node parameters ------------------------------------------------------------------------------
 
 NODE_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("rgb_topic", "/camera/color/image_raw", "string",
-              "Colour image topic (sensor_msgs/Image rgb8/bgr8/rgba8/bgra8/mono8)."),
-    ParamSpec("depth_topic", "/camera/aligned_depth_to_color/image_raw", "string",
-              "Depth image topic ALIGNED TO COLOUR (16UC1 = millimetres, 32FC1 = metres)."),
-    ParamSpec("camera_info_topic", "/camera/color/camera_info", "string",
-              "CameraInfo of the colour camera (intrinsics for the semantic point cloud).",
-              nodes=frozenset({SEGMENTER})),
-    ParamSpec("tags_topic", "/deal/tags", "string",
-              "std_msgs/String topic with the comma-separated names of the objects in view."),
     ParamSpec("tags", "", "string_array",
               "Objects in view now: a string list ([mug, box]) or one comma-separated string; '' = none in view. "
               "Unknown names are refused.", runtime=True, dynamic=True),
-    ParamSpec("qos.reliability", "best_effort", "string",
-              "Reliability of the image subscriptions (best_effort matches every camera driver).",
-              choices=("best_effort", "reliable")),
-    ParamSpec("qos.depth", 5, "integer", "History depth of the image subscriptions.", low=1, high=100),
     ParamSpec("sync.queue_size", 10, "integer", "ApproximateTimeSynchronizer queue size per input.",
               low=1, high=1000),
     ParamSpec("sync.slop", 0.05, "double", "Max stamp difference (s) of an RGB/depth pair.", low=0.0, high=5.0),
