@@ -46,9 +46,9 @@ setup(
     entry_points={
         "console_scripts": [
             "deal-ros = deal_ros.cli:main",
-            "trainer_node = deal_ros.ros.trainer_node:main",
-            "segmenter_node = deal_ros.ros.segmenter_node:main",
-            "onboard = deal_ros.ros.onboard:main",
+            "trainer_node = deal_ros.ros.runner:trainer_main",
+            "segmenter_node = deal_ros.ros.runner:segmenter_main",
+            "onboard = deal_ros.ros.runner:onboard_main",
         ],
     },
 )

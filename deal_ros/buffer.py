@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from deal_ros.config import BufferConfig
+from deal_ros.errors import FrameError
 
 _EMPTY = -1  # bucket of frames without any tag (background-only negatives)
 
@@ -83,11 +84,11 @@ class FrameBuffer:
     def add(self, rgb: np.ndarray, depth_m: np.ndarray, tags: np.ndarray) -> None:
         """Store a frame: rgb (H, W, 3) uint8, depth_m (H, W) metres (0/NaN = hole), tags (K,) 0/1."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+            raise FrameError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
         if depth_m.ndim != 2:
-            raise ValueError(f"depth_m must be (H, W), got {depth_m.shape}")
+            raise FrameError(f"depth_m must be (H, W), got {depth_m.shape}")
         if tags.shape != (self.num_classes,):
-            raise ValueError(f"tags must have shape ({self.num_classes},), got {tags.shape}")
+            raise FrameError(f"tags must have shape ({self.num_classes},), got {tags.shape}")
         rgb, depth_m = resize_frame(rgb, depth_m, self.size)
         depth = np.nan_to_num(depth_m.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         depth_mm = np.where((depth > 0) & (depth < 65.535), np.round(depth * 1000.0), 0).astype(np.uint16)

@@ -29,6 +29,14 @@ MAX_WEIGHT_ABS = 1e12
 """Larger weights mean training diverged (the next forward pass turns them into NaN); no sane network has them."""
 
 
+CHECKPOINT_NAME = "model.safetensors"
+
+
+def checkpoint_file(directory: str | Path) -> Path:
+    """The checkpoint of a run: <directory>/model.safetensors, with `~` expanded (launch files pass ~/.ros/...)."""
+    return Path(directory).expanduser() / CHECKPOINT_NAME
+
+
 class CheckpointError(DealRosError, ValueError):
     """A checkpoint is missing, corrupt, or does not fit the configured model; the message says why."""
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["DealRosError", "DegenerateDataError", "OutputError", "UserError", "describe_os_error", "one_line",
-           "os_error_cause"]
+__all__ = ["DealRosError", "DegenerateDataError", "FrameError", "OutputError", "UserError", "describe_os_error",
+           "one_line", "os_error_cause"]
 
 MAX_LINE_CHARS = 1000
 """A message longer than this is cut (a line a person can read, not a 15 KB dump)."""
@@ -28,6 +28,10 @@ class UserError(DealRosError):
 
 class OutputError(DealRosError, OSError):
     """An output file or folder cannot be written (not a folder, read-only, full); names the path and cause."""
+
+
+class FrameError(DealRosError, ValueError):
+    """A frame that cannot be used as given (RGB and depth sizes differ, wrong dtype or layout): that frame only."""
 
 
 class DegenerateDataError(DealRosError, ValueError):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from deal_ros.checkpoint import load_checkpoint, load_model_state
 from deal_ros.config import DealConfig
 from deal_ros.device import resolve_device
+from deal_ros.errors import FrameError
 from deal_ros.live import StepControl, WeightHandoff
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.pseudo_labels import make_pseudo_labels
@@ -113,9 +114,9 @@ class Segmenter:
                  tags: Sequence[str] | None = None) -> SegmentationResult:
         """rgb (H, W, 3) uint8; depth_m (H, W) metres aligned to rgb (for the pseudo-label refinement)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+            raise FrameError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
         if depth_m is not None and depth_m.shape[:2] != rgb.shape[:2]:
-            raise ValueError(f"depth {depth_m.shape[:2]} and RGB {rgb.shape[:2]} sizes differ")
+            raise FrameError(f"depth {depth_m.shape[:2]} and RGB {rgb.shape[:2]} sizes differ")
         start = time.perf_counter()
         self.refresh()
         swapped = time.perf_counter()

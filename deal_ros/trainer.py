@@ -27,6 +27,7 @@ from deal_ros.buffer import FrameBuffer, StoredFrame
 from deal_ros.checkpoint import (
     Checkpoint,
     CheckpointError,
+    checkpoint_file,
     diverged_tensors,
     load_checkpoint,
     load_model_state,
@@ -35,7 +36,7 @@ from deal_ros.checkpoint import (
 from deal_ros.config import DealConfig
 from deal_ros.data_checks import check_depth
 from deal_ros.device import describe_device, resolve_device
-from deal_ros.errors import one_line
+from deal_ros.errors import FrameError, one_line
 from deal_ros.live import StepControl, TrainingInterrupted, WeightSnapshot, snapshot_state
 from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
@@ -173,7 +174,7 @@ class OnlineTrainer:
     def add_frame(self, rgb: np.ndarray, depth_m: np.ndarray, tags: Sequence[str]) -> None:
         """Buffer one frame: rgb (H, W, 3) uint8, depth_m (H, W) metres aligned to rgb, tags = class names."""
         if rgb.shape[:2] != depth_m.shape[:2]:
-            raise ValueError(f"RGB {rgb.shape[:2]} and depth {depth_m.shape[:2]} sizes differ; "
+            raise FrameError(f"RGB {rgb.shape[:2]} and depth {depth_m.shape[:2]} sizes differ; "
                              "depth must be aligned to colour (e.g. aligned_depth_to_color)")
         check_depth(depth_m, "frame refused")  # no valid or constant depth: DEAL would be 0, nothing learnt
         self.buffer.add(rgb, depth_m, tags_to_vector(tags, self.cfg.classes))
@@ -378,7 +379,7 @@ class OnlineTrainer:
     # -- checkpoints --------------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
-        return Path(self.cfg.checkpoint.directory) / "model.safetensors"
+        return checkpoint_file(self.cfg.checkpoint.directory)
 
     def save(self, path: str | Path | None = None) -> Path:
         """Atomically write the model, optimizer and step (default: <checkpoint.directory>/model.safetensors)."""

@@ -86,7 +86,8 @@ def test_a_section_given_whole_is_merged_not_reset() -> None:
 
 def test_ros_parameter_files_honour_dotted_keys_and_refuse_unknown_sections(tmp_path) -> None:
     ros = tmp_path / "ros.yaml"
-    ros.write_text("/**:\n  ros__parameters:\n    rgb_topic: /camera/color/image_raw\n    qos.depth: 5\n"
+    ros.write_text("/**:\n  ros__parameters:\n    sync.slop: 0.05\n    keyframe.min_interval_s: 0.5\n"
+                   "    qos_overrides:\n      /camera/color/image_raw:\n        subscription:\n          depth: 5\n"
                    "    use_sim_time: false\n    classes: [mug, box]\n    loss.deal.weight: 0.5\n"
                    "    train.lr: 1e-4\n    train:\n      batch_size: 2\n")
     cfg = load_config(ros)

@@ -92,7 +92,8 @@ class SyncWatchdog:
             if e.publishers > 0 and self.qos_text.startswith("reliable"):
                 return (f"{name} topic '{e.topic}' has {e.publishers} publisher(s) but nothing arrives: QoS "
                         f"mismatch (we subscribe {self.qos_text}; a reliable subscriber never hears a best_effort "
-                        "camera: set qos.reliability: best_effort) or a network/DDS problem")
+                        f"camera: set qos_overrides.{e.topic}.subscription.reliability: best_effort) or a "
+                        "network/DDS problem")
             if e.publishers > 0:
                 return (f"{name} topic '{e.topic}' has {e.publishers} publisher(s) but nothing arrives: the publisher "
                         f"is silent (driver stalled, stream disabled) or a QoS/network problem (we subscribe "

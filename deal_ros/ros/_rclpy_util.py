@@ -7,9 +7,7 @@ the QoS event classes from rclpy.event_handler (Jazzy) or rclpy.qos_event (Humbl
 from __future__ import annotations
 
 import array
-import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -21,8 +19,8 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image, PointField
-from std_msgs.msg import String
 
 from deal_ros.config import ConfigError
 from deal_ros.online.parameters import ParamSpec
@@ -103,11 +101,19 @@ def set_parameters_result(error: str) -> SetParametersResult:
     return SetParametersResult(successful=not error, reason=error)
 
 
-def image_qos(reliability: str, depth: int) -> QoSProfile:
-    """Image subscription QoS: keep-last `depth`, volatile; best_effort (sensor data) by default."""
-    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy,
-                      durability=DurabilityPolicy.VOLATILE)
+IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT,
+                       durability=DurabilityPolicy.VOLATILE)
+"""Image inputs: sensor data (best_effort hears every camera driver), shallow. Change it per topic with the standard
+`qos_overrides.<topic>.subscription.{reliability,depth,history}` parameters (qos_overriding_options)."""
+
+QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
+"""Every subscription takes the standard qos_overrides parameters (read-only, set at start-up)."""
+
+
+def qos_text(profile: QoSProfile) -> str:
+    """'best_effort, depth 5': the QoS a subscription ended up with, for logs and the sync watchdog."""
+    reliability = "reliable" if profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+    return f"{reliability}, depth {profile.depth}"
 
 
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE,
@@ -122,14 +128,14 @@ COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=
                          durability=DurabilityPolicy.VOLATILE)
 
 
-def qos_event_callbacks(node: Node, topic: str, our_qos: str) -> SubscriptionEventCallbacks:
+def qos_event_callbacks(node: Node, topic: str) -> SubscriptionEventCallbacks:
     """Log incompatible QoS loudly (pitfalls.md 1): the middleware drops such publishers silently otherwise."""
 
     def on_incompatible(event: Any) -> None:
         node.get_logger().error(
-            f"incompatible QoS on '{topic}': a publisher offers a QoS our subscription ({our_qos}) cannot match "
+            f"incompatible QoS on '{topic}': a publisher offers a QoS our subscription cannot match "
             f"(policy id {getattr(event, 'last_policy_kind', '?')}, {getattr(event, 'total_count', '?')} times); "
-            "set qos.reliability to match the publisher (best_effort hears everyone)")
+            f"set qos_overrides.{topic}.subscription.reliability to match the publisher (best_effort hears everyone)")
 
     return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
 
@@ -170,51 +176,34 @@ def diagnostic_array(node: Node, entries: Sequence[DiagnosticEntry], hardware_id
     return msg
 
 
-def log_report(node: Node, lines: Iterable[str], level: Callable[[str], Any]) -> None:
-    for line in lines:
-        level(line)
+def subscribe(node: Node, msg_type: Any, name: str, callback: Callable[[Any], None], qos: QoSProfile) -> Any:
+    """A subscription by relative `name` (remap it), with qos_overrides parameters and incompatible-QoS logging."""
+    topic = node.resolve_topic_name(name)
+    return node.create_subscription(msg_type, name, callback, qos, event_callbacks=qos_event_callbacks(node, topic),
+                                    qos_overriding_options=QOS_OVERRIDES)
 
 
-def publish_health(node: Any, diagnostics: Callable[[dict[str, Any]], Sequence[DiagnosticEntry]]) -> str | None:
-    """The status timer of both nodes: feed the sync watchdog, log a stale-sync warning, publish the status
-    JSON and the diagnostics. Returns the current sync warning (None once pairs arrive again)."""
-    now = time.monotonic()
-    for name, topic in node.topics.items():
-        node.watchdog.note_publishers(name, node.count_publishers(topic))
-    warning = node.watchdog.check(now)
-    if warning:
-        node.get_logger().warning(warning)
-    elif node.watchdog.stale_for(now) < node.watchdog.timeout_s:
-        warning = None
-    else:
-        warning = node._sync_warning
-    status = node.status()
-    node.status_pub.publish(String(data=json.dumps(status)))
-    node.diag_pub.publish(diagnostic_array(node, diagnostics(status), "deal_ros"))
-    return warning
+def subscribe_rgbd(node: Any, names: dict[str, str], values: dict[str, Any], on_seen: Callable[..., None],
+                   on_pair: Callable[[Image, Image], None]) -> tuple[dict[str, str], SyncWatchdog, list]:
+    """RGB + aligned depth (relative `names` {'rgb': ..., 'depth': ...}) through message_filters'
+    ApproximateTimeSynchronizer, sensor-data QoS unless overridden, every message noted by the sync watchdog.
 
-
-def subscribe_rgbd(node: Any, values: dict[str, Any], on_seen: Callable[..., None],
-                   on_pair: Callable[[Image, Image], None]) -> tuple[QoSProfile, dict[str, str], SyncWatchdog, list]:
-    """RGB + aligned depth through message_filters' ApproximateTimeSynchronizer with the configured image QoS
-    (sensor-data by default), incompatible-QoS events logged, every message noted by the sync watchdog.
-
-    Returns (image QoS, {'rgb': topic, 'depth': topic}, watchdog, [synchronizer, *subscribers]) — keep the
-    list alive for as long as the node runs.
+    Returns ({'rgb': resolved topic, 'depth': resolved topic}, watchdog, [synchronizer, *subscribers]) — keep
+    the list alive for as long as the node runs.
     """
     import message_filters
 
-    reliability, depth = values["qos.reliability"], values["qos.depth"]
-    qos = image_qos(reliability, depth)
-    topics = {"rgb": values["rgb_topic"], "depth": values["depth_topic"]}
-    watchdog = SyncWatchdog(list(topics.items()), values["sync.stale_timeout_s"], values["sync.slop"],
-                            f"{reliability}, depth {depth}")
+    topics = {role: node.resolve_topic_name(name) for role, name in names.items()}
     subs = []
-    for name, topic in topics.items():
-        sub = message_filters.Subscriber(node, Image, topic, qos_profile=qos,
-                                         event_callbacks=qos_event_callbacks(node, topic, reliability))
-        sub.registerCallback(on_seen, name)
+    for role, name in names.items():
+        sub = message_filters.Subscriber(node, Image, name, qos_profile=IMAGE_QOS,
+                                         event_callbacks=qos_event_callbacks(node, topics[role]),
+                                         qos_overriding_options=QOS_OVERRIDES)
+        sub.registerCallback(on_seen, role)
         subs.append(sub)
+    texts = sorted({qos_text(sub.sub.qos_profile) for sub in subs})
+    watchdog = SyncWatchdog(list(topics.items()), values["sync.stale_timeout_s"], values["sync.slop"],
+                            " / ".join(texts))
     sync = message_filters.ApproximateTimeSynchronizer(subs, values["sync.queue_size"], values["sync.slop"])
     sync.registerCallback(on_pair)
-    return qos, topics, watchdog, [sync, *subs]
+    return topics, watchdog, [sync, *subs]

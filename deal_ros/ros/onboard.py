@@ -10,14 +10,13 @@ serves both nodes' callbacks; training and inference run in their own threads.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from rclpy.node import Node
 
 from deal_ros.config import ConfigError
 from deal_ros.ros.segmenter_node import SegmenterNode
-from deal_ros.ros.trainer_node import TrainerNode, run_nodes
+from deal_ros.ros.trainer_node import TrainerNode
 
 
 def build_onboard(**node_kwargs: Any) -> list[Node]:
@@ -43,10 +42,3 @@ def build_onboard(**node_kwargs: Any) -> list[Node]:
                           "nodes the same parameter file")
     return [trainer, segmenter]
 
-
-def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_nodes(build_onboard, argv))
-
-
-if __name__ == "__main__":
-    main()

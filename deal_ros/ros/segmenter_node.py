@@ -10,19 +10,19 @@ withheld (or flagged) and every frame's deal/mask_info says which model step it 
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from sensor_msgs_py import point_cloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from deal_ros.io.image_codec import ImageDecodeError, decode_depth_m, decode_rgb
+from deal_ros.checkpoint import checkpoint_file
+from deal_ros.config import DealConfig
+from deal_ros.errors import DealRosError
+from deal_ros.io.image_codec import decode_depth_m, decode_rgb
 from deal_ros.live import StepControl, WeightHandoff
 from deal_ros.online.hot_reload import CheckpointPoller
 from deal_ros.online.outputs import (
@@ -34,8 +34,7 @@ from deal_ros.online.outputs import (
     scale_intrinsics,
     semantic_points,
 )
-from deal_ros.online.pairs import PairValidator
-from deal_ros.online.parameters import SEGMENTER, all_param_specs, check_parameter_update, config_from_parameters
+from deal_ros.online.parameters import SEGMENTER, ParameterUpdate, config_from_parameters
 from deal_ros.online.slot import LatestSlot, Taken
 from deal_ros.online.status import (
     LatencyStats,
@@ -46,8 +45,9 @@ from deal_ros.online.status import (
     stamp_latency_s,
     warming_up,
 )
-from deal_ros.online.tags import TagState, TagUpdate
+from deal_ros.online.tags import TagState
 from deal_ros.ros import _rclpy_util as ru
+from deal_ros.ros.rgbd_node import CAMERA_INFO, RGBDNode
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass
@@ -58,19 +58,18 @@ PLANNER_OUTPUTS = ("mask", "confidence")
 """Image outputs withheld while warming up (with deal/points); overlay and pseudo_label are for people."""
 
 
-class SegmenterNode(Node):
+class SegmenterNode(RGBDNode):
     """`deal_segmenter`: see README 'ROS 2 nodes'. In-process: `weights` (the trainer's handoff), `control`,
     `device`, `tag_state` (shared with the trainer)."""
 
     def __init__(self, node_name: str = "deal_segmenter", weights: WeightHandoff | None = None,
                  control: StepControl | None = None, device: Any = None, tag_state: TagState | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+        super().__init__(node_name, SEGMENTER, **kwargs)
         from deal_ros.device import describe_device
         from deal_ros.segmenter import Segmenter
 
         log = self.get_logger()
-        self.values = ru.declare_specs(self, all_param_specs(SEGMENTER))
         self.cfg = config_from_parameters(self.values)
         # our own lock, so a ~/reload from the service thread never swaps weights mid-forward
         self.segmenter = Segmenter(self.cfg, device=device, model_lock=threading.RLock(), weights=weights,
@@ -80,65 +79,42 @@ class SegmenterNode(Node):
             self.segmenter.refresh()
         log.info(f"device: {describe_device(self.segmenter.device)} (train.device '{self.cfg.train.device}'), "
                  + ("own copy of the network, weights from the in-process trainer" if self.shared else "standalone"))
-        self.checkpoint = self._checkpoint_path()
+        self.checkpoint = str(checkpoint_file(self.cfg.checkpoint.directory))
         self.poller = CheckpointPoller(self.checkpoint)
         self.reload_error = ""
         self._last_poll = 0.0
         if not self.shared:
             self._reload(initial=True)
-        self.shared_tags = tag_state is not None
-        self.tag_state = tag_state or TagState(self.cfg.classes)
-        if not self.shared_tags:
-            update = self.tag_state.set(self.values["tags"], "parameter 'tags'", explicit=self.values["tags"] != "",
-                                        origin=self)
-            if update.error:
-                log.error(update.error)
-        else:
-            ru.set_tags_parameter(self, self.tag_state.tags)
-        self.tag_state.add_listener(self, self._tags_changed)
-        self.validator = PairValidator()
+        self.init_tags(self.cfg.classes, tag_state)
         self.slot: LatestSlot[tuple[Any, Any]] = LatestSlot()
         self.camera_info: CameraInfo | None = None
-        self.skipped_frames = 0
         self.fps = RateMeter()
         self.times = LatencyStats()
         self.clock_note = ""
         self.frames = 0
         self.masks_withheld = 0
 
-        reliability = self.values["qos.reliability"]
-        qos, self.topics, self.watchdog, self._subs = ru.subscribe_rgbd(self, self.values, self._seen,
-                                                                        self._on_pair)
-        info_topic = self.values["camera_info_topic"]
-        self.create_subscription(CameraInfo, info_topic, self._on_camera_info, qos,
-                                 event_callbacks=ru.qos_event_callbacks(self, info_topic, reliability))
-        if not self.shared_tags:
-            self.create_subscription(String, self.values["tags_topic"], self._on_tags, ru.COMMAND_QOS)
-
+        self.subscribe_pairs(self._on_pair)
+        self.camera_info_sub = ru.subscribe(self, CameraInfo, CAMERA_INFO, self._on_camera_info, ru.IMAGE_QOS)
         self.pubs = {name: self.create_publisher(Image, f"deal/{name}", ru.OUTPUT_QOS)
                      for name in ("mask", "pseudo_label", "confidence", "overlay")}
         self.points_pub = self.create_publisher(PointCloud2, "deal/points", ru.OUTPUT_QOS)
         self.mask_info_pub = self.create_publisher(String, "deal/mask_info", ru.OUTPUT_QOS)
-        self.status_pub = self.create_publisher(String, "deal/segmenter_status", 10)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._publish_class_map()
         self.create_service(Trigger, "~/reload", self._srv_reload)
-        self.add_on_set_parameters_callback(self._on_parameters)
-        self.watchdog.start(time.monotonic())
-        ru.steady_timer(self, self.values["status_period_s"], self._on_status_timer)
+        self.start_health("deal/segmenter_status", segmenter_diagnostics)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="deal_segmenter_worker", daemon=True)
         self._worker.start()
-        log.info(f"listening: rgb '{self.topics['rgb']}', depth '{self.topics['depth']}', camera_info "
-                 f"'{info_topic}' ({reliability}); publishing deal/mask, deal/confidence, deal/pseudo_label, "
-                 "deal/overlay, deal/points, deal/mask_info, deal/class_map; masks "
+        log.info(f"listening: {self.inputs_line()}, camera_info '{self.resolve_topic_name(CAMERA_INFO)}'; "
+                 "publishing deal/mask, deal/confidence, deal/pseudo_label, deal/overlay, deal/points, "
+                 "deal/mask_info, deal/class_map; masks "
                  + ("withheld" if self.values["mask.while_warming_up"] == "withhold" else "flagged")
                  + f" until model step {self.values['mask.min_model_step']}")
 
-    def _checkpoint_path(self) -> str:
-        from pathlib import Path
-
-        return str(Path(self.cfg.checkpoint.directory) / "model.safetensors")
+    @property
+    def config(self) -> DealConfig:
+        return self.cfg
 
     def _publish_class_map(self) -> None:
         names = class_map(self.cfg.classes)
@@ -155,41 +131,16 @@ class SegmenterNode(Node):
             self.get_logger().info("vision_msgs not found: class map only on deal/class_names (JSON)")
 
     # -- callbacks ---------------------------------------------------------------------------------------
-    def _seen(self, msg: Any, name: str) -> None:
-        self.watchdog.note_input(name, time.monotonic(), ru.stamp_s(msg.header.stamp))
-
     def _on_pair(self, rgb: Any, depth: Any) -> None:
-        self.watchdog.note_pair(time.monotonic())
         self.slot.put((rgb, depth))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self.camera_info = msg
 
-    def _on_tags(self, msg: String) -> None:
-        update = self.tag_state.set(msg.data, f"topic '{self.values['tags_topic']}'")
-        if update.error:
-            self.get_logger().error(update.error)
-
-    def _tags_changed(self, update: TagUpdate) -> None:
-        ru.set_tags_parameter(self, update.tags)
-
-    def _on_parameters(self, params: list[Any]) -> Any:
-        update = check_parameter_update(SEGMENTER, self.cfg, {p.name: p.value for p in params})
-        if update.ok and "tags" in update.node_values:
-            result = self.tag_state.set(update.node_values["tags"], "parameter 'tags'", origin=self)
-            if result.error:
-                self.get_logger().error(result.error)
-                return ru.set_parameters_result(result.error)
-        if not update.ok:
-            self.get_logger().error(f"parameter change refused: {update.error}")
-            return ru.set_parameters_result(update.error)
-        for name, value in update.node_values.items():
-            self.values[name] = value
-        self.watchdog.timeout_s = self.values["sync.stale_timeout_s"]
+    def apply_parameters(self, update: ParameterUpdate) -> None:
         if update.config_overrides:
             self.cfg = self.cfg.updated(update.config_overrides)
             self.segmenter.cfg = self.cfg  # thresholds are read per frame
-        return ru.set_parameters_result("")
 
     def _srv_reload(self, request: Any, response: Any) -> Any:
         if self.shared:
@@ -232,9 +183,8 @@ class SegmenterNode(Node):
                 continue
             try:
                 self._process(taken)
-            except (ImageDecodeError, ValueError) as exc:
-                self.skipped_frames += 1
-                self.get_logger().error(f"skipping frame: {exc}", throttle_duration_sec=5.0)
+            except DealRosError as exc:  # this frame cannot be used (bad pair, undecodable image)
+                self.skip("frame", exc)
             except Exception as exc:  # keep serving: one bad frame must not end the node
                 if self._stop.is_set() or not self.context.ok():
                     return  # stopping: the publishers are going away
@@ -243,14 +193,10 @@ class SegmenterNode(Node):
 
     def _process(self, taken: Taken[tuple[Any, Any]]) -> None:
         rgb_msg, depth_msg = taken.item
-        log = self.get_logger()
-        check = self.validator.check(rgb_msg, depth_msg, self.camera_info)
-        if check is not None:
-            for warning in check.warnings:
-                log.warning(warning, once=True)
-            if not check.ok:
-                raise ValueError("; ".join(check.errors))
-            log.info(check.info, once=True)
+        problem = self.check_pair(rgb_msg, depth_msg, self.camera_info)
+        if problem:
+            self.skip("frame", problem)
+            return
         header = rgb_msg.header
         start = time.perf_counter()
         rgb = decode_rgb(rgb_msg, self.topics["rgb"])
@@ -297,13 +243,8 @@ class SegmenterNode(Node):
             withhold=self.values["mask.while_warming_up"] == "withhold", frames=self.frames,
             masks_withheld=self.masks_withheld, dropped=self.slot.dropped, times=self.times.summary(),
             fps=self.fps.rate(), device=describe_device(self.segmenter.device), reload_error=self.reload_error,
-            sync_warning=self._sync_warning, skipped_frames=self.skipped_frames, tags=self.tag_state.tags,
+            sync_warning=self.sync_warning, skipped_frames=self.skipped_frames, tags=self.tag_state.tags,
             clock_note=self.clock_note)
-
-    _sync_warning: str | None = None
-
-    def _on_status_timer(self) -> None:
-        self._sync_warning = ru.publish_health(self, segmenter_diagnostics)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -315,12 +256,3 @@ class SegmenterNode(Node):
         self.request_stop()
         self._worker.join(timeout=2.0)
 
-
-def main(argv: list[str] | None = None) -> None:
-    from deal_ros.ros.trainer_node import run_nodes
-
-    sys.exit(run_nodes(lambda: [SegmenterNode()], argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-ENTRY_POINTS = {"onboard": "deal_ros.ros.onboard", "trainer_node": "deal_ros.ros.trainer_node",
-                "segmenter_node": "deal_ros.ros.segmenter_node"}
+ENTRY_POINTS = {"onboard": "onboard_main", "trainer_node": "trainer_main", "segmenter_node": "segmenter_main"}
+"""Executable -> its function in deal_ros.ros.runner (setup.py's console_scripts)."""
 
 
 def launch_unavailable() -> str:
@@ -51,9 +51,9 @@ def ament_prefix(root: Path) -> Path:
         (share / name).symlink_to(REPO / name)
     lib = prefix / "lib" / "deal_ros"
     lib.mkdir(parents=True)
-    for name, module in ENTRY_POINTS.items():
+    for name, function in ENTRY_POINTS.items():
         script = lib / name
-        script.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
+        script.write_text(f"#!{sys.executable}\nfrom deal_ros.ros.runner import {function}\n{function}()\n")
         script.chmod(0o755)
     return prefix
 

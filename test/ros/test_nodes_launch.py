@@ -43,7 +43,7 @@ H, W = 120, 160
 CLASSES = ["mug", "box", "ball"]
 
 
-def tiny_params(tmp_path: Path, prefix: str) -> dict:
+def tiny_params(tmp_path: Path) -> dict:
     return {
         "classes": CLASSES,
         "model.input_height": 64, "model.input_width": 80, "model.seg_head_channels": 16,
@@ -51,8 +51,7 @@ def tiny_params(tmp_path: Path, prefix: str) -> dict:
         "loss.seg_warmup_steps": 0, "loss.deal.warmup_steps": 0, "pseudo_label.refine": "none",
         "checkpoint.directory": str(tmp_path / "model"), "checkpoint.period_steps": 0,
         "keyframe.min_interval_s": 0.0, "keyframe.motion_threshold": 0.0,
-        "rgb_topic": f"{prefix}/rgb", "depth_topic": f"{prefix}/depth", "camera_info_topic": f"{prefix}/info",
-        "tags_topic": f"{prefix}/tags", "status_period_s": 0.2, "reload_period_s": 0.5, "sync.stale_timeout_s": 30.0,
+        "status_period_s": 0.2, "reload_period_s": 0.5, "sync.stale_timeout_s": 30.0,
         "mask.min_model_step": 0,
     }
 
@@ -141,12 +140,18 @@ def _overrides(params: dict) -> list[Parameter]:
     return [Parameter(k, value=v) for k, v in params.items()]
 
 
+def _remaps(prefix: str) -> list[str]:
+    """The nodes' relative inputs remapped to the driver's topics, as the launch file's *_topic arguments do."""
+    rules = {"rgb/image": "rgb", "depth/image": "depth", "rgb/camera_info": "info", "tags": "tags"}
+    return ["--ros-args", *(arg for name, topic in rules.items() for arg in ("-r", f"{name}:={prefix}/{topic}"))]
+
+
 def test_onboard_in_process(ros, tmp_path):
     from deal_ros.ros.onboard import build_onboard
     from deal_ros.ros.segmenter_node import SegmenterNode
 
-    params = tiny_params(tmp_path, "/t1")
-    nodes = build_onboard(parameter_overrides=_overrides(params))
+    params = tiny_params(tmp_path)
+    nodes = build_onboard(parameter_overrides=_overrides(params), cli_args=_remaps("/t1"))
     trainer = nodes[0]
     driver = Driver("/t1")
     executor = MultiThreadedExecutor(num_threads=4)
@@ -193,7 +198,7 @@ def test_onboard_in_process(ros, tmp_path):
             node.destroy_node()
         executor.shutdown()
     # a standalone segmenter (separate-process mode) starts from that checkpoint
-    standalone = SegmenterNode(parameter_overrides=_overrides(params))
+    standalone = SegmenterNode(parameter_overrides=_overrides(params), cli_args=_remaps("/t1"))
     try:
         assert standalone.segmenter.step == int(read_manifest(path)["step"])
     finally:
@@ -209,19 +214,22 @@ def test_launch_file(ros, tmp_path, separate):
     reason = launch_unavailable()
     if reason:
         pytest.skip(reason)
-    prefix = f"/t_launch_{separate}"
-    params = tiny_params(tmp_path, prefix)
+    # separate processes also run in a namespace: relative topic arguments and the outputs move with it
+    ns = "/robot1" if separate == "true" else ""
+    prefix = "t_launch" if ns else "/t_launch"
+    params = tiny_params(tmp_path)
     params.pop("checkpoint.directory")
     config = tmp_path / "tiny.yaml"
     config.write_text(render_parameter_file(params))
     model_dir = tmp_path / "model"
     cmd = ["ros2", "launch", "deal_ros", "onboard.launch.py", f"config:={config}", f"model_dir:={model_dir}",
            f"rgb_topic:={prefix}/rgb", f"depth_topic:={prefix}/depth", f"camera_info_topic:={prefix}/info",
-           f"tags_topic:={prefix}/tags", "tags:=mug,box", f"separate_processes:={separate}"]
+           f"tags_topic:={prefix}/tags", "tags:=mug,box", f"separate_processes:={separate}",
+           f"namespace:={ns.strip('/')}"]
     log = open(tmp_path / "launch.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env=launch_env(tmp_path))
-    driver = Driver(prefix)
+    driver = Driver(f"{ns}/{prefix}" if ns else prefix, ns)
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(driver)
     try:
@@ -232,7 +240,7 @@ def test_launch_file(ros, tmp_path, separate):
         mask = driver.masks[-1]
         assert (mask.width, mask.height, mask.encoding) == (W, H, "mono8")
         assert (mask.header.stamp.sec, mask.header.stamp.nanosec) in driver.sent
-        response = call(executor, driver, Trigger, "/deal_trainer/save", Trigger.Request())
+        response = call(executor, driver, Trigger, f"{ns}/deal_trainer/save", Trigger.Request())
         assert response.success, response.message
         assert load_checkpoint(model_dir / "model.safetensors").step >= 2
         saved = read_manifest(model_dir / "model.safetensors")["step"]
