@@ -41,17 +41,11 @@ def median_seconds(fn: Callable[[], Any], repeat: int, budget_s: float = 0.02) -
 
 def rosbags_message(array_: np.ndarray, encoding: str) -> Any:
     """An Image as rosbags deserialises it from a bag (data: a numpy view of the CDR buffer)."""
-    from rosbags.typesys import Stores, get_typestore
+    from deal_ros.io.bag.writer import RosMessages
 
-    typestore = get_typestore(Stores.ROS2_HUMBLE)
-    types = typestore.types
-    fields = image_fields(array_, encoding)
-    fields["data"] = np.frombuffer(fields["data"], np.uint8).copy()
-    stamp = types["builtin_interfaces/msg/Time"](sec=1, nanosec=0)
-    header = types["std_msgs/msg/Header"](stamp=stamp, frame_id="c")
-    msg = types["sensor_msgs/msg/Image"](header=header, **fields)
-    raw = typestore.serialize_cdr(msg, "sensor_msgs/msg/Image")
-    return typestore.deserialize_cdr(raw, "sensor_msgs/msg/Image")
+    messages = RosMessages()
+    raw = messages.serialize(messages.image(array_, encoding, stamp_ns=10**9, frame_id="c"), IMAGE)
+    return messages.typestore.deserialize_cdr(raw, IMAGE)
 
 
 def rclpy_like(array_: np.ndarray, encoding: str, container: str) -> Any:
@@ -153,44 +147,25 @@ def write_scene_bag(path: str | Path, scenes: Sequence[Any], num_frames: int, fp
     camera_info, and the scene's tags on /tags before each frame: what a robot records, at camera
     resolution, so that reading it costs what reading a real bag costs.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
+    from deal_ros.io.bag.writer import BagWriter
 
-    store = get_typestore(Stores.ROS2_HUMBLE)
-    types = store.types
     path = Path(path)
     period_ns = int(1e9 / fps)
     base_ns = 1_700_000_000 * 10**9
-
-    def header(stamp_ns: int) -> Any:
-        stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-        return types["std_msgs/msg/Header"](stamp=stamp, frame_id="camera_color_optical_frame")
-
-    def image(array_: np.ndarray, encoding: str, stamp_ns: int) -> bytes:
-        fields = image_fields(array_, encoding)
-        fields["data"] = np.frombuffer(fields["data"], np.uint8)
-        return store.serialize_cdr(types[IMAGE](header=header(stamp_ns), **fields), IMAGE)
-
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        rgb_c = writer.add_connection("/camera/color/image_raw", IMAGE, typestore=store)
-        depth_c = writer.add_connection("/camera/aligned_depth_to_color/image_raw", IMAGE, typestore=store)
-        info_c = writer.add_connection("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
-        tags_c = writer.add_connection("/tags", "std_msgs/msg/String", typestore=store)
+    frame_id = "camera_color_optical_frame"
+    rgb_topic, depth_topic = "/camera/color/image_raw", "/camera/aligned_depth_to_color/image_raw"
+    info_topic, tags_topic = "/camera/color/camera_info", "/tags"
+    with BagWriter(path, storage="mcap") as bag:
+        for topic, msgtype in ((rgb_topic, IMAGE), (depth_topic, IMAGE), (info_topic, "sensor_msgs/msg/CameraInfo"),
+                               (tags_topic, "std_msgs/msg/String")):
+            bag.add_topic(topic, msgtype)
         for i in range(num_frames):
             scene = scenes[i % len(scenes)]
             stamp = base_ns + i * period_ns
             height, width = scene.rgb.shape[:2]
-            tags = types["std_msgs/msg/String"](data=",".join(scene.tags))
-            writer.write(tags_c, stamp - 1000, store.serialize_cdr(tags, "std_msgs/msg/String"))
-            writer.write(rgb_c, stamp, image(scene.rgb, "rgb8", stamp))
-            depth_mm = np.round(np.clip(scene.depth_m, 0, 65.0) * 1000.0).astype(np.uint16)
-            writer.write(depth_c, stamp + 3_000_000, image(depth_mm, "16UC1", stamp + 3_000_000))
-            k = np.asarray(scene.intrinsics, dtype=np.float64).reshape(-1)
-            info = types["sensor_msgs/msg/CameraInfo"](
-                header=header(stamp), height=height, width=width, distortion_model="plumb_bob", d=np.zeros(5),
-                k=k, r=np.eye(3).reshape(-1), p=np.hstack([k.reshape(3, 3), np.zeros((3, 1))]).reshape(-1),
-                binning_x=0, binning_y=0,
-                roi=types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
-                                                              do_rectify=False))
-            writer.write(info_c, stamp + 1000, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
+            bag.write_string(tags_topic, stamp - 1000, ",".join(scene.tags))
+            bag.write_image(rgb_topic, stamp, scene.rgb, "rgb8", frame_id=frame_id)
+            bag.write_depth(depth_topic, stamp + 3_000_000, scene.depth_m, "16UC1", frame_id=frame_id)
+            bag.write_camera_info(info_topic, stamp + 1000, scene.intrinsics, width, height, stamp_ns=stamp,
+                                  frame_id=frame_id)
     return path

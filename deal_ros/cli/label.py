@@ -43,7 +43,6 @@ from deal_ros.visualize import overlay
 
 LABEL_TOPICS = {"mask": "mono8", "pseudo_label": "mono8", "confidence": "32FC1", "overlay": "rgb8"}
 """Label topic suffix -> sensor_msgs/Image encoding."""
-IMAGE = "sensor_msgs/msg/Image"
 PRODUCTS = ("mask", "pseudo_label", "overlay", "labelled_bag", "frames.json", "classes.json")
 """What a run writes into DIR, in the order it is swapped in (classes.json, which eval reads, last)."""
 
@@ -189,9 +188,8 @@ class LabelledBagWriter:
     """
 
     def __init__(self, source: str | Path, target: Path, prefix: str) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        from deal_ros.io.bag import BagError, open_bag, read_messages
+        from deal_ros.io.bag import BagError, BagWriter, open_bag, read_messages
+        from deal_ros.io.bag.topics import IMAGE
 
         self._stack = contextlib.ExitStack()
         self._reader = self._stack.enter_context(open_bag(source))
@@ -199,38 +197,26 @@ class LabelledBagWriter:
             self._stack.close()
             raise BagError(f"{source} is a ROS 1 bag: a labelled rosbag2 copy needs a rosbag2 source; "
                            "give --no-bag (or convert it first with rosbags-convert)")
-        self._writer = Writer(target, version=9, storage_plugin=StoragePlugin.MCAP)
-        self._writer.open()
-        self._store = _label_typestore()
+        self._bag = BagWriter(target, storage="mcap").open()
         self._copies: dict[int, Any] = {}
         added: dict[tuple[Any, ...], Any] = {}
         for conn in self._reader.connections:
             key = (conn.topic, conn.msgtype, conn.ext.serialization_format, repr(conn.ext.offered_qos_profiles))
             if key not in added:
-                added[key] = self._copy_connection(conn)
+                added[key] = self._bag.add_connection_like(conn, self._reader.typestore)
             self._copies[conn.id] = added[key]
         existing = {c.topic for c in self._reader.connections}
-        self._label_conns = {}
-        for suffix in LABEL_TOPICS:
-            topic = f"{prefix}/{suffix}"
+        self._label_topics = {suffix: f"{prefix}/{suffix}" for suffix in LABEL_TOPICS}
+        for topic in self._label_topics.values():
             if topic in existing:
                 self.abort()
                 raise BagError(f"{source} already has a topic {topic}; choose another --topic-prefix")
-            self._label_conns[suffix] = self._writer.add_connection(topic, IMAGE, typestore=self._store)
+            self._bag.add_topic(topic, IMAGE)
         self._source = source
         self._messages: Iterator[tuple[Any, int, Any]] = read_messages(
             self._reader, self._reader.connections, source)
         self._pending: tuple[Any, int, Any] | None = None
         self.written = 0
-
-    def _copy_connection(self, conn: Any) -> Any:
-        """Same topic, type, definition, hash and QoS as the source, so the copy plays back like the original."""
-        msgdef = conn.msgdef.data if conn.msgdef is not None and conn.msgdef.data else None
-        digest = conn.digest if msgdef and conn.digest else None
-        return self._writer.add_connection(
-            conn.topic, conn.msgtype, typestore=self._reader.typestore, msgdef=msgdef, rihs01=digest,
-            serialization_format=conn.ext.serialization_format,
-            offered_qos_profiles=conn.ext.offered_qos_profiles)
 
     def _copy_until(self, log_ns: int | None) -> None:
         """Write the original messages recorded at or before log_ns (all of them for None)."""
@@ -242,40 +228,26 @@ class LabelledBagWriter:
             conn, t, raw = self._pending
             if log_ns is not None and t > log_ns:
                 return
-            self._writer.write(self._copies[conn.id], t, raw)
+            self._bag.write_raw(self._copies[conn.id], t, raw)
             self.written += 1
             self._pending = None
 
     def add(self, log_ns: int, stamp_ns: int, frame_id: str, images: dict[str, np.ndarray]) -> None:
         """Write label images (keys of LABEL_TOPICS) with the colour image's header stamp and record time."""
-        from deal_ros.io.image_codec import image_fields
-
         self._copy_until(log_ns)
-        types = self._store.types
-        stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-        header = types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
         for suffix, image in images.items():
-            fields = image_fields(image, LABEL_TOPICS[suffix])
-            fields["data"] = np.frombuffer(fields["data"], dtype=np.uint8)
-            msg = types[IMAGE](header=header, **fields)
-            self._writer.write(self._label_conns[suffix], log_ns, self._store.serialize_cdr(msg, IMAGE))
+            self._bag.write_image(self._label_topics[suffix], log_ns, image, LABEL_TOPICS[suffix],
+                                  stamp_ns=stamp_ns, frame_id=frame_id)
 
     def close(self) -> None:
         """Copy the rest of the source and finish both files."""
         try:
             self._copy_until(None)
-            self._writer.close()
+            self._bag.close()
         finally:
             self._stack.close()
 
     def abort(self) -> None:
         """Close after an error (the caller removes the partial bag)."""
-        with contextlib.suppress(Exception):  # already failing: keep the first error
-            self._writer.close()
+        self._bag.abort()
         self._stack.close()
-
-
-def _label_typestore() -> Any:
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_HUMBLE)

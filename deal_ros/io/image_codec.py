@@ -17,18 +17,21 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from deal_ros.depth import raw_depth_to_metres
+from deal_ros.depth import DEPTH_UNITS_M, raw_depth_to_metres
 from deal_ros.errors import DealRosError
 
 __all__ = [
     "COLOR_ENCODINGS",
     "DEPTH_ENCODINGS",
+    "DEPTH_UNIT_NAMES",
     "ENCODINGS",
+    "RGB_INPUT_ENCODINGS",
     "ImageDecodeError",
     "decode_compressed_image",
     "decode_depth_m",
     "decode_image",
     "decode_rgb",
+    "encode_depth",
     "image_fields",
     "is_compressed",
 ]
@@ -57,8 +60,12 @@ ENCODINGS: dict[str, _Spec] = {
 """Supported raw encodings: numpy element type and channel count."""
 
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
-DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
-"""16UC1 / mono16 depth is millimetres, 32FC1 depth is metres (REP 118)."""
+RGB_INPUT_ENCODINGS = (*COLOR_ENCODINGS, "mono8", "8UC1")
+"""Raw encodings decode_rgb accepts as colour input (mono is replicated to RGB)."""
+DEPTH_ENCODINGS = tuple(DEPTH_UNITS_M)
+"""16UC1 / mono16 depth is millimetres, 32FC1 depth is metres (REP 118): the units of deal_ros.depth.DEPTH_UNITS_M."""
+DEPTH_UNIT_NAMES = {encoding: "metres" if m == 1.0 else "millimetres" for encoding, m in DEPTH_UNITS_M.items()}
+"""Depth encoding -> its unit in words, for messages."""
 
 _TO_RGB = {
     "bgr8": cv2.COLOR_BGR2RGB,
@@ -267,3 +274,19 @@ def image_fields(array: np.ndarray, encoding: str) -> dict[str, Any]:
         "step": int(width * spec.channels * want_dtype.itemsize),
         "data": memoryview(array).cast("B"),
     }
+
+
+def encode_depth(depth_m: np.ndarray, encoding: str = "16UC1") -> np.ndarray:
+    """(H, W) metres -> the raw array of a depth encoding, the inverse of decode_depth_m.
+
+    16UC1 / mono16: uint16 in whole raw units (millimetres, rounded), clipped to what 16 bits hold;
+    32FC1: float32 metres. Holes (0, NaN, inf, < 0) become 0.
+    """
+    if encoding not in DEPTH_UNITS_M:
+        raise ImageDecodeError(f"encode_depth: {encoding!r} is not a depth encoding; use one of {DEPTH_ENCODINGS}")
+    depth_m = np.asarray(depth_m, dtype=np.float32)
+    valid = np.isfinite(depth_m) & (depth_m > 0)
+    if DEPTH_UNITS_M[encoding] == 1.0:
+        return np.where(valid, depth_m, np.float32(0.0))
+    raw = np.round(np.where(valid, depth_m, np.float32(0.0)) * (1.0 / DEPTH_UNITS_M[encoding]))
+    return np.clip(raw, 0, np.iinfo(np.uint16).max).astype(np.uint16)

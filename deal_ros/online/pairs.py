@@ -9,9 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from deal_ros.io.image_codec import COLOR_ENCODINGS, DEPTH_ENCODINGS, is_compressed
-
-DEPTH_UNITS = {"16UC1": "millimetres", "mono16": "millimetres", "32FC1": "metres"}
+from deal_ros.io.image_codec import (
+    COLOR_ENCODINGS,
+    DEPTH_ENCODINGS,
+    DEPTH_UNIT_NAMES,
+    RGB_INPUT_ENCODINGS,
+    is_compressed,
+)
 
 
 def image_signature(msg: Any) -> tuple:
@@ -44,7 +48,7 @@ def check_pair(rgb: Any, depth: Any, camera_info: Any | None = None) -> PairChec
     if not rgb_compressed and rgb_enc in DEPTH_ENCODINGS and not depth_compressed and depth_enc in COLOR_ENCODINGS:
         check.errors.append(f"rgb has encoding {rgb_enc} and depth {depth_enc}: the RGB and depth topics are swapped")
         return check
-    if not rgb_compressed and rgb_enc not in (*COLOR_ENCODINGS, "mono8", "8UC1"):
+    if not rgb_compressed and rgb_enc not in RGB_INPUT_ENCODINGS:
         check.errors.append(f"rgb encoding {rgb_enc!r} is not a colour encoding (need {', '.join(COLOR_ENCODINGS)})")
     if not depth_compressed and depth_enc not in DEPTH_ENCODINGS:
         check.errors.append(f"depth encoding {depth_enc!r} is not a depth encoding (need 16UC1 = mm or 32FC1 = m)")
@@ -67,7 +71,7 @@ def check_pair(rgb: Any, depth: Any, camera_info: Any | None = None) -> PairChec
         if info_size != (int(rgb.width), int(rgb.height)) and info_size != (0, 0):
             check.warnings.append(f"camera_info is {info_size[0]}x{info_size[1]} but rgb is "
                                   f"{int(rgb.width)}x{int(rgb.height)}: intrinsics are rescaled for the point cloud")
-    units = DEPTH_UNITS.get(depth_enc, "from the compressed header")
+    units = DEPTH_UNIT_NAMES.get(depth_enc, "from the compressed header")
     size = "" if rgb_compressed else f"{int(rgb.width)}x{int(rgb.height)} "
     check.info = f"RGB-D input: {size}rgb {rgb_enc}, depth {depth_enc} ({units}), frame '{rgb_frame}'"
     return check

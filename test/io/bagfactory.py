@@ -1,4 +1,4 @@
-"""Synthetic RGB-D rosbags for tests, written with rosbags' own Writer (no mocks).
+"""Synthetic RGB-D rosbags for tests, written with the package's BagWriter over rosbags (no mocks).
 
 Reuse from another test directory::
 
@@ -13,23 +13,23 @@ with every colour frame and an optional std_msgs/String tags topic.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import methodcaller
 from pathlib import Path
 
 import cv2
 import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 
-from deal_ros.io.image_codec import image_fields
+from deal_ros.io.bag.writer import BagWriter
+from deal_ros.io.image_codec import encode_depth
 
-TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 BASE_NS = 1_700_000_000_000_000_000
 PERIOD_NS = 100_000_000  # 10 Hz
 RGB_LATENCY_NS = 3_000_000
 DEPTH_LATENCY_NS = 9_000_000
 K = np.array([[200.0, 0.0, 80.0], [0.0, 200.0, 60.0], [0.0, 0.0, 1.0]])
+FRAME_ID = "camera_color_optical_frame"
 
 RS_RGB = "/camera/color/image_raw"
 RS_DEPTH = "/camera/aligned_depth_to_color/image_raw"
@@ -51,53 +51,11 @@ class WrittenBag:
     start_ns: int = 0
 
 
-def _header(stamp_ns: int, frame_id: str) -> object:
-    types = TYPESTORE.types
-    stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
-
-
-def image_msg(
-    array: np.ndarray, encoding: str, stamp_ns: int = BASE_NS, frame_id: str = "camera_color_optical_frame"
-):
-    """A rosbags sensor_msgs/Image holding `array` (via image_fields)."""
-    fields = image_fields(array, encoding)
-    fields["data"] = np.frombuffer(fields["data"], dtype=np.uint8).copy()
-    return TYPESTORE.types["sensor_msgs/msg/Image"](header=_header(stamp_ns, frame_id), **fields)
-
-
-def compressed_msg(
-    data: bytes, fmt: str, stamp_ns: int = BASE_NS, frame_id: str = "camera_color_optical_frame"
-):
-    return TYPESTORE.types["sensor_msgs/msg/CompressedImage"](
-        header=_header(stamp_ns, frame_id), format=fmt, data=np.frombuffer(data, dtype=np.uint8).copy()
-    )
-
-
 def compressed_depth_payload(depth_mm: np.ndarray) -> bytes:
     """compressed_depth_image_transport layout for 16UC1: 12-byte ConfigHeader + PNG."""
     ok, png = cv2.imencode(".png", depth_mm)
     assert ok
     return struct.pack("<iff", 0, 0.0, 0.0) + png.tobytes()
-
-
-def _camera_info(stamp_ns: int, width: int, height: int):
-    types = TYPESTORE.types
-    return types["sensor_msgs/msg/CameraInfo"](
-        header=_header(stamp_ns, "camera_color_optical_frame"),
-        height=height,
-        width=width,
-        distortion_model="plumb_bob",
-        d=np.zeros(5),
-        k=K.reshape(-1).copy(),
-        r=np.eye(3).reshape(-1),
-        p=np.hstack([K, np.zeros((3, 1))]).reshape(-1),
-        binning_x=0,
-        binning_y=0,
-        roi=types["sensor_msgs/msg/RegionOfInterest"](
-            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-        ),
-    )
 
 
 def synthetic_frame(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -142,59 +100,47 @@ def write_rgbd_bag(
     if frames is not None:
         num_frames = len(frames)
     written = WrittenBag(path, start_ns=BASE_NS)
-    plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[storage]
-    rgb_type = (
-        "sensor_msgs/msg/CompressedImage" if rgb_encoding in ("jpeg", "png") else "sensor_msgs/msg/Image"
-    )
-    depth_type = (
-        "sensor_msgs/msg/CompressedImage" if depth_encoding == "compressedDepth" else "sensor_msgs/msg/Image"
-    )
-    records: list[tuple[int, str, object, str]] = []  # (log_ns, topic, msg, msgtype)
+    records: list[tuple[int, Callable[[BagWriter], None]]] = []  # (log_ns, writes it), written in log_ns order
+
+    def record(method: str, topic: str, log_ns: int, *args: object, **stamp: object) -> None:
+        records.append((log_ns, methodcaller(method, topic, log_ns, *args, **stamp)))
 
     for t_s, text in tags_sequence:
         if tags_topic is not None:
-            msg = TYPESTORE.types["std_msgs/msg/String"](data=text)
-            records.append((BASE_NS + int(t_s * 1e9), tags_topic, msg, "std_msgs/msg/String"))
+            record("write_string", tags_topic, BASE_NS + int(t_s * 1e9), text)
     for i in range(num_frames):
         rgb, depth_m = frames[i] if frames is not None else synthetic_frame(rng, size)
         height, width = rgb.shape[:2]
         stamp = BASE_NS + i * PERIOD_NS + int(rng.integers(-1_000_000, 1_000_000))
         jitter = int(rng.uniform(2.0, max(jitter_ms, 2.0)) * 1e6) * (1 if rng.random() < 0.5 else -1)
         depth_stamp = stamp + jitter
+        rgb_log = stamp + RGB_LATENCY_NS
+        stamped = {"stamp_ns": stamp, "frame_id": FRAME_ID}
         if rgb_encoding in ("jpeg", "png"):
             ok, buf = cv2.imencode("." + ("jpg" if rgb_encoding == "jpeg" else "png"), rgb[..., ::-1])
             assert ok
-            rgb_msg = compressed_msg(buf.tobytes(), f"rgb8; {rgb_encoding} compressed bgr8", stamp)
+            fmt = f"rgb8; {rgb_encoding} compressed bgr8"
+            record("write_compressed_image", rgb_topic, rgb_log, buf.tobytes(), fmt, **stamped)
         else:
-            payload = {
-                "rgb8": rgb,
-                "bgr8": rgb[..., ::-1],
-                "rgba8": np.dstack([rgb, np.full((height, width), 255, np.uint8)]),
-                "bgra8": np.dstack([rgb[..., ::-1], np.full((height, width), 255, np.uint8)]),
-                "mono8": rgb[..., 0],
-            }[rgb_encoding]
-            rgb_msg = image_msg(payload, rgb_encoding, stamp)
+            record("write_image", rgb_topic, rgb_log, _colour_payload(rgb, rgb_encoding), rgb_encoding, **stamped)
         depth_out = depth_m
         if depth_size is not None:
             depth_out = cv2.resize(depth_m, (depth_size[1], depth_size[0]), interpolation=cv2.INTER_NEAREST)
-        depth_mm = np.round(depth_out * 1000.0).astype(np.uint16)
+        depth_mm = encode_depth(depth_out, "16UC1")
+        depth_log = depth_stamp + DEPTH_LATENCY_NS
+        depth_stamped = {"stamp_ns": depth_stamp, "frame_id": FRAME_ID}
         if depth_encoding == "16UC1":
-            depth_msg = image_msg(depth_mm, "16UC1", depth_stamp)
+            record("write_image", depth_topic, depth_log, depth_mm, "16UC1", **depth_stamped)
         elif depth_encoding == "32FC1":
-            depth_msg = image_msg(depth_out.astype(np.float32), "32FC1", depth_stamp)
+            record("write_image", depth_topic, depth_log, depth_out.astype(np.float32), "32FC1", **depth_stamped)
         elif depth_encoding == "compressedDepth":
-            depth_msg = compressed_msg(
-                compressed_depth_payload(depth_mm), "16UC1; compressedDepth png", depth_stamp
-            )
+            payload = compressed_depth_payload(depth_mm)
+            record("write_compressed_image", depth_topic, depth_log, payload, "16UC1; compressedDepth png",
+                   **depth_stamped)
         else:
             raise ValueError(depth_encoding)
-        rgb_log = stamp + RGB_LATENCY_NS
-        records.append((rgb_log, rgb_topic, rgb_msg, rgb_type))
-        records.append((depth_stamp + DEPTH_LATENCY_NS, depth_topic, depth_msg, depth_type))
         if info_topic is not None:
-            records.append(
-                (rgb_log + 1000, info_topic, _camera_info(stamp, width, height), "sensor_msgs/msg/CameraInfo")
-            )
+            record("write_camera_info", info_topic, rgb_log + 1000, K, width, height, **stamped)
         written.rgb_stamps_ns.append(stamp)
         written.depth_stamps_ns.append(depth_stamp)
         written.rgb_log_ns.append(rgb_log)
@@ -209,23 +155,31 @@ def write_rgbd_bag(
         written.tags.append(current)
 
     records.sort(key=lambda r: r[0])
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
-        connections = {}
-        for _, topic, _, msgtype in records:
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE)
-        for log_ns, topic, msg, msgtype in records:
-            writer.write(connections[topic], log_ns, TYPESTORE.serialize_cdr(msg, msgtype))
+    with BagWriter(path, storage) as bag:
+        for _, write in records:
+            write(bag)
     written.start_ns = records[0][0] if records else BASE_NS
     return written
+
+
+def _colour_payload(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W, 3) RGB as the array of a raw colour encoding."""
+    height, width = rgb.shape[:2]
+    opaque = np.full((height, width), 255, np.uint8)
+    return {
+        "rgb8": lambda: rgb,
+        "bgr8": lambda: rgb[..., ::-1],
+        "rgba8": lambda: np.dstack([rgb, opaque]),
+        "bgra8": lambda: np.dstack([rgb[..., ::-1], opaque]),
+        "mono8": lambda: rgb[..., 0],
+    }[encoding]()
 
 
 def write_empty_bag(path: str | Path, storage: str = "sqlite3") -> Path:
     """A bag with one connection and no messages."""
     path = Path(path)
-    plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[storage]
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
-        writer.add_connection(RS_RGB, "sensor_msgs/msg/Image", typestore=TYPESTORE)
+    with BagWriter(path, storage) as bag:
+        bag.add_topic(RS_RGB, "sensor_msgs/msg/Image")
     return path
 
 
@@ -233,54 +187,21 @@ def write_ros1_rgbd_bag(
     path: str | Path, num_frames: int = 5, size: tuple[int, int] = (12, 16)
 ) -> WrittenBag:
     """A ROS 1 .bag (RealSense names, rgb8 + 16UC1, camera_info with upper-case K, /tags 'mug')."""
-    from rosbags.rosbag1 import Writer as Writer1
-
     path = Path(path)
-    store = get_typestore(Stores.ROS1_NOETIC)
-    types = store.types
     rng = np.random.default_rng(0)
     written = WrittenBag(path, start_ns=BASE_NS)
-
-    def header(stamp_ns: int) -> object:
-        stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-        return types["std_msgs/msg/Header"](seq=0, stamp=stamp, frame_id="camera_color_optical_frame")
-
-    def image(array: np.ndarray, encoding: str, stamp_ns: int) -> bytes:
-        fields = image_fields(array, encoding)
-        fields["data"] = np.frombuffer(fields["data"], dtype=np.uint8).copy()
-        msg = types["sensor_msgs/msg/Image"](header=header(stamp_ns), **fields)
-        return store.serialize_ros1(msg, "sensor_msgs/msg/Image")
-
-    with Writer1(path) as writer:
-        c_rgb = writer.add_connection(RS_RGB, "sensor_msgs/msg/Image", typestore=store)
-        c_depth = writer.add_connection(RS_DEPTH, "sensor_msgs/msg/Image", typestore=store)
-        c_info = writer.add_connection(RS_INFO, "sensor_msgs/msg/CameraInfo", typestore=store)
-        c_tags = writer.add_connection("/tags", "std_msgs/msg/String", typestore=store)
-        tags_msg = types["std_msgs/msg/String"](data="mug")
-        writer.write(c_tags, BASE_NS, store.serialize_ros1(tags_msg, "std_msgs/msg/String"))
+    with BagWriter(path, "rosbag1") as bag:
+        for topic, msgtype in ((RS_RGB, "sensor_msgs/msg/Image"), (RS_DEPTH, "sensor_msgs/msg/Image"),
+                               (RS_INFO, "sensor_msgs/msg/CameraInfo"), ("/tags", "std_msgs/msg/String")):
+            bag.add_topic(topic, msgtype)
+        bag.write_string("/tags", BASE_NS, "mug")
         for i in range(num_frames):
             stamp = BASE_NS + RGB_LATENCY_NS + i * PERIOD_NS
             rgb, depth_m = synthetic_frame(rng, size)
-            depth_mm = np.round(depth_m * 1000.0).astype(np.uint16)
-            writer.write(c_rgb, stamp, image(rgb, "rgb8", stamp))
-            writer.write(c_depth, stamp + 4_000_000, image(depth_mm, "16UC1", stamp + 4_000_000))
-            roi = types["sensor_msgs/msg/RegionOfInterest"](
-                x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-            )
-            info = types["sensor_msgs/msg/CameraInfo"](
-                header=header(stamp),
-                height=size[0],
-                width=size[1],
-                distortion_model="plumb_bob",
-                D=np.zeros(5),
-                K=K.reshape(-1).copy(),
-                R=np.eye(3).reshape(-1),
-                P=np.hstack([K, np.zeros((3, 1))]).reshape(-1),
-                binning_x=0,
-                binning_y=0,
-                roi=roi,
-            )
-            writer.write(c_info, stamp + 1000, store.serialize_ros1(info, "sensor_msgs/msg/CameraInfo"))
+            depth_mm = encode_depth(depth_m, "16UC1")
+            bag.write_image(RS_RGB, stamp, rgb, "rgb8", stamp_ns=stamp, frame_id=FRAME_ID)
+            bag.write_image(RS_DEPTH, stamp + 4_000_000, depth_mm, "16UC1", frame_id=FRAME_ID)
+            bag.write_camera_info(RS_INFO, stamp + 1000, K, size[1], size[0], stamp_ns=stamp, frame_id=FRAME_ID)
             written.rgb_stamps_ns.append(stamp)
             written.rgb.append(rgb)
             written.depth_m.append(depth_mm.astype(np.float32) / 1000.0)

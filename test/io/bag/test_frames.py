@@ -1,27 +1,17 @@
-"""deal_ros.io.bag on real rosbag2 files (sqlite3 and mcap) written by rosbags in tmp_path."""
+"""deal_ros.io.bag.frames: synchronised, tagged RGB-D frames from real bags (sqlite3, mcap) written in tmp_path."""
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from bagfactory import BASE_NS, K, write_empty_bag, write_rgbd_bag, write_ros1_rgbd_bag
+from bagfactory import BASE_NS, K, write_rgbd_bag
 
-from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames, prefetch
+from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames
 from deal_ros.tags import TagSchedule, UnknownTagError, parse_tags
 
 CLASSES = ["mug", "box", "bottle"]
-TAG_CHANGE = [(0.0, "mug,box"), (1.05, "box")]
-
-
-@pytest.fixture(scope="module", params=["sqlite3", "mcap"])
-def bag(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp(request.param) / "rgbd"
-    return write_rgbd_bag(path, storage=request.param, tags_sequence=TAG_CHANGE, jitter_ms=8)
 
 
 def test_frames_are_synced_with_tags_and_intrinsics(bag):
@@ -136,66 +126,6 @@ def test_bag_without_tags_topic(tmp_path):
     assert len(frames) == 5 and all(f.tags == [] for f in frames)
 
 
-def test_missing_topic_lists_image_topics(bag):
-    with pytest.raises(
-        BagError, match=r"/nope.*/camera/aligned_depth_to_color/image_raw.*/camera/color/image_raw"
-    ):
-        list(iter_rgbd_frames(bag.path, rgb_topic="/nope"))
-    with pytest.raises(BagError, match="has type std_msgs/msg/String"):
-        list(iter_rgbd_frames(bag.path, depth_topic="/tags"))
-
-
-def test_missing_empty_and_unknown_paths(tmp_path):
-    with pytest.raises(BagError, match="bag not found"):
-        iter_rgbd_frames(tmp_path / "nothing")
-    empty = write_empty_bag(tmp_path / "empty")
-    with pytest.raises(BagError, match="contains no messages"):
-        list(iter_rgbd_frames(empty, tags=["mug"]))
-    with pytest.raises(BagError, match="contains no messages"):
-        inspect_bag(empty)
-    (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(BagError, match="not a bag"):
-        inspect_bag(tmp_path / "x.txt")
-    (tmp_path / "dir").mkdir()
-    with pytest.raises(BagError, match="not a rosbag2"):
-        inspect_bag(tmp_path / "dir")
-
-
-@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
-@pytest.mark.parametrize("keep", [0.5, 0.99])
-def test_truncated_bag(tmp_path, storage, keep):
-    bag = write_rgbd_bag(tmp_path / "b", storage=storage, num_frames=10)
-    (data_file,) = [p for p in bag.path.iterdir() if p.suffix in (".db3", ".mcap")]
-    os.truncate(data_file, int(data_file.stat().st_size * keep))
-    with pytest.raises(BagError, match="truncated or corrupt") as info:
-        list(iter_rgbd_frames(bag.path))
-    assert str(bag.path) in str(info.value)
-
-
-def test_interrupted_recording_without_metadata_is_read(tmp_path):
-    bag = write_rgbd_bag(tmp_path / "b", storage="mcap", num_frames=5)
-    (bag.path / "metadata.yaml").unlink()
-    stats = ReadStats()
-    frames = list(iter_rgbd_frames(bag.path, stats=stats))
-    assert len(frames) == 5
-    assert any("no metadata.yaml" in w for w in stats.warnings)
-
-
-def test_realsense_camera_camera_names_are_picked(tmp_path):
-    bag = write_rgbd_bag(
-        tmp_path / "b",
-        num_frames=4,
-        rgb_topic="/camera/camera/color/image_raw",
-        depth_topic="/camera/camera/aligned_depth_to_color/image_raw",
-        info_topic="/camera/camera/color/camera_info",
-    )
-    frames = list(iter_rgbd_frames(bag.path))
-    assert len(frames) == 4 and frames[0].intrinsics is not None
-    info = inspect_bag(bag.path)
-    assert info.usable and info.choice.depth_aligned
-    assert info.choice.rgb_topic == "/camera/camera/color/image_raw"
-
-
 def test_unaligned_depth_only_warns_and_resizes(tmp_path):
     bag = write_rgbd_bag(
         tmp_path / "b", num_frames=4, depth_topic="/camera/depth/image_rect_raw", depth_size=(60, 80)
@@ -237,63 +167,9 @@ def test_32fc1_and_bgr8_bag(tmp_path):
     np.testing.assert_array_equal(frames[2].depth_m, bag.depth_m[2])
 
 
-def test_inspect_bag(bag):
-    info = inspect_bag(bag.path)
-    assert info.usable and not info.problems
-    assert info.storage == ("mcap" if "mcap" in str(bag.path) else "sqlite3")
-    rgb = info.topic("/camera/color/image_raw")
-    assert (rgb.count, rgb.encoding, rgb.width, rgb.height) == (20, "rgb8", 160, 120)
-    assert rgb.rate_hz == pytest.approx(10.0, rel=0.1)
-    assert info.topic("/camera/aligned_depth_to_color/image_raw").encoding == "16UC1"
-    assert info.choice.info_topic == "/camera/color/camera_info" and info.choice.tags_topic == "/tags"
-    assert 1.8 < info.duration_s < 2.1
-
-
 def test_multiple_bags_continue_the_index(bag):
     frames = list(iter_rgbd_frames([bag.path, bag.path], min_gap_s=0.5))
     assert [f.index for f in frames] == list(range(len(frames))) and len(frames) == 8
-
-
-def test_prefetch_preserves_order_and_reraises():
-    assert list(prefetch(iter(range(200)), max_queue=4)) == list(range(200))
-
-    def failing():
-        yield 1
-        raise BagError("boom")
-
-    it = prefetch(failing())
-    assert next(it) == 1
-    with pytest.raises(BagError, match="boom"):
-        next(it)
-
-
-def test_prefetch_stops_and_closes_the_source_when_the_consumer_stops():
-    closed = threading.Event()
-    produced = []
-
-    def source():
-        try:
-            for i in range(10_000):
-                produced.append(i)
-                yield i
-        finally:
-            closed.set()
-
-    before = threading.active_count()
-    it = prefetch(source(), max_queue=2)
-    assert [next(it) for _ in range(3)] == [0, 1, 2]
-    it.close()
-    assert closed.wait(2.0)
-    assert len(produced) < 10
-    deadline = time.monotonic() + 2.0
-    while threading.active_count() > before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threading.active_count() == before
-
-
-def test_prefetch_over_a_bag(bag):
-    frames = list(prefetch(iter_rgbd_frames(bag.path), max_queue=3))
-    assert [f.stamp_ns for f in frames] == bag.rgb_stamps_ns
 
 
 def test_bagfactory_accepts_given_frames(tmp_path):
@@ -320,37 +196,3 @@ def test_degenerate_depth_is_skipped_with_the_reason(tmp_path):
     info = inspect_bag(bag.path)
     assert not info.usable and info.frames_usable == 0
     assert info.problems[0].startswith("no usable RGB-D frame: depth_constant 2 (e.g. ")
-
-
-def test_ros1_bag(tmp_path):
-    bag = write_ros1_rgbd_bag(tmp_path / "old.bag")
-    info = inspect_bag(bag.path)
-    assert info.storage == "rosbag1" and info.usable
-    frames = list(iter_rgbd_frames(bag.path, classes=CLASSES))
-    assert [f.stamp_ns for f in frames] == bag.rgb_stamps_ns
-    np.testing.assert_array_equal(frames[3].rgb, bag.rgb[3])
-    np.testing.assert_allclose(frames[3].depth_m, bag.depth_m[3], atol=1e-6)
-    np.testing.assert_array_equal(frames[0].intrinsics, K)  # ROS 1 CameraInfo spells it K
-    assert frames[0].tags == ["mug"]
-
-
-def test_select_topics_heuristics_and_explicit_unaligned_depth():
-    from deal_ros.io.bag import select_topics
-
-    image, compressed = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
-    topics = {
-        "/robot/head_cam/rgb/image": image,
-        "/robot/head_cam/rgb/image/compressed": compressed,
-        "/robot/head_cam/depth_registered/image": image,
-        "/robot/head_cam/depth_registered/image/compressedDepth": compressed,
-        "/robot/head_cam/rgb/camera_info": "sensor_msgs/msg/CameraInfo",
-    }
-    choice = select_topics(topics)
-    assert choice.rgb_topic == "/robot/head_cam/rgb/image"
-    assert choice.depth_topic == "/robot/head_cam/depth_registered/image" and choice.depth_aligned
-    assert choice.info_topic == "/robot/head_cam/rgb/camera_info" and choice.tags_topic is None
-    rs = {"/camera/color/image_raw": image, "/camera/depth/image_rect_raw": image}
-    choice = select_topics(rs, depth_topic="/camera/depth/image_rect_raw")
-    assert choice.depth_aligned is False and any("unaligned" in w for w in choice.warnings)
-    with pytest.raises(BagError, match="no depth topic found"):
-        select_topics({"/camera/color/image_raw": image})
