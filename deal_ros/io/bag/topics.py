@@ -239,20 +239,24 @@ def select_topics(
     if depth_topic is None:
         raise BagError(f"no depth topic found automatically; image topics in the bag: {listing} (choose one)")
     if aligned is False:
-        warnings.append(
-            f"only unaligned depth ({depth_topic}) is recorded: DEAL needs depth aligned to colour "
-            "(RealSense: align_depth.enable:=true); depth will be resized, edges will not line up"
-        )
+        warnings.append(f"only unaligned depth ({depth_topic}) is recorded: DEAL needs depth aligned to colour "
+                        "(RealSense: align_depth.enable:=true); depth will be resized, edges will not line up")
     info_topic = _camera_info_topic(topics, rgb_topic, info_topic, profile_info, reasons, warnings)
     if want_tags_topic:
-        if tags_topic is not None:
-            require_topic(topics, tags_topic, (STRING,), "tags")
-            reasons.append(f"tags {tags_topic}: given")
-        else:
-            tags_topic = find_tags_topic(topics)
-            if tags_topic is not None:
-                reasons.append(f"tags {tags_topic}: std_msgs/String topic named 'tags'")
+        tags_topic = _tags_topic(topics, tags_topic, reasons)
     return TopicChoice(rgb_topic, depth_topic, info_topic, tags_topic, aligned, reasons, warnings)
+
+
+def _tags_topic(topics: dict[str, str], tags_topic: str | None, reasons: list[str]) -> str | None:
+    """The given tags topic (checked), else the std_msgs/String topic named 'tags'."""
+    if tags_topic is not None:
+        require_topic(topics, tags_topic, (STRING,), "tags")
+        reasons.append(f"tags {tags_topic}: given")
+        return tags_topic
+    found = find_tags_topic(topics)
+    if found is not None:
+        reasons.append(f"tags {found}: std_msgs/String topic named 'tags'")
+    return found
 
 
 def _camera_info_topic(
