@@ -3,6 +3,11 @@
 The schema is a tree of dataclasses. It loads from a plain YAML file or from a ROS 2 parameter
 file (the same tree under ``<node>: ros__parameters:``), is validated on construction, and
 round-trips through ``to_dict`` (checkpoints store it as JSON).
+
+Each field is declared once: its type (choices as ``Literal``), its default, and with :func:`setting`
+its description, bounds and whether it may change while running. Validation, the nodes' ROS parameter
+descriptors (``deal_ros.online.parameters``), ``config/onboard.yaml`` and ``deal-ros train --set help``
+are all derived from that declaration; a section's ``check_relations`` holds only the rules between fields.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from deal_ros.errors import DealRosError
 
@@ -29,9 +35,152 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"config '{key}': {message}")
 
 
-def _one_of(value: str, key: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
+# -- the declaration of one field -------------------------------------------------------------------
 
+SETTING = "deal_ros.setting"
+"""Key of a field's :class:`Setting` in ``dataclasses.field(metadata=...)``."""
+
+
+def _number_text(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """An interval of numbers, each end closed, open or absent, optionally on an integer grid."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    step: int = 0
+    """Integer grid: the value is low + a multiple of step (0 = any value)."""
+
+    def __bool__(self) -> bool:
+        return self.low is not None or self.high is not None
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return not (self.step and self.low is not None and (value - self.low) % self.step)
+
+    def text(self) -> str:
+        """'in [32, 4096]', 'in (0, 10]', '>= 0', '> 0', '<= 1', with the grid: 'a multiple of 16 in [32, 4096]'."""
+        if self.low is not None and self.high is not None:
+            interval = (f"in {'(' if self.low_open else '['}{_number_text(self.low)}, "
+                        f"{_number_text(self.high)}{')' if self.high_open else ']'}")
+        elif self.low is not None:
+            interval = f"{'>' if self.low_open else '>='} {_number_text(self.low)}"
+        else:
+            interval = f"{'<' if self.high_open else '<='} {_number_text(self.high)}"  # type: ignore[arg-type]
+        if not self.step:
+            return interval
+        grid = (f"a multiple of {self.step}" if self.low is None or self.low % self.step == 0
+                else f"{_number_text(self.low)} + a multiple of {self.step}")
+        return f"{grid} {interval}" if interval.startswith("in ") else f"{grid}, {interval}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a config field declares besides its type and default."""
+
+    doc: str
+    """One paragraph: the ROS parameter description, the comment in config/onboard.yaml, `--set help`."""
+    bounds: Bounds = Bounds()
+    runtime: bool = False
+    """The online trainer and the segmenter apply a change between steps (`ros2 param set` works)."""
+
+
+def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, step: int = 0, runtime: bool = False) -> Any:
+    """A dataclass field with its declaration: doc, bounds (ge/gt: lower, le/lt: upper, step: grid), run-time flag."""
+    if (ge is not None and gt is not None) or (le is not None and lt is not None):
+        raise TypeError("give one lower bound (ge or gt) and one upper bound (le or lt)")
+    bounds = Bounds(low=gt if gt is not None else ge, high=lt if lt is not None else le,
+                    low_open=gt is not None, high_open=lt is not None, step=step)
+    metadata = {SETTING: Setting(" ".join(doc.split()), bounds, runtime)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def choices_of(hint: Any) -> tuple[Any, ...]:
+    """The values a ``Literal[...]`` type allows; () for any other type."""
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+
+
+class Section:
+    """Base of the schema's dataclasses: :meth:`validate` checks every field against its declaration
+    (choices, bounds), the sub-sections likewise, then :meth:`check_relations`."""
+
+    def validate(self) -> None:
+        prefix = _section_prefixes()[type(self)]
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, Section):
+                value.validate()
+                continue
+            key, options, bounds = prefix + f.name, choices_of(hints[f.name]), f.metadata[SETTING].bounds
+            if options and value not in options:
+                raise ConfigError(f"config '{key}': must be one of {list(options)}, got {value!r}")
+            if bounds and not bounds.admits(value):
+                raise ConfigError(f"config '{key}': must be {bounds.text()}, got {value!r}")
+        self.check_relations()
+
+    def check_relations(self) -> None:
+        """Rules a single field's declaration cannot state (between fields, or a value's form); none here."""
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One leaf of the schema under its dotted key, with what its field declares."""
+
+    key: str
+    hint: Any
+    """The field's type: bool, int, float, str, list[str] or a Literal of str or int."""
+    default: Any
+    setting: Setting
+
+    @property
+    def choices(self) -> tuple[Any, ...]:
+        return choices_of(self.hint)
+
+
+def _walk_keys(cls: type, instance: Any, prefix: str) -> typing.Iterator[ConfigKey]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        value = getattr(instance, f.name)
+        if isinstance(value, Section):
+            yield from _walk_keys(type(value), value, f"{prefix}{f.name}.")
+        else:
+            yield ConfigKey(f"{prefix}{f.name}", hints[f.name], value, f.metadata[SETTING])
+
+
+@lru_cache(maxsize=1)
+def config_keys() -> tuple[ConfigKey, ...]:
+    """Every leaf of DealConfig, in declaration order, with its default and declaration."""
+    return tuple(_walk_keys(DealConfig, DealConfig(), ""))
+
+
+@lru_cache(maxsize=1)
+def _section_prefixes() -> dict[type, str]:
+    """Section class -> its dotted prefix in DealConfig ('loss.deal.'); each class has one place in the tree."""
+    prefixes: dict[type, str] = {DealConfig: ""}
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, hint in typing.get_type_hints(cls).items():
+            if isinstance(hint, type) and issubclass(hint, Section):
+                prefixes[hint] = f"{prefix}{name}."
+                walk(hint, f"{prefix}{name}.")
+
+    walk(DealConfig, "")
+    return prefixes
+
+
+# -- the schema --------------------------------------------------------------------------------------
 
 ARCHITECTURE_FIELDS = ("backbone", "output_stride", "padding", "input_norm", "seg_head_channels")
 """ModelConfig fields that a checkpoint must share with the configuration it is loaded into (compared after
@@ -47,49 +196,52 @@ padding their ImageNet top-1 agreed with TFLite on 11 of 24 photos instead of 24
 FILE_PROFILE = {"input_norm": "imagenet", "padding": "symmetric"}
 """What torchvision/timm weight files (and random init) get for 'auto': ImageNet mean/std, symmetric padding."""
 
+GridStride = Literal[1, 2, 4, 8, 16]
+"""Stride of a loss grid relative to the network input."""
+EdgeOperator = Literal["sobel", "plane_sobel", "laplacian"]
+"""Depth edge operators of deal_ros.depth.edge_strength."""
+EdgeNorm = Literal["max", "percentile", "fixed"]
+"""Depth edge normalisations of deal_ros.depth.normalize_depth_edges."""
+HoleFill = Literal["row_far", "far", "pyramid", "none"]
+"""Hole fillings of deal_ros.depth.fill_holes."""
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """The CAM network: backbone + CAM head (K maps) + segmentation head (K + 1 classes)."""
 
-    backbone: str = "mobilenet_v2"
-    """Backbone name from the registry: mobilenet_v2, resnet18, resnet50."""
-    output_stride: int = 16
-    """Stride of the last feature map (8 or 16, via dilation)."""
-    pretrained_path: str = BUILTIN_WEIGHTS
-    """ImageNet weights: 'builtin' (the package's MobileNetV2, checksum-verified), a torchvision/timm file (path
-    to a .pth/.safetensors state dict, or its file name in the torch hub cache), or '' = random init."""
-    freeze_stages: int = 3
-    """Number of early backbone stages of pretrained weights kept frozen (3 = up to stride 8: generic edges and
-    textures that a few hundred steps on one robot's frames should not re-learn; also a cheaper backward).
-    A randomly initialised backbone trains every stage."""
-    freeze_bn: bool = True
-    """Keep pretrained BatchNorm in eval mode, affine frozen (must stay true for the built-in weights: their BN
-    is folded). A randomly initialised backbone always trains its BatchNorm."""
-    padding: str = "auto"
-    """MobileNetV2's stride-2 convs: 'tf_same' (TF 'SAME'), 'symmetric' (torchvision), 'auto' = what the weights
-    need (tf_same for builtin, symmetric for files and random init)."""
-    input_norm: str = "auto"
-    """Input normalisation: 'tf' (pixel/128 - 1), 'imagenet' (mean/std), 'auto' = what the weights need (tf for
-    builtin, imagenet for torchvision/timm files and random init)."""
-    input_height: int = 240
-    """Network input height in pixels; frames are resized to this for training and inference."""
-    input_width: int = 320
-    """Network input width in pixels."""
-    seg_head_channels: int = 64
-    """Channels of the light segmentation head."""
-    seg_head_detach: bool = False
-    """Train the segmentation head on detached backbone features, so its cross-entropy cannot reshape the CAM
-    features. Off by default: with the support-plane pseudo-labels the head's loss improves the shared features
-    (held-out close-up mask mIoU 0.63 -> 0.69 at 300 steps, README); on when pseudo-labels are poor (no
-    depth plane), where early noisy labels degraded the CAMs."""
+    backbone: Literal["mobilenet_v2", "resnet18", "resnet50"] = setting(
+        "mobilenet_v2", "Backbone name from the registry: mobilenet_v2, resnet18, resnet50.")
+    output_stride: Literal[8, 16] = setting(16, "Stride of the last feature map (8 or 16, via dilation).")
+    pretrained_path: str = setting(
+        BUILTIN_WEIGHTS, """ImageNet weights: 'builtin' (the package's MobileNetV2, checksum-verified), a
+        torchvision/timm file (path to a .pth/.safetensors state dict, or its file name in the torch hub cache), or
+        '' = random init.""")
+    freeze_stages: int = setting(
+        3, """Number of early backbone stages of pretrained weights kept frozen (3 = up to stride 8: generic edges
+        and textures that a few hundred steps on one robot's frames should not re-learn; also a cheaper backward).
+        A randomly initialised backbone trains every stage.""", ge=0, le=5)
+    freeze_bn: bool = setting(
+        True, """Keep pretrained BatchNorm in eval mode, affine frozen (must stay true for the built-in weights:
+        their BN is folded). A randomly initialised backbone always trains its BatchNorm.""")
+    padding: Literal["auto", "tf_same", "symmetric"] = setting(
+        "auto", """MobileNetV2's stride-2 convs: 'tf_same' (TF 'SAME'), 'symmetric' (torchvision), 'auto' = what
+        the weights need (tf_same for builtin, symmetric for files and random init).""")
+    input_norm: Literal["auto", "tf", "imagenet"] = setting(
+        "auto", """Input normalisation: 'tf' (pixel/128 - 1), 'imagenet' (mean/std), 'auto' = what the weights
+        need (tf for builtin, imagenet for torchvision/timm files and random init).""")
+    input_height: int = setting(
+        240, "Network input height in pixels; frames are resized to this for training and inference.",
+        ge=32, le=4096, step=16)
+    input_width: int = setting(320, "Network input width in pixels.", ge=32, le=4096, step=16)
+    seg_head_channels: int = setting(64, "Channels of the light segmentation head.", ge=8, le=1024)
+    seg_head_detach: bool = setting(
+        False, """Train the segmentation head on detached backbone features, so its cross-entropy cannot reshape
+        the CAM features. Off by default: with the support-plane pseudo-labels the head's loss improves the shared
+        features (held-out close-up mask mIoU 0.63 -> 0.69 at 300 steps, README); on when pseudo-labels are poor
+        (no depth plane), where early noisy labels degraded the CAMs.""")
 
-    def validate(self) -> None:
-        _one_of(self.backbone, "model.backbone", ("mobilenet_v2", "resnet18", "resnet50"))
-        _check(self.output_stride in (8, 16), "model.output_stride", f"must be 8 or 16, got {self.output_stride}")
-        _check(0 <= self.freeze_stages <= 5, "model.freeze_stages", "must be in [0, 5]")
-        _one_of(self.input_norm, "model.input_norm", ("auto", "tf", "imagenet"))
-        _one_of(self.padding, "model.padding", ("auto", "tf_same", "symmetric"))
+    def check_relations(self) -> None:
         _check(self.padding != "tf_same" or self.backbone == "mobilenet_v2", "model.padding",
                f"'tf_same' exists for mobilenet_v2 only, not {self.backbone}")
         if self.pretrained_path == BUILTIN_WEIGHTS and self.backbone == "mobilenet_v2":
@@ -99,11 +251,6 @@ class ModelConfig:
                        f"the built-in weights need {needed!r}, got {value!r} (leave it 'auto')")
             _check(self.freeze_bn, "model.freeze_bn", "the built-in weights have folded BatchNorm (an identity plus "
                    "bias), which training-mode BatchNorm breaks: it must be true")
-        for key in ("input_height", "input_width"):
-            value = getattr(self, key)
-            _check(32 <= value <= 4096 and value % 16 == 0, f"model.{key}",
-                   f"must be a multiple of 16 in [32, 4096], got {value}")
-        _check(self.seg_head_channels >= 8, "model.seg_head_channels", "must be >= 8")
 
     def resolved(self) -> ModelConfig:
         """A copy with 'auto' replaced by what the weights need, freeze_bn and freeze_stages as applied (off for
@@ -146,69 +293,72 @@ def _migrate_model_keys(data: Any) -> Any:
 
 
 @dataclass
-class DepthConfig:
+class DepthConfig(Section):
     """How raw depth becomes metres + validity (method.md §2 step 1)."""
 
-    min_m: float = 0.1
-    """Depth below this (metres) is treated as a hole."""
-    max_m: float = 10.0
-    """Depth above this (metres) is treated as a hole."""
+    min_m: float = setting(0.1, "Depth below this (metres) is treated as a hole.", ge=0)
+    max_m: float = setting(10.0, "Depth above this (metres) is treated as a hole.")
 
-    def validate(self) -> None:
-        _check(0.0 <= self.min_m < self.max_m, "depth.min_m", "need 0 <= min_m < max_m")
+    def check_relations(self) -> None:
+        _check(self.min_m < self.max_m, "depth.min_m", "need 0 <= min_m < max_m")
+
+
+ENABLED_DOC = "Switch this loss term on."
+WEIGHT_DOC = "Weight of this loss term in the total loss."
 
 
 @dataclass
-class DEALConfig:
-    """Depth Edge Alignment Loss settings; every '(ours)' choice of method.md §2 is here."""
+class DEALConfig(Section):
+    """Depth Edge Alignment Loss settings; every '(ours)' choice of method.md §2 is here.
 
-    enabled: bool = False
-    """Off by default, by measurement: with the support-plane pseudo-labels (pseudo_label.support_plane) DEAL
-    lowered held-out close-up mask mIoU at 300 steps (0.68 -> 0.63, two seeds, README); without that prior
-    (no plane in view, or support_plane: false) the robust map raised it (0.19 -> 0.28). Turn it on where no
-    support plane is in view (shelves, clutter)."""
-    weight: float = 1.0
-    """lambda: L = L_cls + lambda * L_DEAL."""
-    warmup_steps: int = 100
-    """lambda ramps linearly from 0 to `weight` over these steps (a flat CAM scores well under DEAL)."""
-    mu: float = 2.5
-    """Soft-binarisation sharpness; an edge is anything above sigmoid(-mu) = 7.6 % of the scale."""
-    grid_stride: int = 4
-    """Loss grid stride relative to the network input (the CAM is upsampled to it)."""
-    edge_operator: str = "plane_sobel"
-    """Depth edge operator: 'sobel' (paper), 'plane_sobel' (Sobel minus local-plane gradient), 'laplacian'."""
-    log_depth: bool = True
-    """Take edges of log-depth (relative jumps) instead of metric depth (paper: False)."""
-    edge_norm: str = "fixed"
-    """Depth edge normalisation: 'max' (paper, per image), 'percentile', 'fixed' (threshold in units)."""
-    edge_threshold: float = 0.0125
-    """For edge_norm='fixed': the jump across a cell that counts as an edge, in log-depth units (a relative
-    step: 0.0125 = 1.25 %) or metres. Our Sobel is scaled by 1/4 so a step of t reads as t; method.md's
-    t = 0.05 is stated for the unscaled Sobel and is the same threshold."""
-    edge_percentile: float = 99.0
-    """For edge_norm='percentile': the percentile of valid edge strengths used as the scale."""
-    plane_window: int = 7
-    """For plane_sobel: window (cells) of the median that estimates the local plane gradient."""
-    hole_fill: str = "row_far"
-    """Hole filling: 'row_far' (farther row neighbour), 'far' (farthest of row/column), 'pyramid', 'none'."""
-    hole_exclude_window: int = 5
-    """Cells whose window x window neighbourhood is all hole are excluded (0 = exclude every hole)."""
-    cam_norm: str = "minmax"
-    """CAM normalisation before edges: 'minmax' (ReLU + per-map min-max, from SEAM) or 'max'."""
+    The defaults of :func:`deal_ros.losses.deal_loss` and :class:`~deal_ros.losses.DEALLoss` are these (the
+    robust depth-edge map); ``DEAL_PRESETS`` are overrides of them.
+    """
 
-    def validate(self) -> None:
-        _check(self.weight >= 0, "loss.deal.weight", "must be >= 0")
-        _check(self.warmup_steps >= 0, "loss.deal.warmup_steps", "must be >= 0")
-        _check(self.mu > 0, "loss.deal.mu", "must be > 0")
-        _check(self.grid_stride in (1, 2, 4, 8, 16), "loss.deal.grid_stride", "must be 1, 2, 4, 8 or 16")
-        _one_of(self.edge_operator, "loss.deal.edge_operator", ("sobel", "plane_sobel", "laplacian"))
-        _one_of(self.edge_norm, "loss.deal.edge_norm", ("max", "percentile", "fixed"))
-        _check(self.edge_threshold > 0, "loss.deal.edge_threshold", "must be > 0")
-        _check(0 < self.edge_percentile <= 100, "loss.deal.edge_percentile", "must be in (0, 100]")
-        _check(self.plane_window >= 3 and self.plane_window % 2 == 1, "loss.deal.plane_window", "must be odd >= 3")
-        _one_of(self.hole_fill, "loss.deal.hole_fill", ("row_far", "far", "pyramid", "none"))
-        _check(self.hole_exclude_window >= 0, "loss.deal.hole_exclude_window", "must be >= 0")
-        _one_of(self.cam_norm, "loss.deal.cam_norm", ("minmax", "max"))
+    enabled: bool = setting(
+        False, """Off by default, by measurement: with the support-plane pseudo-labels (pseudo_label.support_plane)
+        DEAL lowered held-out close-up mask mIoU at 300 steps (0.68 -> 0.63, two seeds, README); without that prior
+        (no plane in view, or support_plane: false) the robust map raised it (0.19 -> 0.28). Turn it on where no
+        support plane is in view (shelves, clutter).""", runtime=True)
+    weight: float = setting(1.0, "lambda: L = L_cls + lambda * L_DEAL.", ge=0, runtime=True)
+    warmup_steps: int = setting(
+        100, "lambda ramps linearly from 0 to `weight` over these steps (a flat CAM scores well under DEAL).",
+        ge=0, le=1_000_000, runtime=True)
+    mu: float = setting(
+        2.5, "Soft-binarisation sharpness; an edge is anything above sigmoid(-mu) = 7.6 % of the scale.",
+        ge=0.01, le=100, runtime=True)
+    grid_stride: GridStride = setting(
+        4, "Loss grid stride relative to the network input (the CAM is upsampled to it).", runtime=True)
+    edge_operator: EdgeOperator = setting(
+        "plane_sobel", "Depth edge operator: 'sobel' (paper), 'plane_sobel' (Sobel minus local-plane gradient), "
+        "'laplacian'.", runtime=True)
+    log_depth: bool = setting(
+        True, "Take edges of log-depth (relative jumps) instead of metric depth (paper: False).", runtime=True)
+    edge_norm: EdgeNorm = setting(
+        "fixed", "Depth edge normalisation: 'max' (paper, per image), 'percentile', 'fixed' (threshold in units).",
+        runtime=True)
+    edge_threshold: float = setting(
+        0.0125, """For edge_norm='fixed': the jump across a cell that counts as an edge, in log-depth units (a
+        relative step: 0.0125 = 1.25 %) or metres. Our Sobel is scaled by 1/4 so a step of t reads as t; method.md's
+        t = 0.05 is stated for the unscaled Sobel and is the same threshold.""", gt=0, runtime=True)
+    edge_percentile: float = setting(
+        99.0, "For edge_norm='percentile': the percentile of valid edge strengths used as the scale.",
+        gt=0, le=100, runtime=True)
+    plane_window: int = setting(
+        7, "For plane_sobel: window (cells) of the median that estimates the local plane gradient.", ge=3,
+        runtime=True)
+    hole_fill: HoleFill = setting(
+        "row_far", "Hole filling: 'row_far' (farther row neighbour), 'far' (farthest of row/column), 'pyramid', "
+        "'none'.", runtime=True)
+    hole_exclude_window: int = setting(
+        5, "Cells whose window x window neighbourhood is all hole are excluded (0 = exclude every hole).", ge=0,
+        runtime=True)
+    cam_norm: Literal["minmax", "max"] = setting(
+        "minmax", "CAM normalisation before edges: 'minmax' (ReLU + per-map min-max, from SEAM) or 'max'.",
+        runtime=True)
+
+    def check_relations(self) -> None:
+        _check(self.plane_window % 2 == 1, "loss.deal.plane_window", "must be odd >= 3")
 
     def loss_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`deal_ros.losses.deal_loss` / :class:`DEALLoss`."""
@@ -217,151 +367,106 @@ class DEALConfig:
 
 
 @dataclass
-class ISLConfig:
+class ISLConfig(Section):
     """Importance-sampling loss (Jonnarth et al., method.md §3): L_cls = (1 - weight) L_gap + weight L_isl."""
 
-    enabled: bool = False
-    weight: float = 0.2
-    """Mixing weight of L_isl into the classification loss (paper: 0.2, i.e. 0.8 L_gap + 0.2 L_isl)."""
-    num_samples: int = 10
-    """Pixels sampled per (image, class) from the CAM's pmf sigmoid(s) + eps, normalised."""
-    eps: float = 1e-5
-    """Added to sigmoid(s) so that no pixel has zero probability."""
-
-    def validate(self) -> None:
-        _check(0 <= self.weight <= 1, "loss.isl.weight", "must be in [0, 1] (a mixing weight)")
-        _check(1 <= self.num_samples <= 10000, "loss.isl.num_samples", "must be in [1, 10000]")
-        _check(self.eps > 0, "loss.isl.eps", "must be > 0")
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(
+        0.2, "Mixing weight of L_isl into the classification loss (paper: 0.2, i.e. 0.8 L_gap + 0.2 L_isl).",
+        ge=0, le=1)
+    num_samples: int = setting(
+        10, "Pixels sampled per (image, class) from the CAM's pmf sigmoid(s) + eps, normalised.", ge=1, le=10000)
+    eps: float = setting(1e-5, "Added to sigmoid(s) so that no pixel has zero probability.", gt=0)
 
 
 @dataclass
-class FSLConfig:
+class FSLConfig(Section):
     """Feature-similarity loss, local-window form (method.md §3): L += weight * L_fsl."""
 
-    enabled: bool = False
-    weight: float = 1.0
-    mu: float = 2.5
-    """Soft-binarisation of the colour distance: pairs closer than sigmoid(-mu) (7.6 %) count as similar."""
-    sigma: float = 5.0
-    """Gaussian pixel-distance weight, in CAM-grid cells."""
-    radius: int = 10
-    """Only pairs within this distance (cells) are used: memory O(h * w * radius^2), not O((h w)^2)."""
-
-    def validate(self) -> None:
-        _check(self.weight >= 0, "loss.fsl.weight", "must be >= 0")
-        _check(self.mu > 0, "loss.fsl.mu", "must be > 0")
-        _check(self.sigma > 0, "loss.fsl.sigma", "must be > 0")
-        _check(1 <= self.radius <= 64, "loss.fsl.radius", "must be in [1, 64]")
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(1.0, WEIGHT_DOC, ge=0)
+    mu: float = setting(
+        2.5, "Soft-binarisation of the colour distance: pairs closer than sigmoid(-mu) (7.6 %) count as similar.",
+        gt=0)
+    sigma: float = setting(5.0, "Gaussian pixel-distance weight, in CAM-grid cells.", gt=0)
+    radius: int = setting(
+        10, "Only pairs within this distance (cells) are used: memory O(h * w * radius^2), not O((h w)^2).",
+        ge=1, le=64)
 
 
 @dataclass
-class SmoothnessConfig:
+class SmoothnessConfig(Section):
     """Boundary-guided Charbonnier smoothness of the CAM (structure-aware WSSS, method.md §3)."""
 
-    enabled: bool = False
-    weight: float = 1.0
-    source: str = "depth"
-    """Boundary map S: 'depth' (depth edges), 'pseudo_label' (current pseudo-label boundaries) or 'learned'
-    (the boundary branch; needs loss.boundary.enabled)."""
-    alpha: float = 10.0
-    """Edge-stopping strength: pair weight exp(-alpha |grad S|)."""
-    first_order_weight: float = 1.0
-    """Weight of the first-order term (the paper's text: 1 with 10x second order; its code: 10:1 the other way)."""
-    second_order_weight: float = 0.1
-    """Weight of the second-order term."""
-    guide: str = "gradient"
-    """'gradient': exp(-alpha |S_i - S_j|) per pair (the paper); 'edge': exp(-alpha max(S_i, S_j)) (S as edge map)."""
-    grid_stride: int = 4
-    """Loss grid stride relative to the network input (the CAM is upsampled to it)."""
-
-    def validate(self) -> None:
-        _check(self.weight >= 0, "loss.smoothness.weight", "must be >= 0")
-        _one_of(self.source, "loss.smoothness.source", ("depth", "pseudo_label", "learned"))
-        _check(self.alpha >= 0, "loss.smoothness.alpha", "must be >= 0")
-        _check(self.first_order_weight >= 0 and self.second_order_weight >= 0, "loss.smoothness.*_order_weight",
-               "must be >= 0")
-        _one_of(self.guide, "loss.smoothness.guide", ("gradient", "edge"))
-        _check(self.grid_stride in (1, 2, 4, 8, 16), "loss.smoothness.grid_stride", "must be 1, 2, 4, 8 or 16")
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(1.0, WEIGHT_DOC, ge=0)
+    source: Literal["depth", "pseudo_label", "learned"] = setting(
+        "depth", """Boundary map S: 'depth' (depth edges), 'pseudo_label' (current pseudo-label boundaries) or
+        'learned' (the boundary branch; needs loss.boundary.enabled).""")
+    alpha: float = setting(10.0, "Edge-stopping strength: pair weight exp(-alpha |grad S|).", ge=0)
+    first_order_weight: float = setting(
+        1.0, "Weight of the first-order term (the paper's text: 1 with 10x second order; its code: 10:1 the other "
+        "way).", ge=0)
+    second_order_weight: float = setting(0.1, "Weight of the second-order term.", ge=0)
+    guide: Literal["gradient", "edge"] = setting(
+        "gradient", "'gradient': exp(-alpha |S_i - S_j|) per pair (the paper); 'edge': exp(-alpha max(S_i, S_j)) "
+        "(S as edge map).")
+    grid_stride: GridStride = setting(4, "Loss grid stride relative to the network input (the CAM is upsampled to it).")
 
 
 @dataclass
-class BoundaryConfig:
+class BoundaryConfig(Section):
     """Semantic boundary branch (training only) with BCE against pseudo-label boundaries (method.md §3)."""
 
-    enabled: bool = False
-    weight: float = 0.02
-    """BCE weight (paper range 0.01-0.05)."""
-    canny_low: float = 10.0
-    """Canny hysteresis thresholds on the 8-bit grey image (paper: 10 / 100)."""
-    canny_high: float = 100.0
-    depth_edges: bool = False
-    """Also feed Canny edges of the (hole-filled, log) depth to the fusion."""
-    detach_features: bool = False
-    """Stop the BCE gradient at the backbone features (False = multi-task, as in the paper)."""
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(0.02, "BCE weight (paper range 0.01-0.05).", ge=0)
+    canny_low: float = setting(10.0, "Canny hysteresis thresholds on the 8-bit grey image (paper: 10 / 100).", ge=0)
+    canny_high: float = setting(100.0, "Upper Canny hysteresis threshold on the 8-bit grey image.")
+    depth_edges: bool = setting(False, "Also feed Canny edges of the (hole-filled, log) depth to the fusion.")
+    detach_features: bool = setting(
+        False, "Stop the BCE gradient at the backbone features (False = multi-task, as in the paper).")
 
-    def validate(self) -> None:
-        _check(self.weight >= 0, "loss.boundary.weight", "must be >= 0")
-        _check(0 <= self.canny_low <= self.canny_high, "loss.boundary.canny_low/high", "need 0 <= low <= high")
+    def check_relations(self) -> None:
+        _check(self.canny_low <= self.canny_high, "loss.boundary.canny_low/high", "need 0 <= low <= high")
 
 
 @dataclass
-class SSCConfig:
+class SSCConfig(Section):
     """SSC activation self-modulation: pull the CAM towards max(CAM, superpixel-pooled CAM) (method.md §3)."""
 
-    enabled: bool = False
-    weight: float = 1.0
-    start_step: int = 50
-    """The term is off for the first start_step training steps (CAMs must be meaningful first)."""
-    n_segments: int = 64
-    """Approximate number of SLIC superpixels per image (on the loss grid)."""
-    compactness: float = 10.0
-    """SLIC compactness (colour vs space trade-off)."""
-    use_depth: bool = False
-    """Depth-aware superpixels: SLIC on Lab + scaled log-depth as a 4th channel (ours)."""
-    depth_scale: float = 100.0
-    """Lab units per unit of log-depth in the depth channel (100: a 10 % depth step = 10 Lab units)."""
-    confidence: float = 0.3
-    """The term acts where the max-normalised CAM exceeds this after erosion."""
-    erosion_px: int = 8
-    """Erosion window in input pixels (8 in the paper), converted to loss-grid cells."""
-    grid_stride: int = 4
-    """Loss grid stride relative to the network input."""
-
-    def validate(self) -> None:
-        _check(self.weight >= 0, "loss.ssc.weight", "must be >= 0")
-        _check(self.start_step >= 0, "loss.ssc.start_step", "must be >= 0")
-        _check(self.n_segments >= 2, "loss.ssc.n_segments", "must be >= 2")
-        _check(self.compactness > 0, "loss.ssc.compactness", "must be > 0")
-        _check(self.depth_scale >= 0, "loss.ssc.depth_scale", "must be >= 0")
-        _check(0 <= self.confidence < 1, "loss.ssc.confidence", "must be in [0, 1)")
-        _check(self.erosion_px >= 1, "loss.ssc.erosion_px", "must be >= 1")
-        _check(self.grid_stride in (1, 2, 4, 8, 16), "loss.ssc.grid_stride", "must be 1, 2, 4, 8 or 16")
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(1.0, WEIGHT_DOC, ge=0)
+    start_step: int = setting(
+        50, "The term is off for the first start_step training steps (CAMs must be meaningful first).", ge=0)
+    n_segments: int = setting(64, "Approximate number of SLIC superpixels per image (on the loss grid).", ge=2)
+    compactness: float = setting(10.0, "SLIC compactness (colour vs space trade-off).", gt=0)
+    use_depth: bool = setting(
+        False, "Depth-aware superpixels: SLIC on Lab + scaled log-depth as a 4th channel (ours).")
+    depth_scale: float = setting(
+        100.0, "Lab units per unit of log-depth in the depth channel (100: a 10 % depth step = 10 Lab units).", ge=0)
+    confidence: float = setting(
+        0.3, "The term acts where the max-normalised CAM exceeds this after erosion.", ge=0, lt=1)
+    erosion_px: int = setting(
+        8, "Erosion window in input pixels (8 in the paper), converted to loss-grid cells.", ge=1)
+    grid_stride: GridStride = setting(4, "Loss grid stride relative to the network input.")
 
 
 @dataclass
-class ReconstructionConfig:
+class ReconstructionConfig(Section):
     """SSC CAM-driven reconstruction: a small decoder rebuilds the image from the CAMs (method.md §3)."""
 
-    enabled: bool = False
-    weight: float = 1.0
-    perceptual_weight: float = 1.0
-    """Weight of the perceptual term (L1 of frozen-backbone features; no VGG weights exist here)."""
-    l1_weight: float = 1.0
-    """Weight of the pixel L1 term."""
-    hidden_channels: int = 32
-    """Width of the decoder."""
-    out_stride: int = 4
-    """The image is reconstructed (and compared) at this stride of the input: cheap, still structural."""
-
-    def validate(self) -> None:
-        _check(self.weight >= 0, "loss.recon.weight", "must be >= 0")
-        _check(self.perceptual_weight >= 0 and self.l1_weight >= 0, "loss.recon.*_weight", "must be >= 0")
-        _check(self.hidden_channels >= 4, "loss.recon.hidden_channels", "must be >= 4")
-        _check(self.out_stride in (1, 2, 4, 8), "loss.recon.out_stride", "must be 1, 2, 4 or 8")
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(1.0, WEIGHT_DOC, ge=0)
+    perceptual_weight: float = setting(
+        1.0, "Weight of the perceptual term (L1 of frozen-backbone features; no VGG weights exist here).", ge=0)
+    l1_weight: float = setting(1.0, "Weight of the pixel L1 term.", ge=0)
+    hidden_channels: int = setting(32, "Width of the decoder.", ge=4)
+    out_stride: Literal[1, 2, 4, 8] = setting(
+        4, "The image is reconstructed (and compared) at this stride of the input: cheap, still structural.")
 
 
 @dataclass
-class LossConfig:
+class LossConfig(Section):
     """The training objective: L_cls + lambda * L_DEAL + seg_weight * CE(seg, pseudo-labels) + structure losses."""
 
     deal: DEALConfig = field(default_factory=DEALConfig)
@@ -371,153 +476,129 @@ class LossConfig:
     boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
     ssc: SSCConfig = field(default_factory=SSCConfig)
     recon: ReconstructionConfig = field(default_factory=ReconstructionConfig)
-    seg_weight: float = 1.0
-    """Weight of the segmentation head's cross-entropy on pseudo-labels."""
-    seg_warmup_steps: int = 30
-    """The segmentation head trains only after this many steps (CAMs must tell the classes apart first)."""
-    support_weight: float = 0.0
-    """Weight of the support-plane loss: mean softplus of every class's CAM logit on pixels that lie on or behind
-    the support plane (pseudo_label.support_tolerance), so the classifier cannot use the table as evidence."""
+    seg_weight: float = setting(
+        1.0, "Weight of the segmentation head's cross-entropy on pseudo-labels.", ge=0, le=100, runtime=True)
+    seg_warmup_steps: int = setting(
+        30, "The segmentation head trains only after this many steps (CAMs must tell the classes apart first).",
+        ge=0, runtime=True)
+    support_weight: float = setting(
+        0.0, """Weight of the support-plane loss: mean softplus of every class's CAM logit on pixels that lie on or
+        behind the support plane (pseudo_label.support_tolerance), so the classifier cannot use the table as
+        evidence.""", ge=0)
 
-    def validate(self) -> None:
-        _check(self.support_weight >= 0, "loss.support_weight", "must be >= 0")
-        for part in (self.deal, self.isl, self.fsl, self.smoothness, self.boundary, self.ssc, self.recon):
-            part.validate()
+    def check_relations(self) -> None:
         _check(not (self.smoothness.enabled and self.smoothness.source == "learned" and not self.boundary.enabled),
                "loss.smoothness.source", "'learned' needs the boundary branch (loss.boundary.enabled: true)")
-        _check(self.seg_weight >= 0, "loss.seg_weight", "must be >= 0")
-        _check(self.seg_warmup_steps >= 0, "loss.seg_warmup_steps", "must be >= 0")
 
 
 @dataclass
-class PseudoLabelConfig:
+class PseudoLabelConfig(Section):
     """From CAMs and tags to pixel labels (method.md §1); 255 = ignore."""
 
-    cam_norm: str = "max"
-    """Per-class CAM normalisation to [0, 1]: 'max' (ReLU / max, the usual WSSS choice) or 'minmax'
-    (also removes a constant offset, which a GAP classifier's CAM often carries)."""
-    background: str = "constant"
-    """Background score: 'constant' (= bg_score) or 'power' ((1 - max_k)^alpha)."""
-    bg_score: float = 0.35
-    alpha: float = 4.0
-    fg_threshold: float = 0.6
-    """A pixel is foreground only if its top class score exceeds this."""
-    bg_threshold: float = 0.25
-    """A pixel is background only if every tagged class scores below this; between: ignore (255)."""
-    refine: str = "depth_bilateral"
-    """Refinement of the class scores before argmax: 'none' or 'depth_bilateral' (RGB + depth affinity)."""
-    refine_iterations: int = 10
-    refine_sigma_rgb: float = 0.1
-    """Colour scale of the refinement affinity (RGB in [0, 1])."""
-    refine_sigma_depth: float = 0.02
-    """Relative depth scale of the refinement affinity (|dz| / z)."""
-    support_plane: bool = True
-    """Background prior from depth: pixels on the dominant plane (the table) or behind it (the floor past its
-    edge) are background whatever the CAM says (deal_ros.support_plane), so a class recognised from its context
-    cannot become a full-frame label."""
-    support_tolerance: float = 0.01
-    """Relative depth residual (|z - z_plane| / z_plane) within which a pixel lies on the support plane."""
-    object_threshold: float = 0.2
-    """With support_plane: a pixel standing out of the plane takes its top tagged class when that class scores at
-    least this (else ignore); the CAM only has to tell which object it is, not where the object ends."""
+    cam_norm: Literal["max", "minmax"] = setting(
+        "max", """Per-class CAM normalisation to [0, 1]: 'max' (ReLU / max, the usual WSSS choice) or 'minmax'
+        (also removes a constant offset, which a GAP classifier's CAM often carries).""", runtime=True)
+    background: Literal["constant", "power"] = setting(
+        "constant", "Background score: 'constant' (= bg_score) or 'power' ((1 - max_k)^alpha).", runtime=True)
+    bg_score: float = setting(0.35, "Constant background score (background: constant).", gt=0, lt=1, runtime=True)
+    alpha: float = setting(4.0, "Exponent of the 'power' background score (1 - max_k)^alpha.", gt=0, runtime=True)
+    fg_threshold: float = setting(
+        0.6, "A pixel is foreground only if its top class score exceeds this.", ge=0, le=1, runtime=True)
+    bg_threshold: float = setting(
+        0.25, "A pixel is background only if every tagged class scores below this; between: ignore (255).",
+        ge=0, le=1, runtime=True)
+    refine: Literal["none", "depth_bilateral"] = setting(
+        "depth_bilateral", "Refinement of the class scores before argmax: 'none' or 'depth_bilateral' (RGB + depth "
+        "affinity).", runtime=True)
+    refine_iterations: int = setting(10, "Iterations of the depth-bilateral refinement.", ge=0, runtime=True)
+    refine_sigma_rgb: float = setting(
+        0.1, "Colour scale of the refinement affinity (RGB in [0, 1]).", gt=0, runtime=True)
+    refine_sigma_depth: float = setting(
+        0.02, "Relative depth scale of the refinement affinity (|dz| / z).", gt=0, runtime=True)
+    support_plane: bool = setting(
+        True, """Background prior from depth: pixels on the dominant plane (the table) or behind it (the floor past
+        its edge) are background whatever the CAM says (deal_ros.support_plane), so a class recognised from its
+        context cannot become a full-frame label.""", runtime=True)
+    support_tolerance: float = setting(
+        0.01, "Relative depth residual (|z - z_plane| / z_plane) within which a pixel lies on the support plane.",
+        gt=0, lt=0.5, runtime=True)
+    object_threshold: float = setting(
+        0.2, """With support_plane: a pixel standing out of the plane takes its top tagged class when that class
+        scores at least this (else ignore); the CAM only has to tell which object it is, not where the object
+        ends.""", ge=0, le=1, runtime=True)
 
-    def validate(self) -> None:
-        _check(0 < self.support_tolerance < 0.5, "pseudo_label.support_tolerance", "must be in (0, 0.5)")
-        _check(0 <= self.object_threshold <= 1, "pseudo_label.object_threshold", "must be in [0, 1]")
-        _one_of(self.cam_norm, "pseudo_label.cam_norm", ("max", "minmax"))
-        _one_of(self.background, "pseudo_label.background", ("constant", "power"))
-        _check(0 <= self.bg_threshold <= self.fg_threshold <= 1, "pseudo_label",
-               "need 0 <= bg_threshold <= fg_threshold <= 1")
-        _check(0 < self.bg_score < 1, "pseudo_label.bg_score", "must be in (0, 1)")
-        _check(self.alpha > 0, "pseudo_label.alpha", "must be > 0")
-        _one_of(self.refine, "pseudo_label.refine", ("none", "depth_bilateral"))
-        _check(self.refine_iterations >= 0, "pseudo_label.refine_iterations", "must be >= 0")
-        _check(self.refine_sigma_rgb > 0 and self.refine_sigma_depth > 0, "pseudo_label.refine_sigma_*", "must be > 0")
+    def check_relations(self) -> None:
+        _check(self.bg_threshold <= self.fg_threshold, "pseudo_label", "need 0 <= bg_threshold <= fg_threshold <= 1")
 
 
 @dataclass
-class BufferConfig:
+class BufferConfig(Section):
     """The bounded frame buffer of the online trainer."""
 
-    max_frames: int = 500
-    max_bytes: int = 512 * 1024 * 1024
-    class_balanced: bool = True
-    """Sample frames so that every tagged class is drawn about equally often."""
-
-    def validate(self) -> None:
-        _check(self.max_frames >= 1, "buffer.max_frames", "must be >= 1")
-        _check(self.max_bytes >= 1024 * 1024, "buffer.max_bytes", "must be >= 1 MiB")
+    max_frames: int = setting(
+        500, "Most frames the training buffer keeps (oldest of the most frequent class evicted).",
+        ge=1, le=1_000_000)
+    max_bytes: int = setting(512 * 1024 * 1024, "Most bytes the training buffer keeps.", ge=1024 * 1024)
+    class_balanced: bool = setting(True, "Sample frames so that every tagged class is drawn about equally often.")
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Section):
     """Joint augmentation of RGB, depth and labels."""
 
-    hflip: bool = True
-    scale_min: float = 0.75
-    scale_max: float = 1.25
-    color_jitter: float = 0.1
-    """Brightness/contrast jitter amplitude (0 = off); RGB only."""
+    hflip: bool = setting(True, "Random horizontal flips.", runtime=True)
+    scale_min: float = setting(0.75, "Smallest random rescale factor.", ge=0.25, runtime=True)
+    scale_max: float = setting(1.25, "Largest random rescale factor.", le=4.0, runtime=True)
+    color_jitter: float = setting(
+        0.1, "Brightness/contrast jitter amplitude (0 = off); RGB only.", ge=0, le=0.99, runtime=True)
 
-    def validate(self) -> None:
-        _check(0.25 <= self.scale_min <= self.scale_max <= 4.0, "augment.scale_min/scale_max",
+    def check_relations(self) -> None:
+        _check(self.scale_min <= self.scale_max, "augment.scale_min/scale_max",
                "need 0.25 <= scale_min <= scale_max <= 4")
-        _check(0 <= self.color_jitter < 1, "augment.color_jitter", "must be in [0, 1)")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """Optimisation of the online / offline trainer."""
 
-    device: str = "auto"
-    """'auto' (CUDA when present, else CPU with a warning), 'cpu', 'cuda' or 'cuda:N'."""
-    batch_size: int = 8
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    """Learning rate of the heads; the backbone uses lr * backbone_lr_scale."""
-    backbone_lr_scale: float = 0.1
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    """SGD only."""
-    grad_clip: float = 5.0
-    """Max gradient norm (0 = off)."""
-    amp: bool = True
-    """Mixed precision on CUDA (ignored on CPU)."""
-    seed: int = 0
-    max_steps_per_second: float = 0.0
-    """Cap on the training rate of the online trainer (0 = no cap)."""
+    device: str = setting("auto", "'auto' (CUDA when present, else CPU with a warning), 'cpu', 'cuda' or 'cuda:N'.")
+    batch_size: int = setting(
+        8, "Frames per training step (halved automatically on CUDA out-of-memory).", ge=1, le=256)
+    optimizer: Literal["adamw", "sgd"] = setting("adamw", "Optimiser.")
+    # above 10 no optimiser converges, and Adam's bias-corrected step overflows float32 near 1e37
+    lr: float = setting(
+        1e-3, "Learning rate of the heads; the backbone uses lr * backbone_lr_scale.", gt=0, le=10, runtime=True)
+    backbone_lr_scale: float = setting(0.1, "The backbone learns at lr times this.", ge=0, le=10, runtime=True)
+    weight_decay: float = setting(1e-4, "Weight decay of the optimiser.", ge=0)
+    momentum: float = setting(0.9, "SGD only.")
+    grad_clip: float = setting(5.0, "Max gradient norm (0 = off).", ge=0, le=1000, runtime=True)
+    amp: bool = setting(True, "Mixed precision on CUDA (ignored on CPU).")
+    seed: int = setting(0, "Random seed of sampling, augmentation and initial weights.")
+    max_steps_per_second: float = setting(
+        0.0, "Cap on the training rate of the online trainer (0 = no cap).", ge=0, le=1000, runtime=True)
 
-    def validate(self) -> None:
+    def check_relations(self) -> None:
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                "train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        _check(1 <= self.batch_size <= 256, "train.batch_size", "must be in [1, 256]")
-        _one_of(self.optimizer, "train.optimizer", ("adamw", "sgd"))
-        # above 10 no optimiser converges, and Adam's bias-corrected step overflows float32 near 1e37
-        _check(0 < self.lr <= 10, "train.lr", f"must be in (0, 10], got {self.lr:g}")
-        _check(self.backbone_lr_scale >= 0, "train.backbone_lr_scale", "must be >= 0")
-        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-        _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")
-        _check(self.max_steps_per_second >= 0, "train.max_steps_per_second", "must be >= 0")
 
 
 @dataclass
-class CheckpointConfig:
-    directory: str = "deal_ros_model"
-    """Where checkpoints go; the latest is `<directory>/model.safetensors`."""
-    period_steps: int = 200
-    """Write a checkpoint every N training steps (0 = only on request)."""
+class CheckpointConfig(Section):
+    """Where and how often the trainer writes its checkpoint."""
 
-    def validate(self) -> None:
-        _check(self.period_steps >= 0, "checkpoint.period_steps", "must be >= 0")
+    directory: str = setting(
+        "deal_ros_model", "Where checkpoints go; the latest is `<directory>/model.safetensors`.")
+    period_steps: int = setting(
+        200, "Write a checkpoint every N training steps (0 = only on request).", ge=0, le=10_000_000, runtime=True)
 
 
 @dataclass
-class DealConfig:
+class DealConfig(Section):
     """Everything deal_ros needs; `classes` are the foreground class names (background is implicit)."""
 
-    classes: list[str] = field(default_factory=lambda: ["mug", "box", "ball"])
-    """Foreground class names the model learns (background is implicit, id 0); fixed for a checkpoint. The
-    default is the README's example set (tags mug, box, ball): list your own objects."""
+    classes: list[str] = setting(
+        ["mug", "box", "ball"], """Foreground class names the model learns (background is implicit, id 0); fixed
+        for a checkpoint. The default is the README's example set (tags mug, box, ball): list your own objects.""")
     model: ModelConfig = field(default_factory=ModelConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -530,16 +611,13 @@ class DealConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> None:
+    def check_relations(self) -> None:
         _check(len(self.classes) >= 1, "classes", "need at least one foreground class")
         _check(len(self.classes) <= 254, "classes", "at most 254 classes fit in a mono8 mask with 255 = ignore")
         _check(all(isinstance(c, str) and c.strip() == c and c for c in self.classes), "classes",
                "class names must be non-empty strings without surrounding spaces")
         _check(len(set(self.classes)) == len(self.classes), "classes", "class names must be unique")
         _check("background" not in self.classes, "classes", "'background' is implicit (id 0); do not list it")
-        for part in (self.model, self.depth, self.loss, self.pseudo_label, self.buffer, self.augment,
-                     self.train, self.checkpoint):
-            part.validate()
 
     @property
     def num_classes(self) -> int:
@@ -628,6 +706,9 @@ def _number(value: Any) -> int | float | None:
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is Literal:  # the type of its values; whether the value is one of them is validate's to say
+        (kind,) = {type(choice) for choice in typing.get_args(hint)}
+        return _coerce(value, kind, key)
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -11,6 +11,7 @@ gradient: the depth never receives one.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
 
 import cv2
@@ -18,14 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deal_ros.config import EdgeNorm, EdgeOperator, HoleFill
 from deal_ros.filters import gradient_magnitude, laplacian, local_median, sobel_xy
 
 DEPTH_UNITS_M = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
 """Metres per raw unit for each depth encoding (16-bit depth is millimetres by ROS convention)."""
 
-HOLE_FILLS = ("row_far", "far", "pyramid", "none")
-EDGE_OPERATORS = ("sobel", "plane_sobel", "laplacian")
-EDGE_NORMS = ("max", "percentile", "fixed")
+HOLE_FILLS: tuple[str, ...] = typing.get_args(HoleFill)
+EDGE_OPERATORS: tuple[str, ...] = typing.get_args(EdgeOperator)
+EDGE_NORMS: tuple[str, ...] = typing.get_args(EdgeNorm)
+"""The choices, as declared by the config's loss.deal fields."""
 
 
 def raw_depth_to_metres(raw: np.ndarray, encoding: str) -> np.ndarray:

@@ -116,7 +116,7 @@ class OnlineTrainer:
         self.buffer = FrameBuffer(cfg.buffer, cfg.num_classes, (cfg.model.input_height, cfg.model.input_width))
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
-        self.deal = DEALLoss(**cfg.loss.deal.loss_kwargs())
+        self.deal = DEALLoss.from_config(cfg.loss.deal)
         # Structure losses (method.md §3). Their trainable modules (boundary branch, reconstruction decoder)
         # live outside CAMNet and train with their own optimizer, so checkpoints, resume() and reset() of
         # the model and its optimizer are unchanged whichever losses are enabled.
@@ -336,7 +336,7 @@ class OnlineTrainer:
             raise ValueError("classes and model architecture cannot change at run time; restart with a new config")
         with self.model_lock:
             self.cfg = new
-            self.deal = DEALLoss(**new.loss.deal.loss_kwargs())
+            self.deal = DEALLoss.from_config(new.loss.deal)
             structure = StructureLosses(new.loss, self.model, previous=self.structure).to(self.device)
             rebuilt = {id(p) for p in structure.trainable_parameters()} != {
                 id(p) for p in self.structure.trainable_parameters()}

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Regenerate config/onboard.yaml after config keys or defaults change (`python scripts/render_onboard_yaml.py`).
 
-The file is the declared defaults, every key with its description from deal_ros/config.py and
-deal_ros/online/parameters.py, under the file's header comment: one source of defaults (the declaration),
-checked by test/ros/test_logic_params.py. Change a default in the declaration, not here.
+The file is the declared defaults, every key with its description, choices and range from its declaration
+(the config fields' `setting(...)` in deal_ros/config.py, NODE_PARAMS in deal_ros/online/parameters.py), under
+the file's header comment: one source of defaults, checked by test/online/test_parameters.py. Change a default
+in the declaration, not here.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from deal_ros.config import ConfigError, DealConfig, load_config
+from deal_ros.config import Bounds, ConfigError, ConfigKey, DealConfig, config_keys, load_config, setting
 
 
 def test_defaults_validate_and_round_trip() -> None:
@@ -15,7 +17,7 @@ def test_yaml_and_ros_parameter_file_give_the_same_config(tmp_path) -> None:
     plain = tmp_path / "plain.yaml"
     plain.write_text("classes: [mug, box]\nloss:\n  deal:\n    weight: 0.5\n")
     ros = tmp_path / "ros.yaml"
-    ros.write_text("deal_trainer:\n  ros__parameters:\n    rgb_topic: /camera/color/image_raw\n"
+    ros.write_text("deal_trainer:\n  ros__parameters:\n    sync:\n      slop: 0.05\n"
                    "    classes: [mug, box]\n    loss:\n      deal:\n        weight: 0.5\n")
     assert load_config(plain) == load_config(ros)
     assert load_config(plain).loss.deal.weight == 0.5
@@ -102,3 +104,34 @@ def test_ros_parameter_files_honour_dotted_keys_and_refuse_unknown_sections(tmp_
     assert load_config(plain).loss.deal.weight == 0.25
     with pytest.raises(ConfigError, match="is a folder"):
         load_config(tmp_path)
+
+
+def _refused_values(key: ConfigKey) -> list:
+    """Values just outside what the key declares: another type's choice, or one step past each bound."""
+    bounds, values = key.setting.bounds, []
+    if key.choices:
+        values.append(max(key.choices) + 1 if isinstance(key.choices[0], int) else "nope")
+    if bounds.low is not None:
+        values.append(bounds.low if bounds.low_open else bounds.low - (1 if key.hint is int else 1e-3))
+    if bounds.high is not None:
+        values.append(bounds.high if bounds.high_open else bounds.high + (1 if key.hint is int else 1e-3))
+    if bounds.step and bounds.low is not None:
+        values.append(bounds.low + bounds.step // 2)
+    return values
+
+
+@pytest.mark.parametrize("key", config_keys(), ids=lambda key: key.key)
+def test_validation_follows_each_declaration(key: ConfigKey) -> None:
+    """Choices (Literal) and bounds (setting) are checked where declared; the message names the key."""
+    assert key.setting.doc, "every field declares its description"
+    for value in _refused_values(key):
+        with pytest.raises(ConfigError, match=rf"'{re.escape(key.key)}': must be"):
+            DealConfig().updated({key.key: value})
+
+
+def test_setting_takes_one_bound_per_end() -> None:
+    with pytest.raises(TypeError, match="one lower bound"):
+        setting(1.0, "x", ge=0, gt=0)
+    assert Bounds(32, 4096, step=16).text() == "a multiple of 16 in [32, 4096]"
+    assert Bounds(0, 10, low_open=True).text() == "in (0, 10]" and Bounds(0).text() == ">= 0"
+    assert not Bounds(0, 10, low_open=True).admits(0) and Bounds(0, 10, low_open=True).admits(10)

@@ -18,7 +18,8 @@ from typing import Any
 
 from deal_ros.errors import DealRosError, UserError, describe_os_error, one_line
 
-__all__ = ["SUBCOMMANDS", "UserError", "build_parser", "main", "parse_overrides"]
+__all__ = ["SUBCOMMANDS", "UserError", "add_set_argument", "build_parser", "config_keys_text", "main",
+           "parse_overrides"]
 
 SUBCOMMANDS = ("demo", "info", "train", "label", "eval", "bench", "ablate", "export")
 INTERRUPTED = 130
@@ -41,6 +42,49 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             overrides[key.strip()] = text
     return overrides
+
+
+class _ConfigOverride(argparse.Action):
+    """Collects --set KEY=VALUE items; `--set help` prints every config key instead and exits."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values == "help":  # on stdout, like --help
+            sys.stdout.write(config_keys_text())
+            parser.exit()
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest), values])
+
+
+def add_set_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, text: str) -> None:
+    """The --set option of a subcommand (`text` says what it applies to); `--set help` lists the keys."""
+    parser.add_argument("--set", dest="overrides", action=_ConfigOverride, default=[], metavar="KEY=VALUE",
+                        help=f"{text} (repeatable; `--set help` lists every key with its default)")
+
+
+def _value_text(value: Any) -> str:
+    """A default as one would write it after --set KEY= (YAML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value) if value != "" else "''"
+
+
+def config_keys_text() -> str:
+    """Every config key with its default, choices or bounds and description, from the schema's declaration."""
+    import textwrap
+
+    from deal_ros.config import config_keys
+
+    kinds = {bool: "true/false", int: "integer", float: "number", str: "text"}
+    lines = ["config keys (--set KEY=VALUE, the value in YAML; the same keys as a config file's):", ""]
+    for key in config_keys():
+        bounds = key.setting.bounds
+        allowed = (" | ".join(map(str, key.choices)) if key.choices
+                   else f"{kinds.get(key.hint, 'list')} {bounds.text()}" if bounds else kinds.get(key.hint, "list"))
+        lines.append(f"{key.key}={_value_text(key.default)}  ({allowed})")
+        lines.extend(textwrap.wrap(key.setting.doc, 110, initial_indent="    ", subsequent_indent="    "))
+    return "\n".join(lines) + "\n"
 
 
 def _chosen_command(argv: Sequence[str]) -> str | None:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from deal_ros.buffer import resize_frame
-from deal_ros.cli import UserError, parse_overrides
+from deal_ros.cli import UserError, add_set_argument, parse_overrides
 from deal_ros.config import DealConfig, load_config
 from deal_ros.depth import raw_depth_to_metres
 from deal_ros.pseudo_labels import IGNORE_INDEX
@@ -99,8 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--folder", help="folder with rgb/, depth/ and gt/ subfolders")
     source.add_argument("--bag", help="rosbag with RGB-D (ground truth in --gt-dir)")
     parser.add_argument("--gt-dir", help="ground-truth masks for --bag, named by frame index or stamp_ns")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override applied to every set, e.g. --set train.batch_size=4")
+    add_set_argument(parser, "config override applied to every set, e.g. --set train.batch_size=4")
     parser.add_argument("--out", default="ablate_out", help="output folder (default: %(default)s)")
     parser.set_defaults(func=run)
 

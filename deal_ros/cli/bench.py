@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError, quality
+from deal_ros.cli import UserError, add_set_argument, quality
 from deal_ros.cli.train import FrameFeeder, parse_overrides, train_until
 
 TRAIN_IO_TARGET = 0.9
@@ -50,8 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     io.add_argument("--size", type=int, nargs=2, default=(128, 160), metavar=("H", "W"),
                     help="network input size (default: %(default)s)")
     io.add_argument("--batch", type=int, default=8, help="batch size (default: %(default)s)")
-    io.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="further config overrides")
+    add_set_argument(io, "further config override")
     io.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON")
     io.set_defaults(func=run_train_io)
     quality.register(which)

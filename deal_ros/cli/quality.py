@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from deal_ros.cli import UserError, parse_overrides
+from deal_ros.cli import UserError, add_set_argument, parse_overrides
 
 LOG = logging.getLogger("deal_ros.quality")
 
@@ -82,8 +82,7 @@ def register(which: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-gt", help="ground-truth masks of --val-bag")
     parser.add_argument("--folder", help="training folder with rgb/, depth/, gt/")
     parser.add_argument("--val-folder", help="held-out folder with rgb/, depth/, gt/")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every recipe, e.g. --set train.batch_size=4")
+    add_set_argument(parser, "config override for every recipe, e.g. --set train.batch_size=4")
     parser.add_argument("--out", default="quality_out", help="output folder (default: %(default)s)")
     parser.set_defaults(func=run)
 

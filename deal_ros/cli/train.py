@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError, parse_overrides
+from deal_ros.cli import UserError, add_set_argument, parse_overrides
 from deal_ros.config import DealConfig, load_config
 from deal_ros.errors import one_line
 
@@ -229,8 +229,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from DIR/model.safetensors")
     parser.add_argument("--checkpoint-every", type=int, metavar="N",
                         help="save every N steps (default: checkpoint.period_steps; 0 = only at the end)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set train.batch_size=4 --set loss.deal.weight=0.5")
+    add_set_argument(parser, "config override, e.g. --set train.batch_size=4 --set loss.deal.weight=0.5")
     parser.add_argument("--val-bag", metavar="BAG", help="held-out bag: print and plot its mIoU while training")
     parser.add_argument("--val-gt", metavar="DIR",
                         help="ground-truth masks of --val-bag (frame index 000012.png or colour stamp in ns)")

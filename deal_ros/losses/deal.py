@@ -11,20 +11,25 @@ local plane's gradient on log-depth, with a fixed edge threshold, ``DEAL_PRESETS
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deal_ros.config import DEALConfig, EdgeNorm, EdgeOperator, GridStride, HoleFill
 from deal_ros.depth import depth_edge_map, normalize_by_max
 from deal_ros.filters import gradient_magnitude, normalize_cam, sobel_xy
 
+DEFAULTS = DEALConfig()
+"""The options' defaults are the config's (``loss.deal``), so the loss and the trainer cannot drift apart."""
+
 DEAL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"edge_operator": "sobel", "log_depth": False, "edge_norm": "max"},
-    "robust": {"edge_operator": "plane_sobel", "log_depth": True, "edge_norm": "fixed", "edge_threshold": 0.0125},
+    "robust": {key: getattr(DEFAULTS, key) for key in ("edge_operator", "log_depth", "edge_norm", "edge_threshold")},
 }
-"""Named depth-edge settings; the other keywords keep their defaults unless given."""
+"""Named depth-edge settings as overrides of the config's loss.deal ('robust' is its default); the other
+keywords keep their defaults unless given."""
 
 
 def soft_binarize(a: torch.Tensor, mu: float = 2.5) -> torch.Tensor:
@@ -71,18 +76,18 @@ def deal_loss(
     depth_m: torch.Tensor,
     tags: torch.Tensor,
     *,
-    mu: float = 2.5,
-    grid_stride: int = 4,
+    mu: float = DEFAULTS.mu,
+    grid_stride: GridStride = DEFAULTS.grid_stride,
     grid_size: tuple[int, int] | None = None,
-    edge_operator: str = "plane_sobel",
-    log_depth: bool = True,
-    edge_norm: str = "fixed",
-    edge_threshold: float = 0.0125,
-    edge_percentile: float = 99.0,
-    plane_window: int = 7,
-    hole_fill: str = "row_far",
-    hole_exclude_window: int = 5,
-    cam_norm: str = "minmax",
+    edge_operator: EdgeOperator = DEFAULTS.edge_operator,
+    log_depth: bool = DEFAULTS.log_depth,
+    edge_norm: EdgeNorm = DEFAULTS.edge_norm,
+    edge_threshold: float = DEFAULTS.edge_threshold,
+    edge_percentile: float = DEFAULTS.edge_percentile,
+    plane_window: int = DEFAULTS.plane_window,
+    hole_fill: HoleFill = DEFAULTS.hole_fill,
+    hole_exclude_window: int = DEFAULTS.hole_exclude_window,
+    cam_norm: Literal["minmax", "max"] = DEFAULTS.cam_norm,
 ) -> torch.Tensor:
     """Depth Edge Alignment Loss, a scalar in [-1, 1] (-1 = CAM edges agree with depth edges everywhere).
 
@@ -93,7 +98,8 @@ def deal_loss(
             loss is 0. Untagged classes get exactly zero gradient; depth gets none.
         grid_stride: the loss grid is (H // grid_stride, W // grid_stride) unless grid_size is given.
         The other keywords choose the depth-edge map (see :func:`deal_ros.depth.depth_edge_map`) and
-        the CAM normalisation; ``DEAL_PRESETS`` names the paper's and the robust setting.
+        the CAM normalisation; their defaults and meaning are those of ``deal_ros.config.DEALConfig``
+        (``loss.deal``), and ``DEAL_PRESETS`` names the paper's and the robust setting.
     """
     _check_inputs(cam_logits, depth_m, tags)
     height, width = depth_m.shape[-2:]
@@ -122,7 +128,8 @@ def deal_loss(
 
 
 class DEALLoss(nn.Module):
-    """Module form of :func:`deal_loss`; ``DEALLoss.from_preset('paper')`` gives the paper's setting."""
+    """Module form of :func:`deal_loss`; ``DEALLoss.from_preset('paper')`` gives the paper's setting,
+    ``DEALLoss.from_config(cfg.loss.deal)`` a configuration's."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -131,6 +138,11 @@ class DEALLoss(nn.Module):
             known = sorted(deal_loss.__kwdefaults__)
             raise TypeError(f"DEALLoss got unknown options {sorted(unknown)}; known: {known}")
         self.options = {**deal_loss.__kwdefaults__, **kwargs}
+
+    @classmethod
+    def from_config(cls, cfg: DEALConfig, **overrides: Any) -> DEALLoss:
+        """The loss with a config's options (``loss.deal``; its schedule fields stay with the trainer)."""
+        return cls(**{**cfg.loss_kwargs(), **overrides})
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> DEALLoss:

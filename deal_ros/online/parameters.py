@@ -3,23 +3,20 @@
 Why a spec table without rclpy: the nodes declare exactly these (type, range, description,
 read-only), CI checks them, and ``config/onboard.yaml`` is checked against them. Every DealConfig
 leaf becomes a ROS parameter under its dotted key (``loss.deal.weight``), so the parameter file
-is the same tree ``deal_ros.config.load_config`` reads. Descriptions come from the attribute
-docstrings in ``deal_ros/config.py`` (parsed with ``ast``, so the config stays the one source).
+is the same tree ``deal_ros.config.load_config`` reads. Type, choices, range, description and the
+run-time flag are read from each field's declaration (``deal_ros.config.setting``); the nodes' own
+parameters are declared here, in NODE_PARAMS.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import inspect
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from deal_ros import config as config_module
-from deal_ros.config import ConfigError, DealConfig
+from deal_ros.config import Bounds, ConfigError, ConfigKey, DealConfig, choices_of, config_keys
 
 TRAINER = "trainer"
 SEGMENTER = "segmenter"
@@ -39,9 +36,13 @@ class ParamSpec:
     description: str
     low: float | None = None
     high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    """An open end: the value must differ from it (the ROS descriptor's range is closed; the node checks)."""
     step: int = 0
     """Integer step of the range (0 = any value)."""
     choices: tuple[str, ...] = ()
+    """The allowed values as text (as ROS shows them); an integer parameter's are its numbers written out."""
     runtime: bool = False
     """Safe to change while running (else the descriptor is read-only: restart with a new value)."""
     config_key: bool = False
@@ -50,13 +51,19 @@ class ParamSpec:
     dynamic: bool = False
     """Accept more than one type (tags: a string list or one comma-separated string)."""
 
+    @property
+    def bounds(self) -> Bounds:
+        return Bounds(self.low, self.high, self.low_open, self.high_open, self.step)
+
     def describe(self) -> str:
         """Description with the choices and range spelled out (shown by `ros2 param describe`)."""
         text = self.description
         if self.choices:
             text += f" One of: {', '.join(self.choices)}."
-        if self.low is not None or self.high is not None:
-            text += f" Range [{self.low}, {self.high}]."
+        if self.low is not None and self.high is not None:
+            text += f" Range {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}."
+        elif self.low is not None or self.high is not None:
+            text += f" Must be {self.bounds.text()}."
         if not self.runtime:
             text += " Read-only at run time."
         return text
@@ -64,124 +71,30 @@ class ParamSpec:
 
 # -- DealConfig keys -----------------------------------------------------------------------------
 
-RUNTIME_CONFIG_PREFIXES = (
-    "pseudo_label.",
-    "loss.deal.",
-    "loss.seg_weight",
-    "loss.seg_warmup_steps",
-    "train.lr",
-    "train.backbone_lr_scale",
-    "train.grad_clip",
-    "train.max_steps_per_second",
-    "augment.",
-    "checkpoint.period_steps",
-)
-"""DealConfig keys that OnlineTrainer.update_config / the segmenter apply between steps without a restart."""
-
-CONFIG_RANGES: dict[str, tuple[float, float, int]] = {
-    "model.input_height": (32, 4096, 16),
-    "model.input_width": (32, 4096, 16),
-    "model.freeze_stages": (0, 5, 0),
-    "model.seg_head_channels": (8, 1024, 0),
-    "train.batch_size": (1, 256, 0),
-    "train.lr": (1e-8, 1.0, 0),
-    "train.backbone_lr_scale": (0.0, 10.0, 0),
-    "train.grad_clip": (0.0, 1000.0, 0),
-    "train.max_steps_per_second": (0.0, 1000.0, 0),
-    "loss.deal.weight": (0.0, 100.0, 0),
-    "loss.deal.mu": (0.01, 100.0, 0),
-    "loss.deal.warmup_steps": (0, 1_000_000, 0),
-    "loss.seg_weight": (0.0, 100.0, 0),
-    "pseudo_label.fg_threshold": (0.0, 1.0, 0),
-    "pseudo_label.bg_threshold": (0.0, 1.0, 0),
-    "pseudo_label.bg_score": (0.0, 1.0, 0),
-    "augment.color_jitter": (0.0, 0.99, 0),
-    "checkpoint.period_steps": (0, 10_000_000, 0),
-    "buffer.max_frames": (1, 1_000_000, 0),
-}
-"""Ranges the node enforces before DealConfig.validate (which still has the last word)."""
-
-
-FALLBACK_DOCS: dict[str, str] = {
-    "enabled": "Switch this loss term on.",
-    "weight": "Weight of this loss term in the total loss.",
-    "loss.boundary.canny_high": "Upper Canny hysteresis threshold on the 8-bit grey image.",
-    "pseudo_label.bg_score": "Constant background score (background: constant).",
-    "pseudo_label.alpha": "Exponent of the 'power' background score (1 - max_k)^alpha.",
-    "pseudo_label.refine_iterations": "Iterations of the depth-bilateral refinement.",
-    "buffer.max_frames": "Most frames the training buffer keeps (oldest of the most frequent class evicted).",
-    "buffer.max_bytes": "Most bytes the training buffer keeps.",
-    "augment.hflip": "Random horizontal flips.",
-    "augment.scale_min": "Smallest random rescale factor.",
-    "augment.scale_max": "Largest random rescale factor.",
-    "train.batch_size": "Frames per training step (halved automatically on CUDA out-of-memory).",
-    "train.optimizer": "Optimiser.",
-    "train.backbone_lr_scale": "The backbone learns at lr times this.",
-    "train.weight_decay": "Weight decay of the optimiser.",
-    "train.seed": "Random seed of sampling, augmentation and initial weights.",
-}
-"""Descriptions of the config fields that have no attribute docstring (by dotted key, else by field name)."""
-
-
-@lru_cache(maxsize=1)
-def _config_source_facts() -> tuple[dict[tuple[str, str], str], dict[str, str], dict[str, tuple[str, ...]]]:
-    """(class, field) -> attribute docstring, class -> class docstring, dotted key -> choices from _one_of."""
-    tree = ast.parse(inspect.getsource(config_module))
-    field_docs: dict[tuple[str, str], str] = {}
-    class_docs: dict[str, str] = {}
-    choices: dict[str, tuple[str, ...]] = {}
-    for node in tree.body:
-        if not isinstance(node, ast.ClassDef):
-            continue
-        class_docs[node.name] = (ast.get_docstring(node) or "").split("\n")[0]
-        body = node.body
-        for current, following in zip(body, [*body[1:], None], strict=True):
-            if (isinstance(current, ast.AnnAssign) and isinstance(current.target, ast.Name)
-                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                    and isinstance(following.value.value, str)):
-                field_docs[(node.name, current.target.id)] = " ".join(following.value.value.split())
-        for call in ast.walk(node):
-            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "_one_of"
-                    and len(call.args) == 3 and isinstance(call.args[1], ast.Constant)
-                    and isinstance(call.args[2], ast.Tuple)):
-                choices[str(call.args[1].value)] = tuple(str(e.value) for e in call.args[2].elts
-                                                         if isinstance(e, ast.Constant))
-    return field_docs, class_docs, choices
-
-
 def _kind_of(hint: Any) -> str:
     if typing.get_origin(hint) is list:
         return "string_array"
-    return {bool: "bool", int: "integer", float: "double", str: "string"}[hint]
+    choices = choices_of(hint)
+    kind = type(choices[0]) if choices else hint
+    return {bool: "bool", int: "integer", float: "double", str: "string"}[kind]
 
 
-def _walk_config(cls: type, instance: Any, prefix: str) -> Iterable[tuple[str, type, str, Any, Any]]:
-    """(dotted key, owning class, field name, type hint, default) for every leaf of the config tree."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        value = getattr(instance, f.name)
-        if dataclasses.is_dataclass(hint):
-            yield from _walk_config(hint, value, f"{prefix}{f.name}.")
-        else:
-            yield f"{prefix}{f.name}", cls, f.name, hint, value
+def _spec_of(key: ConfigKey) -> ParamSpec:
+    kind, bounds = _kind_of(key.hint), key.setting.bounds
+    number = float if kind == "double" else (lambda v: v)
+    return ParamSpec(
+        name=key.key, default=list(key.default) if isinstance(key.default, list) else key.default, kind=kind,
+        description=key.setting.doc, low=None if bounds.low is None else number(bounds.low),
+        high=None if bounds.high is None else number(bounds.high), low_open=bounds.low_open,
+        high_open=bounds.high_open, step=bounds.step, choices=tuple(str(c) for c in key.choices),
+        runtime=key.setting.runtime, config_key=True,
+    )
 
 
 @lru_cache(maxsize=1)
 def config_param_specs() -> tuple[ParamSpec, ...]:
-    """One spec per DealConfig leaf, with the attribute docstring as description."""
-    field_docs, class_docs, choices = _config_source_facts()
-    specs = []
-    for key, cls, name, hint, default in _walk_config(DealConfig, DealConfig(), ""):
-        doc = (field_docs.get((cls.__name__, name)) or FALLBACK_DOCS.get(key) or FALLBACK_DOCS.get(name)
-               or f"{class_docs.get(cls.__name__, cls.__name__)} ({name}).")
-        low, high, step = CONFIG_RANGES.get(key, (None, None, 0))
-        specs.append(ParamSpec(
-            name=key, default=list(default) if isinstance(default, list) else default, kind=_kind_of(hint),
-            description=doc, low=low, high=high, step=step, choices=choices.get(key, ()),
-            runtime=key.startswith(RUNTIME_CONFIG_PREFIXES), config_key=True,
-        ))
-    return tuple(specs)
+    """One spec per DealConfig leaf, everything taken from its declaration (deal_ros.config.setting)."""
+    return tuple(_spec_of(key) for key in config_keys())
 
 
 # -- node parameters ------------------------------------------------------------------------------
@@ -271,12 +184,14 @@ def coerce_value(spec: ParamSpec, value: Any) -> Any:
     expected = {"bool": bool, "integer": int, "double": float, "string": str}[spec.kind]
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ValueError(f"parameter '{name}': expected {spec.kind}, got {type(value).__name__} {value!r}")
-    if spec.choices and value not in spec.choices:
+    if spec.choices and str(value) not in spec.choices:
         raise ValueError(f"parameter '{name}': must be one of {list(spec.choices)}, got {value!r}")
-    if spec.low is not None and value < spec.low:
-        raise ValueError(f"parameter '{name}': {value} is below the minimum {spec.low}")
-    if spec.high is not None and value > spec.high:
-        raise ValueError(f"parameter '{name}': {value} is above the maximum {spec.high}")
+    if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
+        raise ValueError(f"parameter '{name}': {value} is below the minimum {spec.low}"
+                         + (" (excluded)" if spec.low_open else ""))
+    if spec.high is not None and (value >= spec.high if spec.high_open else value > spec.high):
+        raise ValueError(f"parameter '{name}': {value} is above the maximum {spec.high}"
+                         + (" (excluded)" if spec.high_open else ""))
     if spec.kind == "integer" and spec.step and spec.low is not None and (value - spec.low) % spec.step:
         raise ValueError(f"parameter '{name}': {value} must be {spec.low} + a multiple of {spec.step}")
     return value

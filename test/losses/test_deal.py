@@ -16,7 +16,9 @@ nothing from deal_ros; F.interpolate is used for resampling only).
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -25,6 +27,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from deal_ros.config import DEALConfig
 from deal_ros.depth import depth_edge_map, fill_holes
 from deal_ros.losses.deal import DEAL_PRESETS, DEALLoss, cam_edge_map, deal_loss, soft_binarize
 
@@ -566,6 +569,22 @@ def test_input_validation_messages():
         DEALLoss.from_preset("nope")
     with pytest.raises(TypeError, match="unknown options"):
         DEALLoss(edge_treshold=0.1)
+
+
+def test_defaults_and_presets_are_the_config_declaration():
+    """deal_loss's signature, DEALLoss(), DEALConfig (loss.deal) and DEAL_PRESETS state one set of defaults."""
+    config = DEALConfig()
+    signature = {name: p.default for name, p in inspect.signature(deal_loss).parameters.items()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert signature == {**config.loss_kwargs(), "grid_size": None}
+    assert DEALLoss().options == DEALLoss.from_config(config).options == signature
+    assert DEALLoss.from_config(replace(config, mu=2.0), grid_size=(8, 8)).options["mu"] == 2.0
+    for name, preset in DEAL_PRESETS.items():
+        preset_config = replace(config, **preset)  # every preset key is a loss.deal field ...
+        preset_config.validate()  # ... with a value the config accepts
+        assert DEALLoss.from_preset(name).options == DEALLoss.from_config(preset_config).options, name
+    assert replace(config, **DEAL_PRESETS["robust"]) == config, "the default is the robust preset"
+    assert DEALLoss.from_preset("paper").options != DEALLoss().options
 
 
 # --------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def _config_keys() -> set[str]:
 def test_every_config_leaf_is_a_parameter_with_a_description():
     specs = {s.name: s for s in config_param_specs()}
     assert set(specs) == _config_keys()
-    # descriptions come from the attribute docstrings of deal_ros/config.py
+    # type, choices, bounds, description and run-time flag come from each field's declaration in deal_ros/config.py
     assert specs["loss.deal.weight"].description.startswith("lambda")
     assert "Backbone name" in specs["model.backbone"].description
     assert specs["model.backbone"].choices == ("mobilenet_v2", "resnet18", "resnet50")
@@ -48,13 +48,26 @@ def test_every_config_leaf_is_a_parameter_with_a_description():
     assert all(s.description for s in specs.values())
     assert specs["model.input_height"].kind == "integer" and specs["model.input_height"].step == 16
     assert specs["classes"].kind == "string_array" and not specs["classes"].runtime
+    assert specs["model.output_stride"].kind == "integer" and specs["model.output_stride"].choices == ("8", "16")
+    assert (specs["train.lr"].low, specs["train.lr"].low_open, specs["train.lr"].high) == (0.0, True, 10.0)
+
+
+def test_open_bounds_and_integer_choices_are_enforced():
+    specs = spec_map(TRAINER)
+    with pytest.raises(ValueError, match=r"below the minimum 0.0 \(excluded\)"):
+        coerce_value(specs["train.lr"], 0.0)
+    assert coerce_value(specs["train.lr"], 10) == 10.0
+    with pytest.raises(ValueError, match="one of"):
+        coerce_value(specs["model.output_stride"], 12)
+    assert coerce_value(specs["model.output_stride"], 8) == 8
+    assert "Range (0.0, 10.0]." in specs["train.lr"].describe()
 
 
 def test_runtime_safe_set():
     specs = spec_map(TRAINER)
     for name in ("pseudo_label.fg_threshold", "loss.deal.weight", "train.lr", "train.max_steps_per_second", "tags"):
         assert specs[name].runtime, name
-    for name in ("classes", "model.backbone", "model.input_height", "train.device", "rgb_topic", "qos.reliability"):
+    for name in ("classes", "model.backbone", "model.input_height", "train.device", "resume", "sync.queue_size"):
         assert not specs[name].runtime, name
 
 
@@ -74,7 +87,7 @@ def test_coerce_value():
     with pytest.raises(ValueError, match="below the minimum"):
         coerce_value(specs["pseudo_label.fg_threshold"], -0.5)
     with pytest.raises(ValueError, match="one of"):
-        coerce_value(specs["qos.reliability"], "sometimes")
+        coerce_value(spec_map(SEGMENTER)["mask.while_warming_up"], "sometimes")
     with pytest.raises(ValueError, match="expected integer"):
         coerce_value(specs["train.batch_size"], 2.5)
     with pytest.raises(ValueError, match="multiple of 16"):
@@ -175,17 +188,29 @@ def test_readme_parameter_table_agrees_with_the_declaration():
 
 
 def test_launch_arguments_do_not_restate_parameter_defaults():
-    """A launch argument that overrides a parameter defaults to '' (keep the file's value)."""
+    """A launch argument that sets a declared parameter is applied only when given (not '') and never restates
+    the declared default: the parameter file (the declared defaults) is the one source."""
     import ast
 
     tree = ast.parse((REPO / "launch" / "onboard.launch.py").read_text())
-    assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
-                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id in ("ARGUMENTS", "PARAMETER_ARGUMENTS")}
-    arguments, parameters = assigned["ARGUMENTS"], assigned["PARAMETER_ARGUMENTS"]
+    (table,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "ARGUMENTS"]
+    defaults = {ast.literal_eval(row.elts[0]): row.elts[1] for row in table.elts}  # type: ignore[attr-defined]
     specs = _all_specs()
-    for argument, parameter in parameters.items():
-        assert parameter in specs and arguments[argument][0] == "", argument
+    set_by_argument = {}
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "SetParameter":
+            parameter, value = ast.literal_eval(call.args[0]), call.args[1]
+            if parameter in specs and getattr(getattr(value, "func", None), "id", "") == "LaunchConfiguration":
+                argument = ast.literal_eval(value.args[0])
+                condition = next(k.value for k in call.keywords if k.arg == "condition")
+                assert ast.unparse(condition) == f"_given({argument!r})", f"{parameter}: set only when {argument} given"
+                default = defaults[argument]
+                # '' = not given; any other default is the launch file's own choice, not a copy of the declared one
+                assert isinstance(default, ast.Constant), argument
+                assert default.value == "" or default.value != specs[parameter].default, argument
+                set_by_argument[parameter] = argument
+    assert set_by_argument == {"tags": "tags", "train.device": "device", "checkpoint.directory": "model_dir"}
 
 
 def test_masks_warm_up_past_the_segmentation_head_warmup():
