@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from deal_ros.config import ARCHITECTURE_FIELDS, DealConfig
+from deal_ros.config import ARCHITECTURE_FIELDS, DealRosConfig
 from deal_ros.errors import DealRosError
 from deal_ros.files import atomic_write
 
@@ -47,7 +47,7 @@ class NonFiniteWeightsError(CheckpointError):
 
 @dataclass
 class Checkpoint:
-    config: DealConfig
+    config: DealRosConfig
     step: int
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any] | None = None
@@ -97,7 +97,7 @@ def _os_error(exc: Exception, path: Path) -> Exception:
     return OSError(code, os.strerror(code) if code in errno.errorcode else str(exc), str(path))
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealConfig, step: int,
+def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealRosConfig, step: int,
                     optimizer: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write model (+ optimizer) state atomically to `path`; the previous file stays intact on failure.
 
@@ -178,7 +178,7 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
         raise CheckpointError(f"checkpoint {path} does not fit the model: {first[:300]}") from None
 
 
-def load_checkpoint(path: str | Path, expected: DealConfig | None = None, device: str | torch.device = "cpu",
+def load_checkpoint(path: str | Path, expected: DealRosConfig | None = None, device: str | torch.device = "cpu",
                     ) -> Checkpoint:
     """Read a checkpoint; with `expected`, refuse one whose classes or architecture differ (saying which)."""
     from safetensors import safe_open
@@ -196,7 +196,7 @@ def load_checkpoint(path: str | Path, expected: DealConfig | None = None, device
         raise CheckpointError(f"{path} is not a deal_ros checkpoint (format {metadata.get('format')!r}, "
                               f"expected {FORMAT!r}); to load ImageNet backbone weights use model.pretrained_path")
     try:
-        config = DealConfig.from_dict(json.loads(metadata["config"]))
+        config = DealRosConfig.from_dict(json.loads(metadata["config"]))
         step = int(metadata["step"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} has a damaged manifest: {exc}") from None

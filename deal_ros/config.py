@@ -161,14 +161,14 @@ def _walk_keys(cls: type, instance: Any, prefix: str) -> typing.Iterator[ConfigK
 
 @lru_cache(maxsize=1)
 def config_keys() -> tuple[ConfigKey, ...]:
-    """Every leaf of DealConfig, in declaration order, with its default and declaration."""
-    return tuple(_walk_keys(DealConfig, DealConfig(), ""))
+    """Every leaf of DealRosConfig, in declaration order, with its default and declaration."""
+    return tuple(_walk_keys(DealRosConfig, DealRosConfig(), ""))
 
 
 @lru_cache(maxsize=1)
 def _section_prefixes() -> dict[type, str]:
-    """Section class -> its dotted prefix in DealConfig ('loss.deal.'); each class has one place in the tree."""
-    prefixes: dict[type, str] = {DealConfig: ""}
+    """Section class -> its dotted prefix in DealRosConfig ('loss.deal.'); each class has one place in the tree."""
+    prefixes: dict[type, str] = {DealRosConfig: ""}
 
     def walk(cls: type, prefix: str) -> None:
         for name, hint in typing.get_type_hints(cls).items():
@@ -176,7 +176,7 @@ def _section_prefixes() -> dict[type, str]:
                 prefixes[hint] = f"{prefix}{name}."
                 walk(hint, f"{prefix}{name}.")
 
-    walk(DealConfig, "")
+    walk(DealRosConfig, "")
     return prefixes
 
 
@@ -308,7 +308,7 @@ WEIGHT_DOC = "Weight of this loss term in the total loss."
 
 
 @dataclass
-class DEALConfig(Section):
+class DealLossConfig(Section):
     """Depth Edge Alignment Loss settings; every '(ours)' choice of method.md §2 is here.
 
     The defaults of :func:`deal_ros.losses.deal_loss` and :class:`~deal_ros.losses.DEALLoss` are these (the
@@ -469,7 +469,7 @@ class ReconstructionConfig(Section):
 class LossConfig(Section):
     """The training objective: L_cls + lambda * L_DEAL + seg_weight * CE(seg, pseudo-labels) + structure losses."""
 
-    deal: DEALConfig = field(default_factory=DEALConfig)
+    deal: DealLossConfig = field(default_factory=DealLossConfig)
     isl: ISLConfig = field(default_factory=ISLConfig)
     fsl: FSLConfig = field(default_factory=FSLConfig)
     smoothness: SmoothnessConfig = field(default_factory=SmoothnessConfig)
@@ -593,7 +593,7 @@ class CheckpointConfig(Section):
 
 
 @dataclass
-class DealConfig(Section):
+class DealRosConfig(Section):
     """Everything deal_ros needs; `classes` are the foreground class names (background is implicit)."""
 
     classes: list[str] = setting(
@@ -636,10 +636,10 @@ class DealConfig(Section):
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DealConfig:
+    def from_dict(cls, data: dict[str, Any]) -> DealRosConfig:
         return _build(cls, _migrate_model_keys(data), "")
 
-    def updated(self, overrides: dict[str, Any]) -> DealConfig:
+    def updated(self, overrides: dict[str, Any]) -> DealRosConfig:
         """A copy with dotted-key overrides applied, e.g. {'loss.deal.weight': 0.5}.
 
         A mapping given for a section ({'train': {'lr': 0.01}}) is merged into it, key by key, so it
@@ -657,7 +657,7 @@ class DealConfig(Section):
                 _merge(node[leaf], value, dotted)
             else:
                 node[leaf] = value
-        return DealConfig.from_dict(data)
+        return DealRosConfig.from_dict(data)
 
 
 def _merge(node: dict[str, Any], value: dict[str, Any], key: str) -> None:
@@ -733,7 +733,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"config '{key}': unsupported type {hint}")
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DealConfig:
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DealRosConfig:
     """Load a YAML config: a plain tree, or a ROS 2 parameter file (first `ros__parameters` found).
 
     Dotted keys (``loss.deal.weight: 0.5``, legal in ROS 2 parameter files) are honoured in both; a key
@@ -754,7 +754,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> De
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
         data = _strip_ros_parameters(data)
-        cfg = DealConfig.from_dict(_nest_dotted(data, ""))
+        cfg = DealRosConfig.from_dict(_nest_dotted(data, ""))
         return cfg.updated(overrides) if overrides else cfg
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -801,7 +801,7 @@ def _node_parameter_sections() -> set[str]:
 
 
 def _strip_ros_parameters(data: Any) -> Any:
-    """Return the DealConfig subtree of a ROS 2 parameter file, or `data` unchanged.
+    """Return the DealRosConfig subtree of a ROS 2 parameter file, or `data` unchanged.
 
     The nodes' own parameters are dropped; any other key that is not a config section (a misspelled
     'trian', a dotted 'los.deal.weight') is refused instead of silently leaving the defaults in place.
@@ -812,7 +812,7 @@ def _strip_ros_parameters(data: Any) -> Any:
         if isinstance(node_params, dict) and "ros__parameters" in node_params:
             params = node_params["ros__parameters"] or {}
             _check(isinstance(params, dict), f"{node_name}.ros__parameters", "expected a mapping")
-            known = {f.name for f in dataclasses.fields(DealConfig)}
+            known = {f.name for f in dataclasses.fields(DealRosConfig)}
             node_keys = _node_parameter_sections()
             kept: dict[str, Any] = {}
             for key, value in params.items():

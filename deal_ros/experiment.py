@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.metrics import ConfusionMatrix
 from deal_ros.segmenter import Segmenter
 from deal_ros.trainer import OnlineTrainer, StepStats
@@ -62,7 +62,7 @@ class Evaluation:
     pseudo_cover: dict[str, float]
 
 
-def evaluate(cfg: DealConfig, segmenter: Segmenter, pseudo_frames: Sequence[LabelledFrame],
+def evaluate(cfg: DealRosConfig, segmenter: Segmenter, pseudo_frames: Sequence[LabelledFrame],
              mask_frames: Sequence[LabelledFrame]) -> Evaluation:
     """Pseudo-labels (from CAMs + the frames' tags; 255 counts as background) on pseudo_frames, masks (no
     tags) on mask_frames, against the ground truth."""
@@ -81,7 +81,7 @@ def evaluate(cfg: DealConfig, segmenter: Segmenter, pseudo_frames: Sequence[Labe
     return Evaluation(pseudo, masks, {name: float(np.mean(v)) for name, v in cover.items() if v})
 
 
-def run_arm(name: str, cfg: DealConfig, train_frames: Sequence[LabelledFrame], eval_frames: Sequence[LabelledFrame],
+def run_arm(name: str, cfg: DealRosConfig, train_frames: Sequence[LabelledFrame], eval_frames: Sequence[LabelledFrame],
             steps: int, on_step: Callable[[StepStats], None] | None = None, pseudo_on_eval: bool = False,
             evaluate_every: int = 0) -> tuple[ArmResult, OnlineTrainer]:
     """Train `cfg` for `steps` steps on train_frames, then evaluate; returns the result and the trainer.

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.checkpoint import load_checkpoint, load_model_state
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.errors import DealRosError
 from deal_ros.models import CAMNet
 
@@ -69,7 +69,7 @@ class SegmenterGraph(nn.Module):
         return (*outputs, out.cam_logits.float()) if self.cams else outputs
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[CAMNet, DealConfig, int]:
+def model_from_checkpoint(path: str | Path) -> tuple[CAMNet, DealRosConfig, int]:
     """The CAM network of a checkpoint on the CPU in eval mode (no ImageNet file needed), its config and step."""
     ckpt = load_checkpoint(path)
     cfg = ckpt.config
@@ -130,7 +130,7 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, height: int | 
     return ExportResult(onnx_path, sidecar_path, sidecar, export_s)
 
 
-def sidecar_dict(cfg: DealConfig, step: int, checkpoint: str | Path, onnx_path: Path, height: int, width: int,
+def sidecar_dict(cfg: DealRosConfig, step: int, checkpoint: str | Path, onnx_path: Path, height: int, width: int,
                  dynamic: bool, cams: bool, opset: int) -> dict[str, Any]:
     """What a consumer of the ONNX file needs: class ids, input layout and range, normalisation, provenance."""
     model_cfg = cfg.model.resolved()
@@ -234,7 +234,7 @@ def check_parity(onnx_path: str | Path, model: CAMNet, frames: list[np.ndarray],
     return Parity(len(frames), worst, same / max(total, 1))
 
 
-def frame_times(model: CAMNet, cfg: DealConfig, session: Any, height: int, width: int, repeat: int = 10,
+def frame_times(model: CAMNet, cfg: DealRosConfig, session: Any, height: int, width: int, repeat: int = 10,
                 frame_size: tuple[int, int] = (480, 640)) -> tuple[float, float]:
     """Median seconds per camera frame (default 640x480): the torch Segmenter (on the model's device) vs
     onnxruntime doing the same host steps (resize in, network, mask and confidence resized to the frame)."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from deal_ros.checkpoint import load_checkpoint, load_model_state
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.device import resolve_device
 from deal_ros.errors import FrameError
 from deal_ros.live import StepControl, WeightHandoff
@@ -52,7 +52,7 @@ class Segmenter:
     is announced so that a training step on the CPU can step aside.
     """
 
-    def __init__(self, cfg: DealConfig, model: CAMNet | None = None, device: str | torch.device | None = None,
+    def __init__(self, cfg: DealRosConfig, model: CAMNet | None = None, device: str | torch.device | None = None,
                  model_lock: threading.RLock | None = None, weights: WeightHandoff | None = None,
                  control: StepControl | None = None) -> None:
         self.cfg = cfg

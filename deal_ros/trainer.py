@@ -33,7 +33,7 @@ from deal_ros.checkpoint import (
     load_model_state,
     save_checkpoint,
 )
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.data_checks import check_depth
 from deal_ros.device import describe_device, resolve_device
 from deal_ros.errors import FrameError, one_line
@@ -107,7 +107,7 @@ def batch_to_tensors(frames: Sequence[StoredFrame], device: torch.device,
 class OnlineTrainer:
     """Owns the model, the frame buffer, the optimizer and the step count."""
 
-    def __init__(self, cfg: DealConfig, device: str | torch.device | None = None) -> None:
+    def __init__(self, cfg: DealRosConfig, device: str | torch.device | None = None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device) if device is None else torch.device(device)
         torch.manual_seed(cfg.train.seed)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.segmenter import Segmenter
 from deal_ros.support_plane import fit_support_plane
 from deal_ros.trainer import OnlineTrainer
@@ -57,7 +57,7 @@ def main() -> None:
     frames = load(Path(args.data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = DealConfig(classes=CLASSES).updated({"model.input_height": args.size[0], "model.input_width": args.size[1],
+    cfg = DealRosConfig(classes=CLASSES).updated({"model.input_height": args.size[0], "model.input_width": args.size[1],
                                                "train.device": "cpu"})
     trainer = OnlineTrainer(cfg)
     for rgb, depth, _ in frames:

@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.live import WeightHandoff
 from deal_ros.online.keyframes import KeyframeGate
 from deal_ros.online.slot import LatestSlot
@@ -46,7 +46,7 @@ def percentile(values: list[float], q: float) -> float:
 class Rig:
     """Trainer, segmenter, training loop and a camera, as in the onboard process."""
 
-    def __init__(self, cfg: DealConfig, frames: list, camera_hz: float, priority: float) -> None:
+    def __init__(self, cfg: DealRosConfig, frames: list, camera_hz: float, priority: float) -> None:
         self.trainer = OnlineTrainer(cfg)
         self.trainer.control.yield_share = priority if self.trainer.device.type == "cpu" else 0.0
         handoff = WeightHandoff()
@@ -129,7 +129,7 @@ def main() -> None:
     cam_h, cam_w = (int(v) for v in args.camera.split("x"))
     net_h, net_w = (int(v) for v in args.network.split("x"))
     classes = ["mug", "box", "ball"]
-    cfg = DealConfig(classes=classes).updated({
+    cfg = DealRosConfig(classes=classes).updated({
         "model.input_height": net_h, "model.input_width": net_w, "model.pretrained_path": args.weights,
         "train.batch_size": args.batch_size, "train.device": args.device, "checkpoint.period_steps": 0})
     frames = make_tabletop_scenes(20, cam_h, cam_w, classes=classes, seed=0)

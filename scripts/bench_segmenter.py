@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.io.image_codec import decode_depth_m, decode_rgb
 from deal_ros.online.outputs import output_image_fields, semantic_points
 from deal_ros.segmenter import Segmenter
@@ -57,7 +57,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    cfg = DealConfig(classes=["mug", "box", "ball"]).updated({
+    cfg = DealRosConfig(classes=["mug", "box", "ball"]).updated({
         "model.input_height": args.input_height, "model.input_width": args.input_width,
         "model.backbone": args.backbone, "train.device": args.device})
     seg = Segmenter(cfg)

@@ -57,7 +57,7 @@ def worker(frames_path: str, overrides_json: str, tree: str, threads: str) -> No
     import torch
 
     import deal_ros
-    from deal_ros.config import DealConfig, ModelConfig
+    from deal_ros.config import DealRosConfig, ModelConfig
     from deal_ros.trainer import OnlineTrainer
 
     if not Path(deal_ros.__file__).resolve().is_relative_to(Path(tree).resolve()):
@@ -70,7 +70,7 @@ def worker(frames_path: str, overrides_json: str, tree: str, threads: str) -> No
         overrides["model.tf_same_padding"] = overrides.pop("model.padding") == "tf_same"
     data = np.load(frames_path)
     tags = json.loads(str(data["tags"]))
-    trainer = OnlineTrainer(DealConfig(classes=json.loads(str(data["classes"]))).updated(overrides))
+    trainer = OnlineTrainer(DealRosConfig(classes=json.loads(str(data["classes"]))).updated(overrides))
     for rgb, depth_m, frame_tags in zip(data["rgb"], data["depth_m"], tags, strict=True):
         trainer.add_frame(rgb, depth_m, frame_tags)
     print(json.dumps({"ready": True}), flush=True)

@@ -64,7 +64,7 @@ def cuda_tests(table: Table) -> None:
 
 def training(table: Table, device: torch.device, size: tuple[int, int], batch: int, steps: int, rounds: int,
              ) -> dict[tuple[bool, bool], float]:
-    from deal_ros.config import DealConfig
+    from deal_ros.config import DealRosConfig
     from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
     from deal_ros.trainer import OnlineTrainer
 
@@ -72,7 +72,7 @@ def training(table: Table, device: torch.device, size: tuple[int, int], batch: i
     arms: dict[tuple[bool, bool], Any] = {}
     for amp in (False, True):
         for deal in (False, True):
-            cfg = DealConfig(classes=list(DEFAULT_CLASSES)).updated({
+            cfg = DealRosConfig(classes=list(DEFAULT_CLASSES)).updated({
                 "model.input_height": size[0], "model.input_width": size[1], "train.batch_size": batch,
                 "train.amp": amp, "loss.deal.enabled": deal, "loss.deal.warmup_steps": 0,
                 "loss.seg_warmup_steps": 0, "train.device": device.type})
@@ -113,11 +113,11 @@ def training(table: Table, device: torch.device, size: tuple[int, int], batch: i
 
 
 def segmenter(table: Table, device: torch.device, size: tuple[int, int], frames: int) -> None:
-    from deal_ros.config import DealConfig
+    from deal_ros.config import DealRosConfig
     from deal_ros.segmenter import Segmenter
     from deal_ros.synthetic import DEFAULT_CLASSES
 
-    cfg = DealConfig(classes=list(DEFAULT_CLASSES)).updated({
+    cfg = DealRosConfig(classes=list(DEFAULT_CLASSES)).updated({
         "model.input_height": size[0], "model.input_width": size[1], "train.device": device.type})
     seg = Segmenter(cfg, device=device)
     rgb = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)

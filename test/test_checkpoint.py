@@ -16,10 +16,10 @@ from deal_ros.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.models import build_cam_net
 
-CFG = DealConfig(classes=["mug", "box"]).updated({"model.input_height": 64, "model.input_width": 80})
+CFG = DealRosConfig(classes=["mug", "box"]).updated({"model.input_height": 64, "model.input_width": 80})
 
 
 def _model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -4,12 +4,12 @@ import re
 
 import pytest
 
-from deal_ros.config import Bounds, ConfigError, ConfigKey, DealConfig, config_keys, load_config, setting
+from deal_ros.config import Bounds, ConfigError, ConfigKey, DealRosConfig, config_keys, load_config, setting
 
 
 def test_defaults_validate_and_round_trip() -> None:
-    cfg = DealConfig(classes=["mug", "box"])
-    assert DealConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = DealRosConfig(classes=["mug", "box"])
+    assert DealRosConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.num_classes == 2
 
 
@@ -36,11 +36,11 @@ def test_yaml_and_ros_parameter_file_give_the_same_config(tmp_path) -> None:
 ])
 def test_bad_values_name_the_key(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        DealConfig.from_dict(data)
+        DealRosConfig.from_dict(data)
 
 
 def test_overrides_and_errors(tmp_path) -> None:
-    cfg = DealConfig().updated({"loss.deal.weight": 0.25, "classes": "mug, box"})
+    cfg = DealRosConfig().updated({"loss.deal.weight": 0.25, "classes": "mug, box"})
     assert cfg.loss.deal.weight == 0.25
     assert cfg.classes == ["mug", "box"]
     with pytest.raises(ConfigError, match="unknown key"):
@@ -54,13 +54,13 @@ def test_overrides_and_errors(tmp_path) -> None:
 
 
 def test_architecture_hash_ignores_training_only_fields() -> None:
-    cfg = DealConfig(classes=["mug"])
+    cfg = DealRosConfig(classes=["mug"])
     assert cfg.architecture_hash() == cfg.updated({"model.freeze_stages": 2, "train.lr": 0.1}).architecture_hash()
     # Which weights file does not matter, but what it implies does (builtin: 'tf' input norm, files: 'imagenet').
     a, b = (cfg.updated({"model.pretrained_path": p}).architecture_hash() for p in ("a.pth", "b.pth"))
     assert a == b != cfg.architecture_hash()
     assert cfg.architecture_hash() != cfg.updated({"model.backbone": "resnet18"}).architecture_hash()
-    assert cfg.architecture_hash() != DealConfig(classes=["box"]).architecture_hash()
+    assert cfg.architecture_hash() != DealRosConfig(classes=["box"]).architecture_hash()
 
 
 def test_numbers_as_people_write_them_and_non_finite_refused(tmp_path) -> None:
@@ -71,19 +71,19 @@ def test_numbers_as_people_write_them_and_non_finite_refused(tmp_path) -> None:
     assert numbers == (1e-4, 1e-3, 0.5, 1000)
     for value in (float("inf"), float("-inf"), float("nan")):
         with pytest.raises(ConfigError, match=r"train\.lr': must be a finite number"):
-            DealConfig().updated({"train.lr": value})
+            DealRosConfig().updated({"train.lr": value})
     with pytest.raises(ConfigError, match="expected a number, got 'fast'"):
-        DealConfig().updated({"train.lr": "fast"})
+        DealRosConfig().updated({"train.lr": "fast"})
     with pytest.raises(ConfigError, match=r"expected an integer, got 2\.5"):
-        DealConfig().updated({"buffer.max_frames": 2.5})
+        DealRosConfig().updated({"buffer.max_frames": 2.5})
 
 
 def test_a_section_given_whole_is_merged_not_reset() -> None:
-    cfg = DealConfig().updated({"train.batch_size": 4, "train": {"lr": 0.01}, "loss": {"deal": {"mu": 2.0}}})
+    cfg = DealRosConfig().updated({"train.batch_size": 4, "train": {"lr": 0.01}, "loss": {"deal": {"mu": 2.0}}})
     assert (cfg.train.batch_size, cfg.train.lr, cfg.loss.deal.mu) == (4, 0.01, 2.0)
-    assert cfg.loss.deal.weight == DealConfig().loss.deal.weight
+    assert cfg.loss.deal.weight == DealRosConfig().loss.deal.weight
     with pytest.raises(ConfigError, match=r"train\.nope': unknown key"):
-        DealConfig().updated({"train": {"nope": 1}})
+        DealRosConfig().updated({"train": {"nope": 1}})
 
 
 def test_ros_parameter_files_honour_dotted_keys_and_refuse_unknown_sections(tmp_path) -> None:
@@ -126,7 +126,7 @@ def test_validation_follows_each_declaration(key: ConfigKey) -> None:
     assert key.setting.doc, "every field declares its description"
     for value in _refused_values(key):
         with pytest.raises(ConfigError, match=rf"'{re.escape(key.key)}': must be"):
-            DealConfig().updated({key.key: value})
+            DealRosConfig().updated({key.key: value})
 
 
 def test_setting_takes_one_bound_per_end() -> None:

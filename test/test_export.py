@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.export import (
     PARITY_MAX_DIFF,
     PARITY_MIN_AGREEMENT,
@@ -47,7 +47,7 @@ def checkpoint(tmp_path_factory) -> Path:
     from deal_ros.trainer import OnlineTrainer
 
     out = tmp_path_factory.mktemp("export_ckpt")
-    cfg = DealConfig(classes=CLASSES).updated({
+    cfg = DealRosConfig(classes=CLASSES).updated({
         "model.input_height": SIZE[0], "model.input_width": SIZE[1], "train.device": "cpu", "train.batch_size": 2,
         "checkpoint.directory": str(out), "loss.seg_warmup_steps": 0})
     trainer = OnlineTrainer(cfg)

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from deal_ros.checkpoint import CheckpointError
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.segmenter import Segmenter
 from deal_ros.tags import UnknownTagError
 from deal_ros.trainer import OnlineTrainer
 
-CFG = DealConfig(classes=["mug", "box"]).updated({
+CFG = DealRosConfig(classes=["mug", "box"]).updated({
     "model.input_height": 64, "model.input_width": 80, "train.device": "cpu", "train.batch_size": 2,
     "model.pretrained_path": ""})
 

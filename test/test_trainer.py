@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.errors import DegenerateDataError
 from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 from deal_ros.tags import UnknownTagError
@@ -13,12 +13,12 @@ from deal_ros.trainer import OnlineTrainer
 SIZE = (64, 80)
 
 
-def _cfg(**overrides) -> DealConfig:
+def _cfg(**overrides) -> DealRosConfig:
     base = {"model.input_height": SIZE[0], "model.input_width": SIZE[1], "model.pretrained_path": "",
             "model.output_stride": 8, "train.batch_size": 4, "train.device": "cpu",
             "loss.deal.enabled": True, "loss.deal.warmup_steps": 2, "loss.seg_warmup_steps": 1,
             "checkpoint.directory": overrides.pop("directory", "unused")}
-    return DealConfig(classes=list(DEFAULT_CLASSES)).updated({**base, **overrides})
+    return DealRosConfig(classes=list(DEFAULT_CLASSES)).updated({**base, **overrides})
 
 
 @pytest.fixture(scope="module")

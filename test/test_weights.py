@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from deal_ros.config import ConfigError, DealConfig, ModelConfig
+from deal_ros.config import ConfigError, DealRosConfig, ModelConfig
 from deal_ros.models import (
     BUILTIN_SHA256,
     WeightsError,
@@ -147,18 +147,19 @@ def test_profiles_follow_the_weights() -> None:
     explicit = ModelConfig(pretrained_path="mine.pth", input_norm="tf", padding="tf_same", freeze_bn=False)
     assert profile(explicit) == ("tf", "tf_same", False)
     # A checkpoint trained on the built-in weights does not fit a random-init configuration (other input norm).
-    assert DealConfig().architecture_hash() != DealConfig().updated({"model.pretrained_path": ""}).architecture_hash()
-    assert DealConfig().architecture_hash() == DealConfig().updated({"model.input_norm": "tf"}).architecture_hash()
+    builtin = DealRosConfig().architecture_hash()
+    assert builtin != DealRosConfig().updated({"model.pretrained_path": ""}).architecture_hash()
+    assert builtin == DealRosConfig().updated({"model.input_norm": "tf"}).architecture_hash()
 
 
 def test_configs_from_before_padding_still_load() -> None:
     """Checkpoints and YAML files with the boolean model.tf_same_padding keep what they were trained with."""
-    old = DealConfig.from_dict({"model": {"pretrained_path": "", "tf_same_padding": True, "input_norm": "tf"}})
+    old = DealRosConfig.from_dict({"model": {"pretrained_path": "", "tf_same_padding": True, "input_norm": "tf"}})
     assert (old.model.padding, old.model.resolved().input_norm) == ("tf_same", "tf")
-    new = DealConfig.from_dict({"model": {"tf_same_padding": False, "pretrained_path": ""}})
+    new = DealRosConfig.from_dict({"model": {"tf_same_padding": False, "pretrained_path": ""}})
     assert new.model.padding == "symmetric"
     with pytest.raises(ConfigError, match=r"model\.padding"):
-        DealConfig.from_dict({"model": {"tf_same_padding": True, "padding": "auto"}})
+        DealRosConfig.from_dict({"model": {"tf_same_padding": True, "padding": "auto"}})
 
 
 @pytest.mark.parametrize(("overrides", "key"), [

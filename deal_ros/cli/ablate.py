@@ -31,7 +31,7 @@ import numpy as np
 
 from deal_ros.buffer import resize_frame
 from deal_ros.cli import UserError, add_set_argument, parse_overrides
-from deal_ros.config import DealConfig, load_config
+from deal_ros.config import DealRosConfig, load_config
 from deal_ros.depth import raw_depth_to_metres
 from deal_ros.pseudo_labels import IGNORE_INDEX
 
@@ -174,7 +174,7 @@ def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], l
     return frames
 
 
-def _base_config(args: argparse.Namespace) -> DealConfig:
+def _base_config(args: argparse.Namespace) -> DealRosConfig:
     from deal_ros.cli.demo import demo_config, resolve_weights
 
     height, width = args.size
@@ -186,7 +186,7 @@ def _base_config(args: argparse.Namespace) -> DealConfig:
     return base.updated({**overrides, **parse_overrides(args.overrides)})
 
 
-def _frames(args: argparse.Namespace, base: DealConfig) -> tuple[list[Frame], list[Any]]:
+def _frames(args: argparse.Namespace, base: DealRosConfig) -> tuple[list[Frame], list[Any]]:
     from deal_ros.synthetic import make_closeup_scenes
 
     size = tuple(args.size)

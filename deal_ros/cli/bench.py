@@ -181,7 +181,7 @@ def bench_train_io(bag: str | Path, cfg: Any, steps: int, rounds: int = 2) -> Tr
 
 def run_train_io(args: argparse.Namespace) -> int:
     from deal_ros.benchmarks import write_scene_bag
-    from deal_ros.config import DealConfig
+    from deal_ros.config import DealRosConfig
     from deal_ros.io.bag import BagError, scan_tag_names
     from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 
@@ -201,7 +201,7 @@ def run_train_io(args: argparse.Namespace) -> int:
                     raise UserError(f"{bag} has no tags topic with class names: train-io needs one")
             overrides = {"model.input_height": args.size[0], "model.input_width": args.size[1],
                          "train.batch_size": args.batch, **parse_overrides(args.overrides)}
-            cfg = DealConfig(classes=classes).updated(overrides)
+            cfg = DealRosConfig(classes=classes).updated(overrides)
             source = args.bag or f"synthetic, {args.frames} frames of {args.camera_size[1]}x{args.camera_size[0]}"
             print(f"bag: {source}; {cfg.model.backbone} at {cfg.model.input_height}x{cfg.model.input_width}, "
                   f"batch {cfg.train.batch_size}, device {cfg.train.device}")

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deal_ros.cli.quality import RECIPES
-from deal_ros.config import BUILTIN_WEIGHTS, DealConfig, load_config
+from deal_ros.config import BUILTIN_WEIGHTS, DealRosConfig, load_config
 from deal_ros.experiment import ArmResult, plot_bars, plot_losses, run_arm
 from deal_ros.models import describe_weights
 from deal_ros.segmenter import Segmenter
@@ -45,13 +45,13 @@ def resolve_weights(option: str) -> str:
     return "" if option == "none" else option
 
 
-def demo_config(height: int, width: int, weights: str, seed: int) -> DealConfig:
+def demo_config(height: int, width: int, weights: str, seed: int) -> DealRosConfig:
     """The demo's base configuration: small input, CPU-sized batch, short warm-ups.
 
     With ImageNet weights the backbone trains at a tenth of the heads' rate (its BatchNorm frozen, as
     the weights' profile says); from random init everything trains at the same rate.
     """
-    return DealConfig(classes=list(CLOSEUP_CLASSES)).updated({
+    return DealRosConfig(classes=list(CLOSEUP_CLASSES)).updated({
         "model.input_height": height,
         "model.input_width": width,
         "model.output_stride": 16,

@@ -189,7 +189,7 @@ def plot(rows: list[dict[str, Any]], classes: list[str], path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deal_ros.cli.demo import resolve_weights
-    from deal_ros.config import DealConfig
+    from deal_ros.config import DealRosConfig
     from deal_ros.experiment import run_arm
 
     if args.steps < 1 or args.train_frames < 1 or args.val_frames < 1 or args.eval_every < 0:
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     classes = _classes(args)
     height, width = args.size
     weights = resolve_weights(args.weights)
-    base = DealConfig(classes=classes).updated({"model.input_height": height, "model.input_width": width,
+    base = DealRosConfig(classes=classes).updated({"model.input_height": height, "model.input_width": width,
                                                 "model.pretrained_path": weights,
                                                 **parse_overrides(args.overrides)})
     configs = {name: {seed: base.updated({**overrides, "train.seed": seed}) for seed in args.seeds}

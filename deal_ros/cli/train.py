@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from deal_ros.cli import UserError, add_set_argument, parse_overrides
-from deal_ros.config import DealConfig, load_config
+from deal_ros.config import DealRosConfig, load_config
 from deal_ros.errors import one_line
 
 __all__ = ["FrameFeeder", "NoFramesError", "parse_overrides", "read_frames", "skips_line", "train_until",
@@ -241,7 +241,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 class Validation:
     """Held-out frames with ground truth, scored during training: mask and pseudo-label mIoU per class."""
 
-    def __init__(self, bag: str, gt_dir: str, cfg: DealConfig, every: int) -> None:
+    def __init__(self, bag: str, gt_dir: str, cfg: DealRosConfig, every: int) -> None:
         from deal_ros.cli.ablate import load_bag
 
         size = (cfg.model.input_height, cfg.model.input_width)
@@ -292,7 +292,7 @@ class Validation:
         plt.close(fig)
 
 
-def build_config(args: argparse.Namespace, tags: Any) -> DealConfig:
+def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
     """Config from --config / the resumed checkpoint / defaults, then --classes, --out and --set."""
     from deal_ros.tags import parse_tags
 
@@ -308,7 +308,7 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealConfig:
     if args.resume:
         from deal_ros.checkpoint import CheckpointError, load_checkpoint  # torch: only when needed
 
-        directory = Path(args.out or DealConfig().checkpoint.directory)
+        directory = Path(args.out or DealRosConfig().checkpoint.directory)
         try:
             base = load_checkpoint(directory / "model.safetensors").config
         except CheckpointError as exc:
@@ -316,7 +316,7 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealConfig:
         return base.updated(overrides)
     if "classes" not in overrides:
         overrides["classes"] = default_classes(args, tags)
-    return DealConfig().updated(overrides)
+    return DealRosConfig().updated(overrides)
 
 
 def skips_line(stats: Any) -> str:
@@ -517,7 +517,7 @@ class LossDivergedError(UserError):
 class RunLog:
     """train_log.json of one run: what was read, the config, the loss history and the checkpoint's step."""
 
-    def __init__(self, out: Path, args: argparse.Namespace, cfg: DealConfig, read_stats: Any, feeder: FrameFeeder,
+    def __init__(self, out: Path, args: argparse.Namespace, cfg: DealRosConfig, read_stats: Any, feeder: FrameFeeder,
                  start_step: int, start_time: float) -> None:
         self.out, self.args, self.cfg, self.read_stats, self.feeder = out, args, cfg, read_stats, feeder
         self.start_step, self.start_time = start_step, start_time

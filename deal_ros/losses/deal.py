@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deal_ros.config import DEALConfig, EdgeNorm, EdgeOperator, GridStride, HoleFill
+from deal_ros.config import DealLossConfig, EdgeNorm, EdgeOperator, GridStride, HoleFill
 from deal_ros.depth import depth_edge_map, normalize_by_max
 from deal_ros.filters import gradient_magnitude, normalize_cam, sobel_xy
 
-DEFAULTS = DEALConfig()
+DEFAULTS = DealLossConfig()
 """The options' defaults are the config's (``loss.deal``), so the loss and the trainer cannot drift apart."""
 
 DEAL_PRESETS: dict[str, dict[str, Any]] = {
@@ -98,7 +98,7 @@ def deal_loss(
             loss is 0. Untagged classes get exactly zero gradient; depth gets none.
         grid_stride: the loss grid is (H // grid_stride, W // grid_stride) unless grid_size is given.
         The other keywords choose the depth-edge map (see :func:`deal_ros.depth.depth_edge_map`) and
-        the CAM normalisation; their defaults and meaning are those of ``deal_ros.config.DEALConfig``
+        the CAM normalisation; their defaults and meaning are those of ``deal_ros.config.DealLossConfig``
         (``loss.deal``), and ``DEAL_PRESETS`` names the paper's and the robust setting.
     """
     _check_inputs(cam_logits, depth_m, tags)
@@ -140,7 +140,7 @@ class DEALLoss(nn.Module):
         self.options = {**deal_loss.__kwdefaults__, **kwargs}
 
     @classmethod
-    def from_config(cls, cfg: DEALConfig, **overrides: Any) -> DEALLoss:
+    def from_config(cls, cfg: DealLossConfig, **overrides: Any) -> DEALLoss:
         """The loss with a config's options (``loss.deal``; its schedule fields stay with the trainer)."""
         return cls(**{**cfg.loss_kwargs(), **overrides})
 

@@ -1,7 +1,7 @@
-"""ROS parameters of the nodes: one spec per parameter, derived from DealConfig plus the node's own.
+"""ROS parameters of the nodes: one spec per parameter, derived from DealRosConfig plus the node's own.
 
 Why a spec table without rclpy: the nodes declare exactly these (type, range, description,
-read-only), CI checks them, and ``config/onboard.yaml`` is checked against them. Every DealConfig
+read-only), CI checks them, and ``config/onboard.yaml`` is checked against them. Every DealRosConfig
 leaf becomes a ROS parameter under its dotted key (``loss.deal.weight``), so the parameter file
 is the same tree ``deal_ros.config.load_config`` reads. Type, choices, range, description and the
 run-time flag are read from each field's declaration (``deal_ros.config.setting``); the nodes' own
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from deal_ros.config import Bounds, ConfigError, ConfigKey, DealConfig, choices_of, config_keys
+from deal_ros.config import Bounds, ConfigError, ConfigKey, DealRosConfig, choices_of, config_keys
 
 TRAINER = "trainer"
 SEGMENTER = "segmenter"
@@ -46,7 +46,7 @@ class ParamSpec:
     runtime: bool = False
     """Safe to change while running (else the descriptor is read-only: restart with a new value)."""
     config_key: bool = False
-    """A DealConfig dotted key (else a node parameter)."""
+    """A DealRosConfig dotted key (else a node parameter)."""
     nodes: frozenset[str] = BOTH
     dynamic: bool = False
     """Accept more than one type (tags: a string list or one comma-separated string)."""
@@ -69,7 +69,7 @@ class ParamSpec:
         return text
 
 
-# -- DealConfig keys -----------------------------------------------------------------------------
+# -- DealRosConfig keys -----------------------------------------------------------------------------
 
 def _kind_of(hint: Any) -> str:
     if typing.get_origin(hint) is list:
@@ -93,7 +93,7 @@ def _spec_of(key: ConfigKey) -> ParamSpec:
 
 @lru_cache(maxsize=1)
 def config_param_specs() -> tuple[ParamSpec, ...]:
-    """One spec per DealConfig leaf, everything taken from its declaration (deal_ros.config.setting)."""
+    """One spec per DealRosConfig leaf, everything taken from its declaration (deal_ros.config.setting)."""
     return tuple(_spec_of(key) for key in config_keys())
 
 
@@ -153,12 +153,12 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
 
 
 def node_param_specs(node: str) -> tuple[ParamSpec, ...]:
-    """The node's own parameters (not DealConfig keys)."""
+    """The node's own parameters (not DealRosConfig keys)."""
     return tuple(s for s in NODE_PARAMS if node in s.nodes)
 
 
 def all_param_specs(node: str) -> tuple[ParamSpec, ...]:
-    """Everything `node` declares: its own parameters, then every DealConfig key."""
+    """Everything `node` declares: its own parameters, then every DealRosConfig key."""
     return node_param_specs(node) + config_param_specs()
 
 
@@ -197,8 +197,8 @@ def coerce_value(spec: ParamSpec, value: Any) -> Any:
     return value
 
 
-def config_from_parameters(values: Mapping[str, Any], base: DealConfig | None = None) -> DealConfig:
-    """The DealConfig of a node from its parameter values (unknown and node keys ignored); raises ConfigError."""
+def config_from_parameters(values: Mapping[str, Any], base: DealRosConfig | None = None) -> DealRosConfig:
+    """The DealRosConfig of a node from its parameter values (unknown and node keys ignored); raises ConfigError."""
     specs = {s.name: s for s in config_param_specs()}
     overrides = {}
     for name, value in values.items():
@@ -209,12 +209,12 @@ def config_from_parameters(values: Mapping[str, Any], base: DealConfig | None = 
             overrides[name] = coerce_value(spec, value)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    return (base or DealConfig()).updated(overrides)
+    return (base or DealRosConfig()).updated(overrides)
 
 
 @dataclass
 class ParameterUpdate:
-    """A validated run-time change: DealConfig overrides and node values, or the reason it is refused."""
+    """A validated run-time change: DealRosConfig overrides and node values, or the reason it is refused."""
 
     config_overrides: dict[str, Any]
     node_values: dict[str, Any]
@@ -225,8 +225,8 @@ class ParameterUpdate:
         return not self.error
 
 
-def check_parameter_update(node: str, current: DealConfig, changes: Mapping[str, Any]) -> ParameterUpdate:
-    """Validate a `ros2 param set` (all or nothing): run-time safe, in range, and a valid DealConfig."""
+def check_parameter_update(node: str, current: DealRosConfig, changes: Mapping[str, Any]) -> ParameterUpdate:
+    """Validate a `ros2 param set` (all or nothing): run-time safe, in range, and a valid DealRosConfig."""
     specs = spec_map(node)
     update = ParameterUpdate({}, {})
     for name, value in changes.items():

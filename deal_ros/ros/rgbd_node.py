@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.online.pairs import PairValidator
 from deal_ros.online.parameters import ParameterUpdate, all_param_specs, check_parameter_update
 from deal_ros.online.status import DiagnosticEntry
@@ -85,7 +85,7 @@ class RGBDNode(Node):
 
     # -- what the subclass provides ---------------------------------------------------------------------
     @property
-    def config(self) -> DealConfig:
+    def config(self) -> DealRosConfig:
         """The configuration in force (parameter updates are checked against it)."""
         raise NotImplementedError
 

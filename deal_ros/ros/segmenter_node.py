@@ -20,7 +20,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from deal_ros.checkpoint import checkpoint_file
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.errors import DealRosError
 from deal_ros.io.image_codec import decode_depth_m, decode_rgb
 from deal_ros.live import StepControl, WeightHandoff
@@ -113,7 +113,7 @@ class SegmenterNode(RGBDNode):
                  + f" until model step {self.values['mask.min_model_step']}")
 
     @property
-    def config(self) -> DealConfig:
+    def config(self) -> DealRosConfig:
         return self.cfg
 
     def _publish_class_map(self) -> None:

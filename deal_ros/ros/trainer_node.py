@@ -12,7 +12,7 @@ from typing import Any
 
 from std_srvs.srv import SetBool, Trigger
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.errors import DealRosError
 from deal_ros.io.image_codec import decode_depth_m, decode_rgb
 from deal_ros.live import WeightHandoff
@@ -76,7 +76,7 @@ class TrainerNode(RGBDNode):
                  + ("" if self.tag_state.known else " (unknown: not training until tags are given)"))
 
     @property
-    def config(self) -> DealConfig:
+    def config(self) -> DealRosConfig:
         return self.trainer.cfg
 
     def share_weights(self) -> WeightHandoff:

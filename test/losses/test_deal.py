@@ -27,7 +27,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deal_ros.config import DEALConfig
+from deal_ros.config import DealLossConfig
 from deal_ros.depth import depth_edge_map, fill_holes
 from deal_ros.losses.deal import DEAL_PRESETS, DEALLoss, cam_edge_map, deal_loss, soft_binarize
 
@@ -572,8 +572,8 @@ def test_input_validation_messages():
 
 
 def test_defaults_and_presets_are_the_config_declaration():
-    """deal_loss's signature, DEALLoss(), DEALConfig (loss.deal) and DEAL_PRESETS state one set of defaults."""
-    config = DEALConfig()
+    """deal_loss's signature, DEALLoss(), DealLossConfig (loss.deal) and DEAL_PRESETS state one set of defaults."""
+    config = DealLossConfig()
     signature = {name: p.default for name, p in inspect.signature(deal_loss).parameters.items()
                  if p.kind is inspect.Parameter.KEYWORD_ONLY}
     assert signature == {**config.loss_kwargs(), "grid_size": None}

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from deal_ros.config import ConfigError, DealConfig
+from deal_ros.config import ConfigError, DealRosConfig
 from deal_ros.losses import (
     BoundaryLoss,
     FSLLoss,
@@ -306,7 +306,7 @@ def test_reconstruction_decoder_learns_more_from_an_aligned_cam() -> None:
 
 
 def test_config_keys_and_validation() -> None:
-    cfg = DealConfig().updated({"loss.isl.enabled": True, "loss.fsl.radius": 6, "loss.smoothness.source": "learned"})
+    cfg = DealRosConfig().updated({"loss.isl.enabled": True, "loss.fsl.radius": 6, "loss.smoothness.source": "learned"})
     assert cfg.loss.isl.weight == 0.2 and cfg.loss.fsl.sigma == 5.0 and cfg.loss.smoothness.alpha == 10.0
     assert cfg.loss.smoothness.first_order_weight == 1.0 and cfg.loss.smoothness.second_order_weight == 0.1
     with pytest.raises(ConfigError, match="boundary"):
@@ -323,7 +323,7 @@ def test_trainer_reports_every_term_and_trains_the_auxiliary_modules() -> None:
                  "model.output_stride": 8, "train.batch_size": 2, "train.device": "cpu",
                  "loss.deal.warmup_steps": 0, "loss.seg_warmup_steps": 0, "loss.ssc.start_step": 0,
                  **{f"loss.{k}.enabled": True for k in ("isl", "fsl", "smoothness", "boundary", "ssc", "recon")}}
-    trainer = OnlineTrainer(DealConfig(classes=list(DEFAULT_CLASSES)).updated(overrides))
+    trainer = OnlineTrainer(DealRosConfig(classes=list(DEFAULT_CLASSES)).updated(overrides))
     for frame in make_tabletop_scenes(4, 64, 80, seed=1):
         trainer.add_frame(frame.rgb, frame.depth_m, frame.tags)
     aux = {n: p.detach().clone() for n, p in trainer.structure.named_parameters() if p.requires_grad}

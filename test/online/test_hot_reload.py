@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from deal_ros.checkpoint import save_checkpoint
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.online.hot_reload import CheckpointPoller
 
 
 @pytest.fixture()
 def tiny_model():
-    cfg = DealConfig(classes=["mug"])
+    cfg = DealRosConfig(classes=["mug"])
     return cfg, torch.nn.Linear(2, 2)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deal_ros.config import ConfigError, DealConfig, load_config
+from deal_ros.config import ConfigError, DealRosConfig, load_config
 from deal_ros.online.parameters import (
     NODE_PARAMS,
     SEGMENTER,
@@ -34,7 +34,7 @@ def _config_keys() -> set[str]:
                 yield from walk(value, f"{prefix}{f.name}.")
             else:
                 yield f"{prefix}{f.name}"
-    return set(walk(DealConfig(), ""))
+    return set(walk(DealRosConfig(), ""))
 
 
 def test_every_config_leaf_is_a_parameter_with_a_description():
@@ -103,7 +103,7 @@ def test_config_from_parameters_maps_dotted_keys():
 
 
 def test_check_parameter_update():
-    cfg = DealConfig()
+    cfg = DealRosConfig()
     ok = check_parameter_update(TRAINER, cfg, {"loss.deal.weight": 0.5, "keyframe.min_interval_s": 1.0})
     assert ok.ok and ok.config_overrides == {"loss.deal.weight": 0.5}
     assert ok.node_values == {"keyframe.min_interval_s": 1.0}
@@ -214,4 +214,4 @@ def test_launch_arguments_do_not_restate_parameter_defaults():
 
 
 def test_masks_warm_up_past_the_segmentation_head_warmup():
-    assert spec_map(SEGMENTER)["mask.min_model_step"].default > DealConfig().loss.seg_warmup_steps
+    assert spec_map(SEGMENTER)["mask.min_model_step"].default > DealRosConfig().loss.seg_warmup_steps

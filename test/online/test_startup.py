@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.online.startup import check_environment, device_notes, weights_line
 
 
@@ -30,7 +30,7 @@ def test_device_notes():
 def test_weights_line_says_what_the_network_starts_from():
     from deal_ros.models import build_cam_net
 
-    cfg = DealConfig()
+    cfg = DealRosConfig()
     builtin = weights_line(build_cam_net(cfg.model, cfg.num_classes))
     assert builtin.startswith("weights: ") and "loaded" in builtin and "BatchNorm frozen" in builtin
     random_init = weights_line(build_cam_net(cfg.updated({"model.pretrained_path": ""}).model, cfg.num_classes))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from deal_ros.config import DealConfig
+from deal_ros.config import DealRosConfig
 from deal_ros.live import StepControl, TrainingInterrupted, WeightHandoff
 from deal_ros.online.keyframes import KeyframeGate
 from deal_ros.online.training_loop import KeyframeIntake, TrainingLoop
@@ -27,8 +27,8 @@ CLASSES = ["mug", "box"]
 LOG = logging.getLogger("test_logic_live")
 
 
-def tiny_cfg(**over) -> DealConfig:
-    return DealConfig(classes=CLASSES).updated({**TINY, **over})
+def tiny_cfg(**over) -> DealRosConfig:
+    return DealRosConfig(classes=CLASSES).updated({**TINY, **over})
 
 
 def frame(seed: int) -> tuple[np.ndarray, np.ndarray]:

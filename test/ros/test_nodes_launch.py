@@ -32,7 +32,7 @@ from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from deal_ros.checkpoint import load_checkpoint, read_manifest  # noqa: E402
-from deal_ros.config import DealConfig  # noqa: E402
+from deal_ros.config import DealRosConfig  # noqa: E402
 from deal_ros.io.image_codec import image_fields  # noqa: E402
 from deal_ros.online.parameters import render_parameter_file  # noqa: E402
 from deal_ros.synthetic import make_tabletop_scenes  # noqa: E402
@@ -188,7 +188,7 @@ def test_onboard_in_process(ros, tmp_path):
         response = call(executor, driver, Trigger, "/deal_trainer/save", Trigger.Request())
         assert response.success, response.message
         path = tmp_path / "model" / "model.safetensors"
-        cfg = DealConfig(classes=CLASSES).updated({"model.input_height": 64, "model.input_width": 80,
+        cfg = DealRosConfig(classes=CLASSES).updated({"model.input_height": 64, "model.input_width": 80,
                                                    "model.seg_head_channels": 16})
         ckpt = load_checkpoint(path, expected=cfg)
         assert ckpt.step >= 3
