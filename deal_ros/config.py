@@ -18,6 +18,7 @@ import json
 import math
 import re
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -733,11 +734,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"config '{key}': unsupported type {hint}")
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DealRosConfig:
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
+                node_sections: Collection[str] = ()) -> DealRosConfig:
     """Load a YAML config: a plain tree, or a ROS 2 parameter file (first `ros__parameters` found).
 
     Dotted keys (``loss.deal.weight: 0.5``, legal in ROS 2 parameter files) are honoured in both; a key
-    that is neither a config section nor one of the nodes' own parameters is refused, naming it.
+    that is neither a config section nor in `node_sections` (the top-level names of the nodes' own and
+    ROS's standard parameters: deal_ros.online.parameters.NODE_SECTIONS) is refused, naming it.
     """
     import yaml
 
@@ -753,7 +756,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> De
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        data = _strip_ros_parameters(data)
+        data = _strip_ros_parameters(data, node_sections)
         cfg = DealRosConfig.from_dict(_nest_dotted(data, ""))
         return cfg.updated(overrides) if overrides else cfg
     except ConfigError as exc:
@@ -789,22 +792,12 @@ def _merge_new(node: dict[str, Any], value: dict[str, Any]) -> None:
             node[name] = item
 
 
-ROS_STANDARD_PARAMETERS = ("use_sim_time", "qos_overrides", "start_type_description_service")
-"""Parameters every ROS 2 node may have in its parameter file (not ours, not config)."""
-
-
-def _node_parameter_sections() -> set[str]:
-    """Top-level names of the nodes' own parameters (rgb_topic, qos, sync, ...): allowed beside the config."""
-    from deal_ros.online.parameters import NODE_PARAMS  # rclpy-free spec table
-
-    return {spec.name.split(".")[0] for spec in NODE_PARAMS} | set(ROS_STANDARD_PARAMETERS)
-
-
-def _strip_ros_parameters(data: Any) -> Any:
+def _strip_ros_parameters(data: Any, node_sections: Collection[str]) -> Any:
     """Return the DealRosConfig subtree of a ROS 2 parameter file, or `data` unchanged.
 
-    The nodes' own parameters are dropped; any other key that is not a config section (a misspelled
-    'trian', a dotted 'los.deal.weight') is refused instead of silently leaving the defaults in place.
+    The nodes' own parameters (top-level names in `node_sections`) are dropped; any other key that is not
+    a config section (a misspelled 'trian', a dotted 'los.deal.weight') is refused instead of silently
+    leaving the defaults in place.
     """
     if not isinstance(data, dict):
         return data
@@ -813,14 +806,13 @@ def _strip_ros_parameters(data: Any) -> Any:
             params = node_params["ros__parameters"] or {}
             _check(isinstance(params, dict), f"{node_name}.ros__parameters", "expected a mapping")
             known = {f.name for f in dataclasses.fields(DealRosConfig)}
-            node_keys = _node_parameter_sections()
             kept: dict[str, Any] = {}
             for key, value in params.items():
                 section = str(key).split(".")[0]
                 if section in known:
                     kept[str(key)] = value
                     continue
-                _check(section in node_keys, f"{node_name}.ros__parameters.{key}",
+                _check(section in node_sections, f"{node_name}.ros__parameters.{key}",
                        f"unknown key: neither a config section {sorted(known)} nor a node parameter")
             return kept
     return data

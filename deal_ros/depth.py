@@ -1,4 +1,4 @@
-"""Depth preparation: raw sensor depth to metres, hole filling, resampling and depth-edge maps.
+"""Depth preparation: hole filling, resampling and depth-edge maps (raw depth to metres: deal_ros.io.image_codec).
 
 Real RGB-D holes sit on object boundaries (stereo shadows, edge dropout), so holes are *filled from
 the far side* instead of being cut out: the depth jump then stays where the object ends
@@ -10,52 +10,19 @@ gradient: the depth never receives one.
 
 from __future__ import annotations
 
-import math
 import typing
 from collections.abc import Callable
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from deal_ros.config import EdgeNorm, EdgeOperator, HoleFill
 from deal_ros.filters import gradient_magnitude, laplacian, local_median, sobel_xy
 
-DEPTH_UNITS_M = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
-"""Metres per raw unit for each depth encoding (16-bit depth is millimetres by ROS convention)."""
-
 HOLE_FILLS: tuple[str, ...] = typing.get_args(HoleFill)
 EDGE_OPERATORS: tuple[str, ...] = typing.get_args(EdgeOperator)
 EDGE_NORMS: tuple[str, ...] = typing.get_args(EdgeNorm)
 """The choices, as declared by the config's loss.deal fields."""
-
-
-def raw_depth_to_metres(raw: np.ndarray, encoding: str) -> np.ndarray:
-    """Raw depth (16UC1/mono16 millimetres or 32FC1 metres) -> new float32 (H, W) metres, every hole
-    (0, NaN, +-inf, negative) = 0.0. The one unit conversion of the project (decoder, bag reader, nodes)."""
-    if encoding not in DEPTH_UNITS_M:
-        raise ValueError(f"depth encoding {encoding!r} is not supported; use one of {sorted(DEPTH_UNITS_M)}")
-    if raw.ndim != 2:
-        raise ValueError(f"depth must be a 2-D (H, W) array, got shape {raw.shape}")
-    if DEPTH_UNITS_M[encoding] != 1.0:
-        depth_m = raw.astype(np.float32)
-        depth_m /= np.float32(1.0 / DEPTH_UNITS_M[encoding])  # correctly rounded mm / 1000
-        return depth_m
-    # OpenCV's thresholds are ~3x faster than numpy comparisons on data with NaNs.
-    _, depth_m = cv2.threshold(raw.astype(np.float32, copy=False), 0.0, 0.0, cv2.THRESH_TOZERO)  # <= 0 -> 0
-    cv2.threshold(depth_m, float(np.finfo(np.float32).max), 0.0, cv2.THRESH_TOZERO_INV, dst=depth_m)  # inf -> 0
-    cv2.patchNaNs(depth_m, 0.0)
-    return depth_m
-
-
-def depth_to_metres(raw: np.ndarray, encoding: str, min_m: float = 0.0, max_m: float = math.inf,
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw depth -> (depth_m float32 (H, W), valid bool (H, W)); outside [min_m, max_m] is a hole too."""
-    depth_m = raw_depth_to_metres(raw, encoding)
-    if min_m > 0 or max_m < math.inf:
-        depth_m[(depth_m < min_m) | (depth_m > max_m)] = 0.0
-    return depth_m, depth_m > 0
 
 
 def valid_depth(depth: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from deal_ros.config import Bounds, ConfigError, ConfigKey, DealRosConfig, config_keys, load_config, setting
+from deal_ros.online.parameters import NODE_SECTIONS
 
 
 def test_defaults_validate_and_round_trip() -> None:
@@ -19,7 +20,7 @@ def test_yaml_and_ros_parameter_file_give_the_same_config(tmp_path) -> None:
     ros = tmp_path / "ros.yaml"
     ros.write_text("deal_trainer:\n  ros__parameters:\n    sync:\n      slop: 0.05\n"
                    "    classes: [mug, box]\n    loss:\n      deal:\n        weight: 0.5\n")
-    assert load_config(plain) == load_config(ros)
+    assert load_config(plain) == load_config(ros, node_sections=NODE_SECTIONS)
     assert load_config(plain).loss.deal.weight == 0.5
 
 
@@ -92,7 +93,7 @@ def test_ros_parameter_files_honour_dotted_keys_and_refuse_unknown_sections(tmp_
                    "    qos_overrides:\n      /camera/color/image_raw:\n        subscription:\n          depth: 5\n"
                    "    use_sim_time: false\n    classes: [mug, box]\n    loss.deal.weight: 0.5\n"
                    "    train.lr: 1e-4\n    train:\n      batch_size: 2\n")
-    cfg = load_config(ros)
+    cfg = load_config(ros, node_sections=NODE_SECTIONS)
     assert (cfg.loss.deal.weight, cfg.train.lr, cfg.train.batch_size, cfg.classes) == (0.5, 1e-4, 2, ["mug", "box"])
     for typo in ("trian:\n      lr: 0.1", "los.deal.weight: 0.5"):
         bad = tmp_path / "bad.yaml"

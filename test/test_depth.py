@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from deal_ros.depth import (
     HOLE_FILLS,
     depth_edge_map,
-    depth_to_metres,
     fill_holes,
     pyramid_fill,
     resample_to_grid,
@@ -42,34 +41,6 @@ def t4(rows: list[list[float]]) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # units
 # --------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("encoding", ["16UC1", "mono16"])
-def test_depth_to_metres_16bit_is_millimetres(encoding):
-    raw = np.array([[0, 1, 850], [1500, 65535, 12000]], dtype=np.uint16)
-    depth, valid = depth_to_metres(raw, encoding)
-    assert depth.dtype == np.float32 and valid.dtype == bool
-    np.testing.assert_allclose(depth, [[0.0, 0.001, 0.85], [1.5, 65.535, 12.0]], rtol=1e-6)
-    assert valid.tolist() == [[False, True, True], [True, True, True]]
-    depth, valid = depth_to_metres(raw, encoding, min_m=0.1, max_m=10.0)
-    assert valid.tolist() == [[False, False, True], [True, False, False]]
-    assert depth[~valid].tolist() == [0.0, 0.0, 0.0, 0.0]
-    np.testing.assert_allclose(depth[valid], [0.85, 1.5], rtol=1e-6)
-
-
-def test_depth_to_metres_32fc1_is_metres():
-    raw = np.array([[0.0, np.nan, np.inf, -np.inf], [-0.5, 0.85, 1.5, 25.0]], dtype=np.float32)
-    depth, valid = depth_to_metres(raw, "32FC1", max_m=20.0)
-    assert valid.tolist() == [[False, False, False, False], [False, True, True, False]]
-    assert bool(np.isfinite(depth).all())
-    np.testing.assert_array_equal(depth, np.array([[0, 0, 0, 0], [0, 0.85, 1.5, 0]], dtype=np.float32))
-
-
-def test_depth_to_metres_rejects_bad_input():
-    with pytest.raises(ValueError, match="not supported"):
-        depth_to_metres(np.zeros((2, 2), np.uint16), "8UC1")
-    with pytest.raises(ValueError, match="2-D"):
-        depth_to_metres(np.zeros((2, 2, 1), np.uint16), "16UC1")
-
 
 def test_valid_depth_accepts_either_sign():
     d = torch.tensor([0.0, float("nan"), float("inf"), -float("inf"), 1.0, -1.0])

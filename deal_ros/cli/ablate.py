@@ -31,8 +31,9 @@ import numpy as np
 
 from deal_ros.buffer import resize_frame
 from deal_ros.cli import UserError, add_set_argument, parse_overrides
-from deal_ros.config import DealRosConfig, load_config
-from deal_ros.depth import raw_depth_to_metres
+from deal_ros.config import DealRosConfig
+from deal_ros.io.image_codec import raw_depth_to_metres
+from deal_ros.online.parameters import load_parameter_file
 from deal_ros.pseudo_labels import IGNORE_INDEX
 
 LOG = logging.getLogger("deal_ros.ablate")
@@ -179,7 +180,7 @@ def _base_config(args: argparse.Namespace) -> DealRosConfig:
 
     height, width = args.size
     args.weights = resolve_weights(args.weights)
-    base = load_config(args.config) if args.config else demo_config(height, width, args.weights, args.seed)
+    base = load_parameter_file(args.config) if args.config else demo_config(height, width, args.weights, args.seed)
     overrides: dict[str, Any] = {"model.input_height": height, "model.input_width": width, "train.seed": args.seed}
     if args.classes:
         overrides["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]

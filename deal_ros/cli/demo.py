@@ -21,9 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from deal_ros.cli.quality import RECIPES
-from deal_ros.config import BUILTIN_WEIGHTS, DealRosConfig, load_config
+from deal_ros.config import BUILTIN_WEIGHTS, DealRosConfig
 from deal_ros.experiment import ArmResult, plot_bars, plot_losses, run_arm
 from deal_ros.models import describe_weights
+from deal_ros.online.parameters import load_parameter_file
 from deal_ros.segmenter import Segmenter
 from deal_ros.synthetic import CLOSEUP_CLASSES, make_closeup_scenes
 from deal_ros.visualize import colorize, overlay
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if not weights:
         log.warning("--weights none: training from random init, where %d steps are too few for the classifier "
                     "to localise objects", args.steps)
-    base = load_config(args.config) if args.config else demo_config(height, width, weights, args.seed)
+    base = load_parameter_file(args.config) if args.config else demo_config(height, width, weights, args.seed)
     frames = make_closeup_scenes(args.train_frames + args.eval_frames, height, width, base.classes, seed=args.seed)
     train_frames, eval_frames = frames[: args.train_frames], frames[args.train_frames:]
     log.info("%d training + %d held-out scenes of %dx%d, classes %s", len(train_frames), len(eval_frames),

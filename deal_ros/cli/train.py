@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from deal_ros.cli import UserError, add_set_argument, parse_overrides
-from deal_ros.config import DealRosConfig, load_config
+from deal_ros.config import DealRosConfig
 from deal_ros.errors import one_line
+from deal_ros.online.parameters import load_parameter_file
 
 __all__ = ["FrameFeeder", "NoFramesError", "parse_overrides", "read_frames", "skips_line", "train_until",
            "wait_for_batch"]
@@ -304,7 +305,7 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
     if args.classes is not None:
         overrides["classes"] = parse_tags(args.classes)
     if args.config is not None:
-        return load_config(args.config, overrides)
+        return load_parameter_file(args.config, overrides)
     if args.resume:
         from deal_ros.checkpoint import CheckpointError, load_checkpoint  # torch: only when needed
 

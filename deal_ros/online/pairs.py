@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from deal_ros.io.image_codec import (
+from deal_ros.io.encodings import (
     COLOR_ENCODINGS,
     DEPTH_ENCODINGS,
     DEPTH_UNIT_NAMES,

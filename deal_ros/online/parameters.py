@@ -14,9 +14,10 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from deal_ros.config import Bounds, ConfigError, ConfigKey, DealRosConfig, choices_of, config_keys
+from deal_ros.config import Bounds, ConfigError, ConfigKey, DealRosConfig, choices_of, config_keys, load_config
 
 TRAINER = "trainer"
 SEGMENTER = "segmenter"
@@ -150,6 +151,19 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               "and training wait for each other about equally). No effect on CUDA (the segmenter has its own "
               "stream there).", low=0.0, high=0.95, runtime=True, nodes=frozenset({TRAINER})),
 )
+
+
+ROS_STANDARD_PARAMETERS = ("use_sim_time", "qos_overrides", "start_type_description_service")
+"""Parameters every ROS 2 node may have in its parameter file (not ours, not config)."""
+
+NODE_SECTIONS = frozenset({spec.name.split(".")[0] for spec in NODE_PARAMS} | set(ROS_STANDARD_PARAMETERS))
+"""Top-level names a ROS parameter file may hold beside the config (load_config's node_sections)."""
+
+
+def load_parameter_file(path: str | Path, overrides: dict[str, Any] | None = None) -> DealRosConfig:
+    """A config file or a ROS 2 parameter file (config/onboard.yaml), as the nodes read it: their own
+    parameters beside the config are allowed, anything else unknown is refused."""
+    return load_config(path, overrides, NODE_SECTIONS)
 
 
 def node_param_specs(node: str) -> tuple[ParamSpec, ...]:

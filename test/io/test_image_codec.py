@@ -10,14 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
+from deal_ros.io.encodings import ENCODINGS
 from deal_ros.io.image_codec import (
-    ENCODINGS,
     ImageDecodeError,
     decode_compressed_image,
     decode_depth_m,
     decode_image,
     decode_rgb,
     image_fields,
+    raw_depth_to_metres,
 )
 
 H, W = 6, 5
@@ -343,3 +344,26 @@ def test_lossy_compressed_is_not_depth():
     _, buf = cv2.imencode(".jpg", RGB)
     with pytest.raises(ImageDecodeError, match="not a depth"):
         decode_depth_m(compressed(buf.tobytes(), "rgb8; jpeg compressed bgr8"), "/d")
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "mono16"])
+def test_raw_depth_16bit_is_millimetres(encoding):
+    raw = np.array([[0, 1, 850], [1500, 65535, 12000]], dtype=np.uint16)
+    depth = raw_depth_to_metres(raw, encoding)
+    assert depth.dtype == np.float32
+    np.testing.assert_allclose(depth, [[0.0, 0.001, 0.85], [1.5, 65.535, 12.0]], rtol=1e-6)
+    assert (depth > 0).tolist() == [[False, True, True], [True, True, True]]
+
+
+def test_raw_depth_32fc1_is_metres_and_every_hole_is_zero():
+    raw = np.array([[0.0, np.nan, np.inf, -np.inf], [-0.5, 0.85, 1.5, 25.0]], dtype=np.float32)
+    depth = raw_depth_to_metres(raw, "32FC1")
+    assert bool(np.isfinite(depth).all())
+    np.testing.assert_array_equal(depth, np.array([[0, 0, 0, 0], [0, 0.85, 1.5, 25.0]], dtype=np.float32))
+
+
+def test_raw_depth_refuses_bad_input():
+    with pytest.raises(ValueError, match="not supported"):
+        raw_depth_to_metres(np.zeros((2, 2), np.uint16), "8UC1")
+    with pytest.raises(ValueError, match="2-D"):
+        raw_depth_to_metres(np.zeros((2, 2, 1), np.uint16), "16UC1")

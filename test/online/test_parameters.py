@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deal_ros.config import ConfigError, DealRosConfig, load_config
+from deal_ros.config import ConfigError, DealRosConfig
 from deal_ros.online.parameters import (
     NODE_PARAMS,
     SEGMENTER,
@@ -19,6 +19,7 @@ from deal_ros.online.parameters import (
     config_from_parameters,
     config_param_specs,
     flatten_parameters,
+    load_parameter_file,
     render_parameter_file,
     spec_map,
 )
@@ -115,7 +116,7 @@ def test_check_parameter_update():
 
 
 def test_onboard_yaml_loads_and_every_key_is_known():
-    cfg = load_config(ONBOARD_YAML)
+    cfg = load_parameter_file(ONBOARD_YAML)
     assert cfg.classes == ["mug", "box", "ball"]
     data = yaml.safe_load(ONBOARD_YAML.read_text())
     assert list(data) == ["/**"]
@@ -140,7 +141,7 @@ def test_onboard_yaml_loads_and_every_key_is_known():
 def test_rendered_file_roundtrips(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(render_parameter_file({"classes": ["x"], "model.input_height": 64, "loss.isl.eps": 1e-5}))
-    cfg = load_config(path)
+    cfg = load_parameter_file(path)
     assert cfg.classes == ["x"] and cfg.model.input_height == 64 and cfg.loss.isl.eps == pytest.approx(1e-5)
 
 

@@ -47,8 +47,11 @@ def ament_prefix(root: Path) -> Path:
     (prefix / "share" / "ament_index" / "resource_index" / "packages" / "deal_ros").write_text("")
     share = prefix / "share" / "deal_ros"
     share.mkdir(parents=True)
-    for name in ("package.xml", "launch", "config"):
-        (share / name).symlink_to(REPO / name)
+    (share / "package.xml").symlink_to(REPO / "package.xml")
+    for folder in ("launch", "config"):  # files, not folders: ros2 launch's file search does not follow links
+        (share / folder).mkdir()
+        for path in (REPO / folder).iterdir():
+            (share / folder / path.name).symlink_to(path)
     lib = prefix / "lib" / "deal_ros"
     lib.mkdir(parents=True)
     for name, function in ENTRY_POINTS.items():

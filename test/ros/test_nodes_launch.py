@@ -9,6 +9,7 @@ Tiny model settings (64x80 input, batch 2) keep a run to seconds on a CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -219,13 +220,14 @@ def test_launch_file(ros, tmp_path, separate):
     prefix = "t_launch" if ns else "/t_launch"
     params = tiny_params(tmp_path)
     params.pop("checkpoint.directory")
+    params["checkpoint.period_steps"] = 2  # a standalone segmenter publishes masks once it loaded trained weights
     config = tmp_path / "tiny.yaml"
     config.write_text(render_parameter_file(params))
     model_dir = tmp_path / "model"
     cmd = ["ros2", "launch", "deal_ros", "onboard.launch.py", f"config:={config}", f"model_dir:={model_dir}",
            f"rgb_topic:={prefix}/rgb", f"depth_topic:={prefix}/depth", f"camera_info_topic:={prefix}/info",
            f"tags_topic:={prefix}/tags", "tags:=mug,box", f"separate_processes:={separate}",
-           f"namespace:={ns.strip('/')}"]
+           *([f"namespace:={ns.strip('/')}"] if ns else [])]
     log = open(tmp_path / "launch.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env=launch_env(tmp_path))
@@ -233,8 +235,9 @@ def test_launch_file(ros, tmp_path, separate):
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(driver)
     try:
-        ok = spin_until(executor, lambda: len(driver.masks) >= 1 and driver.status and driver.status[-1]["step"] >= 2,
-                        150, driver, period_s=0.2)
+        ok = spin_until(executor, lambda: proc.poll() is not None or (
+            len(driver.masks) >= 1 and driver.status and driver.status[-1]["step"] >= 2), 150, driver, period_s=0.2)
+        ok = ok and proc.poll() is None
         assert ok, (f"masks {len(driver.masks)}, status {driver.status[-1] if driver.status else None}\n"
                     + (tmp_path / "launch.log").read_text()[-3000:])
         mask = driver.masks[-1]
@@ -248,7 +251,8 @@ def test_launch_file(ros, tmp_path, separate):
         assert spin_until(executor, lambda: driver.seg_status and driver.seg_status[-1]["model_step"] >= int(saved),
                           30, driver, period_s=0.2), driver.seg_status[-1:]
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        with contextlib.suppress(ProcessLookupError):  # already gone (it failed to start)
+            os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

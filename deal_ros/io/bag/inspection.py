@@ -11,7 +11,7 @@ from deal_ros.io.bag.errors import BagError
 from deal_ros.io.bag.frames import ReadStats, iter_rgbd_frames
 from deal_ros.io.bag.reader import image_signature, open_bag, read_messages, resolve_bag
 from deal_ros.io.bag.topics import COMPRESSED, IMAGE, IMAGE_TYPES, TopicChoice, select_topics
-from deal_ros.io.image_codec import DEPTH_ENCODINGS, RGB_INPUT_ENCODINGS
+from deal_ros.io.encodings import DEPTH_ENCODINGS, RGB_INPUT_ENCODINGS
 
 __all__ = ["CHECK_FRAMES", "BagInfo", "TopicStats", "inspect_bag"]
 
