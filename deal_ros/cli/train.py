@@ -104,6 +104,15 @@ def default_classes(args: argparse.Namespace, tags: Any) -> list[str]:
     return names
 
 
+def keyframe_gate(args: argparse.Namespace) -> Any:
+    """The trainer node's keyframe gate for --min-gap / --min-motion (no max interval: a bag has no idle time)."""
+    from deal_ros.online.keyframes import KeyframeGate
+
+    if args.min_gap < 0 or not 0 <= args.min_motion <= 1:
+        raise UserError("--min-gap must be >= 0 and --min-motion in [0, 1]")
+    return KeyframeGate(min_interval_s=args.min_gap, max_interval_s=0.0, motion_threshold=args.min_motion)
+
+
 def read_frames(bags: str | Sequence[str], args: argparse.Namespace, classes: Sequence[str], tags: Any, stats: Any,
                 **kwargs: Any) -> Any:
     """iter_rgbd_frames for the parsed topic / tag / sync options; bad values become a UserError."""
@@ -223,7 +232,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="foreground class names (default: from --config, else the tags given)")
     add_topic_options(parser)
     parser.add_argument("--min-gap", type=float, default=0.0, metavar="S",
-                        help="drop frames closer than S seconds to the previous one (default: keep all)")
+                        help="take a frame at most every S seconds of bag time, as the trainer node's "
+                             "keyframe.min_interval_s (default: every frame)")
+    parser.add_argument("--min-motion", type=float, default=0.0, metavar="M",
+                        help="... and only when the view changed by M (keyframe.motion_threshold, mean absolute "
+                             "grey difference 0..1 of thumbnails; default: 0 = any change)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N",
                         help="train until the step count reaches N, resumed steps included (default: %(default)s)")
     parser.add_argument("--out", metavar="DIR", help="checkpoint folder (default: checkpoint.directory of the config)")
@@ -385,13 +398,15 @@ def _train(args: argparse.Namespace) -> int:
     from deal_ros.checkpoint import estimate_checkpoint_bytes
     from deal_ros.files import check_free_space
     from deal_ros.io.bag import ReadStats
+    from deal_ros.online.keyframes import select_keyframes
     from deal_ros.trainer import OnlineTrainer
 
     if bool(args.val_bag) != bool(args.val_gt):
         raise UserError("--val-bag and --val-gt go together (held-out frames and their ground-truth masks)")
     validation = Validation(args.val_bag, args.val_gt, cfg, args.val_every) if args.val_bag else None
     read_stats = ReadStats()
-    frames = read_frames(args.bags, args, cfg.classes, tags, read_stats, min_gap_s=args.min_gap)
+    frames = select_keyframes(read_frames(args.bags, args, cfg.classes, tags, read_stats),
+                              keyframe_gate(args), lambda reason: read_stats.skip("keyframe", reason))
     if job is not None:
         frames = job.shard(frames)  # frame i trains on rank i % N only
     trainer = OnlineTrainer(cfg, device=None if job is None else job.device)

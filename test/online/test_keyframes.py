@@ -1,10 +1,19 @@
-"""Keyframe gating: time, motion, sensor noise, decoding only when allowed."""
+"""Keyframe gating: time, motion, sensor noise, decoding only when allowed; the same gate over bag frames."""
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 
-from deal_ros.online.keyframes import KeyframeGate, thumbnail
+from deal_ros.io.bag import iter_rgbd_frames
+from deal_ros.online.keyframes import KeyframeGate, select_keyframes, thumbnail
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+
+from bagfactory import write_rgbd_bag
 
 CLASSES = ["mug", "box", "ball"]
 
@@ -54,3 +63,17 @@ def test_gate_decodes_only_when_the_interval_allows():
 
     assert gate.decide(0.0, decode, ["mug"]).accept and len(calls) == 1
     assert gate.decide(0.1, decode, ["mug"]).reason == "too soon" and len(calls) == 1
+
+
+
+def test_bag_frames_through_the_gate(tmp_path):
+    """`deal-ros train --min-gap 0.25`: the node's gate over a bag's 20 frames at 10 Hz."""
+    bag = write_rgbd_bag(tmp_path / "bag", num_frames=20, jitter_ms=8)
+    skipped: Counter[str] = Counter()
+    gate = KeyframeGate(min_interval_s=0.25, max_interval_s=0.0, motion_threshold=0.0)
+    frames = list(select_keyframes(iter_rgbd_frames(bag.path), gate, lambda reason: skipped.update([reason])))
+    gaps = np.diff([f.stamp_ns for f in frames])
+    assert len(frames) == 7 and np.all(gaps >= 0.25e9)
+    assert skipped == {"too soon": 13} and gate.rejected == 13
+    two_bags = select_keyframes(iter_rgbd_frames([bag.path, bag.path]), KeyframeGate(0.5, 0.0, 0.0))
+    assert len(list(two_bags)) == 8  # the second bag starts over in time: its first frame is taken

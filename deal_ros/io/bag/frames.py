@@ -99,7 +99,7 @@ class ReadStats:
 
 @dataclass(frozen=True)
 class FrameQuery:
-    """What iter_rgbd_frames reads: topics (None = chosen by select_topics), pairing, frame selection, tags.
+    """What iter_rgbd_frames reads: topics (None = chosen by select_topics), pairing, tags.
 
     Checked when made (ValueError, or UnknownTagError for tags outside `classes`), so that a bad
     argument fails at the call and not after other bags were read.
@@ -111,7 +111,6 @@ class FrameQuery:
     tags_topic: str | None = None
     slop_s: float = 0.05
     queue_size: int = 30
-    min_gap_s: float = 0.0
     tags: tuple[str, ...] | TagSchedule | None = None
     """Tags of every frame, or tags over bag time; None: the bag's tags topic."""
     classes: tuple[str, ...] | None = None
@@ -122,8 +121,8 @@ class FrameQuery:
     def __post_init__(self) -> None:
         if self.depth_size_policy not in ("resize", "refuse"):
             raise ValueError(f"depth_size_policy must be 'resize' or 'refuse', got {self.depth_size_policy!r}")
-        if self.slop_s < 0 or self.queue_size < 1 or self.min_gap_s < 0:
-            raise ValueError("need slop_s >= 0, queue_size >= 1 and min_gap_s >= 0")
+        if self.slop_s < 0 or self.queue_size < 1:
+            raise ValueError("need slop_s >= 0 and queue_size >= 1")
         if self.classes is not None:
             if isinstance(self.tags, TagSchedule):
                 self.tags.validate(self.classes)
@@ -133,10 +132,6 @@ class FrameQuery:
     @property
     def tags_from_topic(self) -> bool:
         return self.tags is None
-
-    @property
-    def min_gap_ns(self) -> int:
-        return int(self.min_gap_s * 1e9)
 
 
 def iter_rgbd_frames(
@@ -148,7 +143,6 @@ def iter_rgbd_frames(
     *,
     slop_s: float = 0.05,
     queue_size: int = 30,
-    min_gap_s: float = 0.0,
     tags: Sequence[str] | str | TagSchedule | None = None,
     classes: Sequence[str] | None = None,
     depth_size_policy: DepthSizePolicy = "resize",
@@ -166,13 +160,13 @@ def iter_rgbd_frames(
     Frames without tags are skipped ('no_tags') unless require_tags=False (then tags = []).
     Depth with no valid pixel or one value everywhere trains nothing: such frames are skipped
     ('depth_no_valid', 'depth_constant') unless skip_degenerate_depth=False (then warned once).
-    `min_gap_s` drops frames closer than that to the previous one ('min_gap'). When depth and
-    RGB sizes differ, 'resize' resizes depth (nearest, warned once), 'refuse' raises BagError.
+    Every pair is a frame: choosing keyframes is deal_ros.online.keyframes' job, as on the robot. When
+    depth and RGB sizes differ, 'resize' resizes depth (nearest, warned once), 'refuse' raises BagError.
     Pass a ReadStats to get the counts. Arguments are checked here, the bags when iterated.
     """
     query = FrameQuery(
         rgb_topic, depth_topic, info_topic, tags_topic,
-        slop_s=slop_s, queue_size=queue_size, min_gap_s=min_gap_s,
+        slop_s=slop_s, queue_size=queue_size,
         tags=tags if tags is None or isinstance(tags, TagSchedule) else tuple(parse_tags(tags)),
         classes=None if classes is None else tuple(classes),
         depth_size_policy=depth_size_policy, require_tags=require_tags, skip_degenerate_depth=skip_degenerate_depth,
@@ -237,7 +231,6 @@ class _BagPass:
         # camera_info is constant in practice: start from the first one, so that the first
         # frames have intrinsics even when their camera_info is stored after them
         self.intrinsics, self.info_size = first_camera_info(reader, choice.info_topic, path)
-        self.last_stamp_ns: int | None = None
 
     def add(self, conn: Any, log_ns: int, raw: Any) -> _Pair | None:
         """Take one message; returns the RGB-D pair it completes, if any."""
@@ -272,9 +265,6 @@ class _BagPass:
         """The frame of a synchronised pair, or None when it is skipped (counted in stats)."""
         (frame_stamp_ns, (rgb_msg, tags, rgb_log_ns)), (_, depth_msg) = pair
         query, stats = self.query, self.stats
-        if self.last_stamp_ns is not None and frame_stamp_ns - self.last_stamp_ns < query.min_gap_ns:
-            stats.skip("min_gap")
-            return None
         if isinstance(tags, UnknownTagError):
             if query.require_tags:
                 stats.skip("unknown_tag", str(tags))
@@ -293,7 +283,6 @@ class _BagPass:
         rgb, depth_m = decoded
         frame_id = str(rgb_msg.header.frame_id)
         self._warn_geometry(rgb, frame_id, str(depth_msg.header.frame_id))
-        self.last_stamp_ns = frame_stamp_ns
         return RGBDFrame(frame_stamp_ns, rgb, depth_m, list(tags), frame_id, self.intrinsics, index, rgb_log_ns,
                          tags_known)
 
