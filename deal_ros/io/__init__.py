@@ -1,7 +1,7 @@
-"""Message I/O without rclpy: image codecs, offline time sync, bag reading, tags.
+"""Message I/O without rclpy: the image codec, offline time sync, bag reading and writing (``deal_ros.io.bag``).
 
-Importing this package does not import rosbags (``deal_ros.io.bag`` does), nor the image codecs
-(cv2, and torch through deal_ros.depth) until one of them is used: ``deal_ros.online.tags`` stays cheap,
+Importing this package imports neither rosbags (``deal_ros.io.bag`` imports it when a bag is opened
+or written) nor the image codec (cv2, and torch through deal_ros.depth) until one of them is used,
 so that a command refuses a bad option in a fraction of a second.
 """
 
