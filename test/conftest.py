@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data in ../shared/data (skipped with a reason where it is absent)."""
+"""Shared fixtures: devices to run on, and the real data in ../shared/data (skipped with a reason where absent)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 torch.set_num_threads(2)
+
+DEVICES = [pytest.param("cpu", id="cpu"),
+           pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                    reason="CUDA not available"))]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Every device the test can run on here (the CPU; CUDA where present), as kornia's tests do."""
+    return torch.device(request.param)
 
 
 @pytest.fixture

@@ -1,16 +1,12 @@
 from __future__ import annotations
 
-import pytest
 import torch
 
 from deal_ros.augment import augment_batch
 from deal_ros.config import AugmentConfig
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_geometry_is_shared_and_values_are_not_blended(device: str) -> None:
+def test_geometry_is_shared_and_values_are_not_blended(device: torch.device) -> None:
     # One square object: label 1, depth 0.5 m, red; elsewhere label 0, depth 2 m, black; a hole column.
     rgb = torch.zeros(4, 3, 48, 64, device=device)
     depth = torch.full((4, 1, 48, 64), 2.0, device=device)

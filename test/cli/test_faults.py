@@ -197,7 +197,7 @@ def test_resume_with_a_ros_parameter_file_a_cut_log_and_stale_temporaries(traine
     stale = out / f".model.safetensors.{dead}-0123abcd.tmp"
     stale.write_bytes(bytes(1000))
     params = tmp_path / "deal.yaml"  # dotted keys and exponents as written in ROS 2 parameter files
-    params.write_text("deal_trainer:\n  ros__parameters:\n    rgb_topic: /camera/color/image_raw\n"
+    params.write_text("deal_trainer:\n  ros__parameters:\n    sync.slop: 0.05\n"
                       "    classes: [mug, box]\n    model.input_height: 32\n    model.input_width: 48\n"
                       "    model.seg_head_channels: 8\n    train.batch_size: 2\n    train.device: cpu\n"
                       "    train.lr: 1e-4\n    checkpoint:\n      period_steps: 0\n")

@@ -31,9 +31,6 @@ from deal_ros.losses.fsl import window_offsets
 from deal_ros.losses.memory import peak_tensor_bytes
 from deal_ros.losses.ssc import erode, self_modulation_loss, superpixel_mean
 
-DEVICES = [pytest.param("cpu", id="cpu"),
-           pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                    reason="CUDA not available"))]
 H, W = 64, 64  # input size; the CAM grid is stride 8 (8 x 8), loss grids stride 4 (16 x 16)
 
 
@@ -109,7 +106,6 @@ def call(loss: torch.nn.Module, cam: torch.Tensor, depth: torch.Tensor, tags: to
     return loss(cam, depth, tags, **context)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", NAMES)
 def test_finite_on_degenerate_input(name: str, device: str) -> None:
     scene = box_scene(device)
@@ -138,7 +134,6 @@ def test_finite_on_degenerate_input(name: str, device: str) -> None:
                     assert name in ("boundary", "recon") or float(value) == 0.0, where
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", STRUCTURE)
 def test_untagged_classes_get_exactly_zero_gradient(name: str, device: str) -> None:
     scene = box_scene(device)
@@ -162,7 +157,6 @@ def test_isl_is_a_classification_loss() -> None:
     assert int((cam.grad[:, 0] != 0).sum()) <= 50, "only sampled pixels carry gradient"
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_fsl_prefers_a_cam_aligned_with_the_colour_region(device: str) -> None:
     aligned, shifted = box_scene(device), box_scene(device, shift=8)
     noisy = aligned["cam"] + 2.0 * torch.randn_like(aligned["cam"])
@@ -199,7 +193,6 @@ def test_fsl_memory_is_linear_in_pixels_and_window() -> None:
     assert dense[1] / dense[0] > 12.0, dense
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_smoothness_prefers_a_cam_whose_edges_sit_on_the_boundary(device: str) -> None:
     aligned, shifted = box_scene(device), box_scene(device, shift=8)
     noisy = aligned["cam"] + torch.randn_like(aligned["cam"])
@@ -226,7 +219,6 @@ def test_smoothness_weights_and_boundaries() -> None:
     assert label_boundaries(labels)[0, 0, 0].tolist() == [0, 0, 1, 0, 0, 0]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_boundary_targets_and_bce_sign(device: str) -> None:
     scene = box_scene(device)
     target, valid = boundary_targets(scene["labels"], (16, 16))
@@ -259,7 +251,6 @@ def test_boundary_branch_learns_and_is_separate_from_the_model() -> None:
     assert float(loss(scene["cam"], scene["depth"], scene["tags"], rgb=scene["rgb"], features=features)) == 0.0
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_ssc_pulls_an_uneven_confident_cam_towards_its_superpixel(device: str) -> None:
     scene = box_scene(device)
     segments = torch.zeros(1, 16, 16, dtype=torch.long, device=device)
