@@ -22,6 +22,8 @@ from bagfactory import write_rgbd_bag
 from deal_ros.distributed import DistContext, GradientSync
 from deal_ros.synthetic import make_tabletop_scenes
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
+
 NUM_FRAMES = 10
 SIZE = (48, 64)
 TINY = ["--set", "model.input_height=32", "--set", "model.input_width=48", "--set", "train.batch_size=2",
@@ -53,7 +55,6 @@ def test_shares_are_disjoint_and_cover_every_frame():
     assert shares == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
 
 
-@pytest.mark.slow
 def test_two_processes_stay_in_step_write_one_checkpoint_and_resume(bag, tmp_path):
     out = tmp_path / "model"
     result = train(bag, out, "--steps", "1", "--checkpoint-every", "1", processes=2)
@@ -71,7 +72,6 @@ def test_two_processes_stay_in_step_write_one_checkpoint_and_resume(bag, tmp_pat
     assert log["weights_identical_across_ranks"] is True
 
 
-@pytest.mark.slow
 def test_one_process_under_torchrun_equals_the_plain_run(bag, tmp_path):
     train(bag, tmp_path / "plain", "--steps", "2", processes=0)
     train(bag, tmp_path / "torchrun", "--steps", "2", processes=1)

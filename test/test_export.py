@@ -24,6 +24,8 @@ from deal_ros.export import (
     onnxruntime_session,
 )
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
+
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'deal_ros[export]')")
 
 SIZE = (128, 160)

@@ -11,6 +11,8 @@ import pytest
 from deal_ros.cli import main
 from deal_ros.cli.ablate import set_overrides
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
+
 
 def test_ablate_writes_table_json_and_png(tmp_path, capsys) -> None:
     out = tmp_path / "ablation"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from deal_ros.cli import main
+
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
 
 
 def test_bench_train_io_prints_ratio(tmp_path, capsys):

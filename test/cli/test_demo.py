@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from clitools import assert_user_error
 
 from deal_ros.cli import main
 from deal_ros.models import BUILTIN_SHA256
+
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
 
 TINY_DEMO = ["--steps", "2", "--train-frames", "3", "--eval-frames", "2", "--size", "64", "80"]
 

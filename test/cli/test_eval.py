@@ -11,6 +11,8 @@ from clitools import CLASSES, NUM_FRAMES, assert_user_error, run_cli
 
 from deal_ros.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
+
 
 def test_eval_labelled_masks_against_ground_truth(labelled, scene_bag, tmp_path):
     report = tmp_path / "miou.json"

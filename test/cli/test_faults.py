@@ -29,6 +29,8 @@ from clitools import DEAL_ROS, SIZE, TINY, assert_user_error
 
 from deal_ros.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
+
 NUM = 4
 """Frames of the bags made here."""
 PROGRESS = re.compile(r"train:\s+\d+%")

@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from bagfactory import write_ros1_rgbd_bag
 from clitools import NUM_FRAMES, SIZE, assert_user_error, run_cli
 from rosbags.highlevel import AnyReader
@@ -13,6 +14,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from deal_ros.cli import main
 from deal_ros.io.image_codec import decode_image
+
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
 
 LABEL_ENCODINGS = {"/deal/mask": "mono8", "/deal/pseudo_label": "mono8", "/deal/confidence": "32FC1",
                    "/deal/overlay": "rgb8"}

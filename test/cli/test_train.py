@@ -15,6 +15,8 @@ from clitools import CLASSES, DEAL_ROS, NUM_FRAMES, SIZE, TINY, assert_user_erro
 from deal_ros.checkpoint import load_checkpoint
 from deal_ros.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
+
 
 def test_realsense_bag_trains_with_only_tags(trained):
     ckpt = load_checkpoint(trained.checkpoint)
