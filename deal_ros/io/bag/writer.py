@@ -104,7 +104,8 @@ class BagWriter:
             from rosbags.rosbag2 import StoragePlugin, Writer
 
             plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
-            self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+            # metadata version 8: Humble's rosbag2 cannot parse 9's offered_qos_profiles list; Jazzy reads both
+            self._writer = Writer(self.path, version=8, storage_plugin=plugin)
         self._writer.open()
         return self
 
