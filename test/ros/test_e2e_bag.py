@@ -173,6 +173,10 @@ def test_bag_into_onboard_launch(tmp_path):
     assert [t for t, _ in listener.seg_status if t > bag_ended + 0.5], "segmenter_status stopped with the bag"
     assert [t for t, _ in listener.status if t > bag_ended + 0.5], "status stopped with the bag"
 
+    print(f"\ne2e: masks/s alone {rate(alone):.1f}, while training {rate(training):.1f}; latency median "
+          f"{seg['latency_s']['median']:.3f} s (inference {seg['inference_s']['median']:.3f} s); step {last['step']}, "
+          f"loss_cls {last['last_step']['loss_cls']:.3f}; keyframes {last['keyframes']['accepted']} of "
+          f"{last['pairs']} pairs; stop {stop_s:.2f} s")
     # clean stop: within 3 s of SIGINT, no error, a final checkpoint at the last step
     assert launch.returncode == 0 and stop_s < 3.0, f"stop took {stop_s:.2f} s, rc {launch.returncode}" + where
     for bad in ("Traceback", "context is invalid", "inference failed", "[ERROR]"):
