@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError, add_set_argument, quality
-from deal_ros.cli.train import FrameFeeder, parse_overrides, train_until
+from deal_ros.cli import UserError, add_set_argument, parse_overrides, quality
+from deal_ros.cli.feeding import FrameFeeder, train_until
 
 TRAIN_IO_TARGET = 0.9
 """Least allowed (bag steps/s) / (memory steps/s)."""
@@ -124,7 +124,7 @@ def _timed_run(cfg: Any, frames: Any, steps: int, preload: bool) -> tuple[float,
     preload: every frame is in the buffer before the clock starts (the memory baseline); otherwise
     the clock starts when the feeder opens the bag, as in `deal-ros train`.
     """
-    from deal_ros.cli.train import wait_for_batch
+    from deal_ros.cli.feeding import wait_for_batch
     from deal_ros.trainer import OnlineTrainer
 
     trainer = OnlineTrainer(cfg)

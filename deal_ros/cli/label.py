@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from deal_ros.cli import UserError
-from deal_ros.cli.train import add_tag_options, add_topic_options, read_frames, skips_line, tag_source
+from deal_ros.cli.frames import add_tag_options, add_topic_options, read_frames, skips_line, tag_source
 from deal_ros.errors import OutputError, describe_os_error
 from deal_ros.visualize import overlay
 

@@ -19,203 +19,41 @@ are never saved over a good checkpoint. A new train.lr (etc.) given with --resum
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from deal_ros.cli import UserError, add_set_argument, parse_overrides
+from deal_ros.cli.feeding import FrameFeeder, LossDivergedError, train_until
+from deal_ros.cli.frames import (
+    NoFramesError,
+    add_tag_options,
+    add_topic_options,
+    default_classes,
+    keyframe_gate,
+    read_frames,
+    skips_line,
+    tag_source,
+)
+from deal_ros.cli.run_log import (
+    DivergedError,
+    RunLog,
+    SaveError,
+    checkpoint_step,
+    log_divergence,
+    plot_losses_file,
+    read_history,
+    save_outputs,
+)
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import one_line
 from deal_ros.online.parameters import load_parameter_file
 
-__all__ = ["FrameFeeder", "NoFramesError", "parse_overrides", "read_frames", "skips_line", "train_until",
-           "wait_for_batch"]
-
 LOG = logging.getLogger("deal_ros.train")
 
 DEFAULT_STEPS = 1000
-MAX_SKIPPED_IN_A_ROW = 10
-"""Steps in a row with a non-finite loss (finite weights) after which training is declared diverged."""
-MAX_EXAMPLE_CHARS = 240
-"""Length of the example message per skip reason in a one-line error."""
-
-
-class NoFramesError(UserError):
-    """No frame of the bags could be used; the command adds what was read and skipped."""
-
-
-# ------------------------------------------------------------------------------------------------
-# Options shared with `deal-ros label`
-
-
-def add_tag_options(parser: argparse.ArgumentParser) -> None:
-    """--tags / --tags-topic / --tags-yaml (at most one); none = a tags topic found in the bag."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--tags", metavar="'A,B'", help="comma-separated class names in view for the whole bag")
-    group.add_argument("--tags-topic", metavar="TOPIC",
-                       help="std_msgs/String topic with the tags (default: a topic named 'tags', if any)")
-    group.add_argument("--tags-yaml", metavar="FILE",
-                       help="tag schedule: list of {start_s, end_s, tags} over bag time (see TagSchedule)")
-
-
-def add_topic_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rgb-topic", help="colour image topic (default: found from driver names)")
-    parser.add_argument("--depth-topic", help="depth image topic aligned to colour (default: found from driver names)")
-    parser.add_argument("--slop", type=float, default=0.05, metavar="S",
-                        help="max RGB/depth stamp difference in seconds (default: %(default)s)")
-
-
-def tag_source(args: argparse.Namespace) -> Any:
-    """The `tags` argument of iter_rgbd_frames for the parsed options (None = from a topic)."""
-    from deal_ros.tags import TagSchedule
-
-    if args.tags is not None:
-        return args.tags
-    if args.tags_yaml is not None:
-        try:
-            return TagSchedule.from_yaml(args.tags_yaml)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-    return None
-
-
-def default_classes(args: argparse.Namespace, tags: Any) -> list[str]:
-    """Class names when no config names them: the tags given, in order of appearance."""
-    from deal_ros.tags import TagSchedule, parse_tags
-
-    if isinstance(tags, str):
-        names = parse_tags(tags)
-    elif isinstance(tags, TagSchedule):
-        names = list(dict.fromkeys(t for r in tags.ranges for t in r.tags))
-    else:
-        from deal_ros.io.bag import scan_tag_names  # rosbags, cv2, torch: only to read the bag
-
-        topic, names = scan_tag_names(args.bags, args.tags_topic)
-        if topic is None:
-            raise UserError("no tags: the bag has no tags topic (std_msgs/String named 'tags'); "
-                            "give --tags, --tags-topic or --tags-yaml")
-    if not names:
-        raise UserError("the tags name no class; give the class names with --classes")
-    return names
-
-
-def keyframe_gate(args: argparse.Namespace) -> Any:
-    """The trainer node's keyframe gate for --min-gap / --min-motion (no max interval: a bag has no idle time)."""
-    from deal_ros.online.keyframes import KeyframeGate
-
-    if args.min_gap < 0 or not 0 <= args.min_motion <= 1:
-        raise UserError("--min-gap must be >= 0 and --min-motion in [0, 1]")
-    return KeyframeGate(min_interval_s=args.min_gap, max_interval_s=0.0, motion_threshold=args.min_motion)
-
-
-def read_frames(bags: str | Sequence[str], args: argparse.Namespace, classes: Sequence[str], tags: Any, stats: Any,
-                **kwargs: Any) -> Any:
-    """iter_rgbd_frames for the parsed topic / tag / sync options; bad values become a UserError."""
-    from deal_ros.io.bag import iter_rgbd_frames
-
-    try:
-        return iter_rgbd_frames(bags, args.rgb_topic, args.depth_topic, tags_topic=args.tags_topic,
-                                slop_s=args.slop, tags=tags, classes=classes, stats=stats, **kwargs)
-    except ValueError as exc:  # BagError, UnknownTagError, or an option out of range
-        raise UserError(one_line(exc)) from None
-
-
-# ------------------------------------------------------------------------------------------------
-# Feeding frames into the trainer while it trains
-
-
-class FrameFeeder:
-    """Adds frames to a trainer's buffer from a worker thread; the bag is decoded in prefetch's thread.
-
-    Errors of the source (a corrupt bag, a missing topic) are kept and re-raised by `check()` in
-    the training thread, so they end the command with a message instead of dying in a thread.
-    """
-
-    def __init__(self, add: Callable[[Any], None], frames: Iterable[Any], max_queue: int = 16) -> None:
-        from deal_ros.io.bag import prefetch
-
-        self.frames_added = 0
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-        self._add = add
-        self._source = prefetch(frames, max_queue=max_queue)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="deal_ros-feeder", daemon=True)
-        self.start_time = time.perf_counter()
-        self.end_time: float | None = None
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for frame in self._source:
-                if self._stop.is_set():
-                    break
-                self._add(frame)
-                self.frames_added += 1
-        except BaseException as exc:  # handed to the training thread by check()
-            self.error = exc
-        finally:
-            self._source.close()  # type: ignore[attr-defined]
-            self.end_time = time.perf_counter()
-            self.done.set()
-
-    def check(self) -> None:
-        """Re-raise the source's error in the caller's thread."""
-        if self.error is not None:
-            raise self.error
-
-    @property
-    def frames_per_second(self) -> float:
-        elapsed = (self.end_time or time.perf_counter()) - self.start_time
-        return self.frames_added / elapsed if elapsed > 0 else 0.0
-
-    def stop(self) -> None:
-        """Stop reading (the bag is closed by the worker); returns at once if reading has ended."""
-        self._stop.set()
-        self._thread.join(timeout=10.0)
-
-
-def wait_for_batch(trainer: Any, feeder: FrameFeeder, poll_s: float = 0.02) -> None:
-    """Block until the buffer holds a batch (or all frames the bag has); raise if there are none."""
-    while len(trainer.buffer) < trainer.batch_size and not feeder.done.is_set():
-        feeder.check()
-        feeder.done.wait(poll_s)
-    feeder.check()
-    if len(trainer.buffer) == 0:
-        raise NoFramesError("no usable frames")
-
-
-def train_until(trainer: Any, feeder: FrameFeeder, steps: int, on_step: Callable[[Any], None] | None = None,
-                max_skipped: int = MAX_SKIPPED_IN_A_ROW) -> None:
-    """Run trainer steps until trainer.step == steps, starting as soon as a batch is buffered.
-
-    Raises LossDivergedError when training diverged: the weights became NaN, inf or absurdly large
-    (checked after every step, before on_step may save them), or `max_skipped` steps in a row had a
-    non-finite loss.
-    """
-    from deal_ros.checkpoint import MAX_WEIGHT_ABS
-
-    wait_for_batch(trainer, feeder)
-    in_a_row = 0
-    while trainer.step < steps:
-        feeder.check()
-        skipped = trainer.skipped_steps
-        stats = trainer.train_step()
-        in_a_row = in_a_row + 1 if trainer.skipped_steps > skipped else 0
-        hint = f"lower train.lr (now {trainer.cfg.train.lr:g}) or the loss weights"
-        if (stats is not None or in_a_row) and trainer.weights_diverged():
-            raise LossDivergedError(f"training diverged at step {trainer.step}: the weights are NaN, inf or "
-                                    f"> {MAX_WEIGHT_ABS:g}; {hint}")
-        if in_a_row >= max_skipped:
-            raise LossDivergedError(f"training diverged at step {trainer.step}: {in_a_row} steps in a row had a "
-                                    f"non-finite loss; {hint}")
-        if stats is not None and on_step is not None:
-            on_step(stats)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,37 +171,6 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
     return DealRosConfig().updated(overrides)
 
 
-def skips_line(stats: Any) -> str:
-    """ReadStats in one line: frames read and skips by reason, each with its first example (the encoding,
-    the unknown tag name), so that a refusal says what to fix."""
-    reasons = []
-    for reason, count in sorted(stats.skipped.items()):
-        example = stats.examples.get(reason)
-        reasons.append(f"{reason} {count}" + (f" (e.g. {one_line(example, MAX_EXAMPLE_CHARS)})" if example else ""))
-    return f"{stats.frames} frame(s) read" + (f"; skipped: {', '.join(reasons)}" if reasons else "")
-
-
-def read_history(path: Path, step: int) -> list[dict[str, Any]]:
-    """The loss history of train_log.json up to `step` (the resumed checkpoint's); [] when there is none.
-
-    An unreadable log (cut off by a crash of an older version, edited by hand) is moved aside to
-    NAME.unreadable, never deleted, and training continues from the checkpoint, which is what counts.
-    """
-    if not path.exists():
-        return []
-    try:
-        history = json.loads(path.read_text())["history"]
-        if not isinstance(history, list) or not all(isinstance(h, dict) and "step" in h for h in history):
-            raise ValueError("'history' is not a list of steps")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        aside = path.with_name(path.name + ".unreadable")
-        path.replace(aside)
-        LOG.warning("%s is unreadable (%s): moved to %s; the loss history starts again at step %d",
-                    path, one_line(exc, 200), aside, step)
-        return []
-    return [h for h in history if h["step"] <= step]
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         return _train(args)
@@ -469,7 +276,7 @@ def _train(args: argparse.Namespace) -> int:
             return trainer.checkpoint_path
         path = save_outputs(trainer, run_log, previous + history, status)
         if previous or history:
-            _plot(previous + history, out / "loss_curves.png")
+            plot_losses_file(previous + history, out / "loss_curves.png")
         if validation is not None and validation.curve:
             validation.plot(out / "val_miou.png")
         return path
@@ -487,7 +294,7 @@ def _train(args: argparse.Namespace) -> int:
         if isinstance(exc, NoFramesError):
             raise NoFramesError(f"{exc} in {', '.join(args.bags)} ({skips_line(read_stats)})") from None
         if isinstance(exc, LossDivergedError):  # nothing worth saving: keep the last good checkpoint
-            kept = _checkpoint_step(trainer.checkpoint_path)
+            kept = checkpoint_step(trainer.checkpoint_path)
             where = f"{trainer.checkpoint_path} (step {kept}) is kept" if kept is not None else "nothing was saved"
             logged = log_divergence(run_log, previous + history) if main else "rank 0 writes the log"
             raise LossDivergedError(f"{exc}; {where}; {logged}") from None
@@ -518,119 +325,3 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-class SaveError(UserError):
-    """The trained state could not be saved where asked: it went to a rescue folder, or training diverged."""
-
-
-class DivergedError(SaveError):
-    """The weights are NaN/inf: not saved (the previous checkpoint is kept); the message says all of it."""
-
-
-class LossDivergedError(UserError):
-    """Steps keep giving a non-finite loss: the weights are garbage and are not saved."""
-
-
-class RunLog:
-    """train_log.json of one run: what was read, the config, the loss history and the checkpoint's step."""
-
-    def __init__(self, out: Path, args: argparse.Namespace, cfg: DealRosConfig, read_stats: Any, feeder: FrameFeeder,
-                 start_step: int, start_time: float) -> None:
-        self.out, self.args, self.cfg, self.read_stats, self.feeder = out, args, cfg, read_stats, feeder
-        self.start_step, self.start_time = start_step, start_time
-        self.validation: Validation | None = None
-        self.world_size = 1
-        """Processes of the torchrun job (1 without torchrun)."""
-        self.frames_per_rank: list[int | None] | None = None
-        """Frames each rank buffered (its share), None = this process's count only."""
-        self.weights_identical: bool | None = None
-        """Whether all ranks ended with bit-identical weights (checked at the end of a torchrun job)."""
-
-    def text(self, history: list[dict[str, Any]], status: str, checkpoint_step: int | None) -> str:
-        read_stats, feeder = self.read_stats, self.feeder
-        log = {
-            "status": status,
-            "bags": list(self.args.bags),
-            "steps": history[-1]["step"] if history else self.start_step,
-            "checkpoint_step": checkpoint_step,
-            "resumed_from_step": self.start_step,
-            "wall_time_s": round(time.perf_counter() - self.start_time, 3),
-            "frames_buffered": feeder.frames_added,
-            "world_size": self.world_size,
-            "frames_per_rank": self.frames_per_rank or [feeder.frames_added],
-            "weights_identical_across_ranks": self.weights_identical,
-            "frames_per_second": round(feeder.frames_per_second, 2),
-            "read": {"frames": read_stats.frames, "skipped": dict(read_stats.skipped),
-                     "examples": read_stats.examples, "warnings": read_stats.warnings,
-                     "messages": dict(read_stats.messages)},
-            "config": self.cfg.to_dict(),
-            "history": history,
-        }
-        if self.validation is not None:
-            log["validation"] = {"bag": self.args.val_bag, "frames": len(self.validation.frames),
-                                 "curve": self.validation.curve}
-        return json.dumps(log, indent=1)
-
-
-def save_outputs(trainer: Any, run_log: RunLog, history: list[dict[str, Any]], status: str) -> Path:
-    """Checkpoint and train_log.json, together and atomically, into --out; returns the checkpoint's path.
-
-    A write that keeps failing (disk full, folder gone read-only) puts both into a rescue folder and
-    raises SaveError naming it; weights that are NaN/inf are refused (the old checkpoint is kept) and
-    the log says 'diverged'.
-    """
-    from deal_ros.checkpoint import NonFiniteWeightsError
-    from deal_ros.files import SAVE_ATTEMPTS, atomic_write_text, write_or_rescue
-
-    out = run_log.out
-    step = trainer.step
-    writers = {"model.safetensors": trainer.save,
-               "train_log.json": lambda p: atomic_write_text(p, run_log.text(history, status, step))}
-    try:
-        written = write_or_rescue(out, writers)
-    except NonFiniteWeightsError as exc:
-        raise DivergedError(f"{exc}; {log_divergence(run_log, history)}; "
-                            f"lower train.lr (now {trainer.cfg.train.lr:g})") from None
-    except OSError as exc:  # every folder failed
-        raise SaveError(f"the {step - run_log.start_step} trained step(s) could not be saved: "
-                        f"{one_line(exc)}") from None
-    path = written.folder / "model.safetensors"
-    if written.rescued:
-        raise SaveError(f"cannot save to {out}: {written.failure} (tried {SAVE_ATTEMPTS} times); the checkpoint "
-                        f"of step {step} ({step - run_log.start_step} step(s) trained in this run) and its log "
-                        f"were saved to {path} instead: continue with --resume --out {written.folder}, or copy "
-                        f"them back once {out} has room")
-    return path
-
-
-def log_divergence(run_log: RunLog, history: list[dict[str, Any]]) -> str:
-    """Write train_log.json with status 'diverged' beside the kept checkpoint; returns what the user should know."""
-    from deal_ros.files import atomic_write_text, write_or_rescue
-
-    kept = _checkpoint_step(run_log.out / "model.safetensors")
-    try:
-        written = write_or_rescue(run_log.out, {"train_log.json": lambda p: atomic_write_text(
-            p, run_log.text(history, "diverged", kept))})
-    except OSError as exc:
-        return f"the log could not be written ({one_line(exc, 200)})"
-    return f"{written.folder / 'train_log.json'} says 'diverged'"
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    """The step of the checkpoint at `path`, None when there is none (or it is unreadable)."""
-    from deal_ros.checkpoint import CheckpointError, read_manifest
-
-    try:
-        return int(read_manifest(path)["step"]) if path.is_file() else None
-    except (CheckpointError, KeyError, ValueError):
-        return None
-
-
-def _plot(history: list[dict[str, Any]], path: Path) -> None:
-    """loss_curves.png, atomically; a picture that cannot be written is a warning (the log holds the numbers)."""
-    from deal_ros.experiment import plot_losses
-    from deal_ros.files import atomic_write
-
-    try:
-        atomic_write(path, lambda tmp: plot_losses({"train": history}, str(tmp)), suffix=".png")
-    except OSError as exc:
-        LOG.warning("could not write %s (%s); the numbers are in train_log.json", path, one_line(exc, 200))

@@ -1,0 +1,102 @@
+"""Reading frames for a command: the tag and topic options, the tag source, the classes, the keyframe gate.
+
+Shared by `deal-ros train` and `deal-ros label`; bad values become one UserError line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from deal_ros.cli import UserError
+from deal_ros.errors import one_line
+
+MAX_EXAMPLE_CHARS = 240
+"""Length of the example message per skip reason in a one-line error."""
+
+
+class NoFramesError(UserError):
+    """No frame of the bags could be used; the command adds what was read and skipped."""
+
+
+def add_tag_options(parser: argparse.ArgumentParser) -> None:
+    """--tags / --tags-topic / --tags-yaml (at most one); none = a tags topic found in the bag."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--tags", metavar="'A,B'", help="comma-separated class names in view for the whole bag")
+    group.add_argument("--tags-topic", metavar="TOPIC",
+                       help="std_msgs/String topic with the tags (default: a topic named 'tags', if any)")
+    group.add_argument("--tags-yaml", metavar="FILE",
+                       help="tag schedule: list of {start_s, end_s, tags} over bag time (see TagSchedule)")
+
+
+def add_topic_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rgb-topic", help="colour image topic (default: found from driver names)")
+    parser.add_argument("--depth-topic", help="depth image topic aligned to colour (default: found from driver names)")
+    parser.add_argument("--slop", type=float, default=0.05, metavar="S",
+                        help="max RGB/depth stamp difference in seconds (default: %(default)s)")
+
+
+def tag_source(args: argparse.Namespace) -> Any:
+    """The `tags` argument of iter_rgbd_frames for the parsed options (None = from a topic)."""
+    from deal_ros.tags import TagSchedule
+
+    if args.tags is not None:
+        return args.tags
+    if args.tags_yaml is not None:
+        try:
+            return TagSchedule.from_yaml(args.tags_yaml)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    return None
+
+
+def default_classes(args: argparse.Namespace, tags: Any) -> list[str]:
+    """Class names when no config names them: the tags given, in order of appearance."""
+    from deal_ros.tags import TagSchedule, parse_tags
+
+    if isinstance(tags, str):
+        names = parse_tags(tags)
+    elif isinstance(tags, TagSchedule):
+        names = list(dict.fromkeys(t for r in tags.ranges for t in r.tags))
+    else:
+        from deal_ros.io.bag import scan_tag_names  # rosbags, cv2, torch: only to read the bag
+
+        topic, names = scan_tag_names(args.bags, args.tags_topic)
+        if topic is None:
+            raise UserError("no tags: the bag has no tags topic (std_msgs/String named 'tags'); "
+                            "give --tags, --tags-topic or --tags-yaml")
+    if not names:
+        raise UserError("the tags name no class; give the class names with --classes")
+    return names
+
+
+def keyframe_gate(args: argparse.Namespace) -> Any:
+    """The trainer node's keyframe gate for --min-gap / --min-motion (no max interval: a bag has no idle time)."""
+    from deal_ros.online.keyframes import KeyframeGate
+
+    if args.min_gap < 0 or not 0 <= args.min_motion <= 1:
+        raise UserError("--min-gap must be >= 0 and --min-motion in [0, 1]")
+    return KeyframeGate(min_interval_s=args.min_gap, max_interval_s=0.0, motion_threshold=args.min_motion)
+
+
+def read_frames(bags: str | Sequence[str], args: argparse.Namespace, classes: Sequence[str], tags: Any, stats: Any,
+                **kwargs: Any) -> Any:
+    """iter_rgbd_frames for the parsed topic / tag / sync options; bad values become a UserError."""
+    from deal_ros.io.bag import iter_rgbd_frames
+
+    try:
+        return iter_rgbd_frames(bags, args.rgb_topic, args.depth_topic, tags_topic=args.tags_topic,
+                                slop_s=args.slop, tags=tags, classes=classes, stats=stats, **kwargs)
+    except ValueError as exc:  # BagError, UnknownTagError, or an option out of range
+        raise UserError(one_line(exc)) from None
+
+
+def skips_line(stats: Any) -> str:
+    """ReadStats in one line: frames read and skips by reason, each with its first example (the encoding,
+    the unknown tag name), so that a refusal says what to fix."""
+    reasons = []
+    for reason, count in sorted(stats.skipped.items()):
+        example = stats.examples.get(reason)
+        reasons.append(f"{reason} {count}" + (f" (e.g. {one_line(example, MAX_EXAMPLE_CHARS)})" if example else ""))
+    return f"{stats.frames} frame(s) read" + (f"; skipped: {', '.join(reasons)}" if reasons else "")
