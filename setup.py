@@ -35,7 +35,7 @@ setup(
         # ONNX export and its onnxruntime check, never needed on the robot. onnx 1.23 needs ml_dtypes, whose 0.6
         # wants numpy 2: 0.5.4 is the last that keeps numpy < 2 (cv_bridge). Checked together on Python 3.11.
         "export": EXPORT,
-        "test": ["pytest>=7", "ruff==0.17.6", *EXPORT],
+        "test": ["pytest>=7", "ruff==0.17.6", "mypy==2.4.1", *EXPORT],
     },
     zip_safe=True,
     maintainer="deal_ros maintainers",

@@ -14,6 +14,7 @@ rclpy itself gives array.array('B'), also measured).
 from __future__ import annotations
 
 import array
+import functools
 import statistics
 import timeit
 from collections.abc import Callable, Sequence
@@ -116,7 +117,7 @@ def bench_decode(width: int = 640, height: int = 480, repeat: int = 9,
     """Time every decoder on rosbags and rclpy-like messages against a memcpy of the same bytes."""
     rng = np.random.default_rng(0)
     h, w = height, width
-    images = {
+    images: dict[str, np.ndarray] = {
         "rgb8": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
         "bgr8": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
         "16UC1": rng.integers(0, 10000, (h, w), dtype=np.uint16),
@@ -131,8 +132,8 @@ def bench_decode(width: int = 640, height: int = 480, repeat: int = 9,
                 msg = rclpy_like(images[encoding], encoding, source.split()[1])
             src = np.frombuffer(msg.data, np.uint8)
             dst = np.empty_like(src)
-            t_copy = median_seconds(lambda src=src, dst=dst: np.copyto(dst, src), repeat)
-            t_decode = median_seconds(lambda fn=fn, msg=msg: fn(msg), repeat)
+            t_copy = median_seconds(functools.partial(np.copyto, dst, src), repeat)
+            t_decode = median_seconds(functools.partial(fn, msg), repeat)
             row = DecodeRow(encoding, source, name, t_decode, t_copy)
             report.rows.append(row)
             if on_row is not None:

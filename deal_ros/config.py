@@ -75,7 +75,8 @@ class Bounds:
         elif self.low is not None:
             interval = f"{'>' if self.low_open else '>='} {_number_text(self.low)}"
         else:
-            interval = f"{'<' if self.high_open else '<='} {_number_text(self.high)}"  # type: ignore[arg-type]
+            assert self.high is not None, "text() of no bounds"  # callers ask only when bool(bounds)
+            interval = f"{'<' if self.high_open else '<='} {_number_text(self.high)}"
         if not self.step:
             return interval
         grid = (f"a multiple of {self.step}" if self.low is None or self.low % self.step == 0
@@ -119,7 +120,8 @@ class Section:
     def validate(self) -> None:
         prefix = _section_prefixes()[type(self)]
         hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        assert dataclasses.is_dataclass(self)  # every section is a @dataclass
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Section):
                 value.validate()
@@ -190,11 +192,19 @@ ARCHITECTURE_FIELDS = ("backbone", "output_stride", "padding", "input_norm", "se
 BUILTIN_WEIGHTS = "builtin"
 """``model.pretrained_path`` of the package's own ImageNet MobileNetV2 (``deal_ros/models/data``)."""
 
-BUILTIN_PROFILE = {"input_norm": "tf", "padding": "tf_same"}
+
+class WeightsProfile(typing.TypedDict):
+    """What a kind of weights needs for ModelConfig's 'auto' fields."""
+
+    input_norm: Literal["tf", "imagenet"]
+    padding: Literal["tf_same", "symmetric"]
+
+
+BUILTIN_PROFILE: WeightsProfile = {"input_norm": "tf", "padding": "tf_same"}
 """What the built-in weights need: TF-trained, so pixel/128 - 1 and TF 'SAME' padding (with symmetric
 padding their ImageNet top-1 agreed with TFLite on 11 of 24 photos instead of 24)."""
 
-FILE_PROFILE = {"input_norm": "imagenet", "padding": "symmetric"}
+FILE_PROFILE: WeightsProfile = {"input_norm": "imagenet", "padding": "symmetric"}
 """What torchvision/timm weight files (and random init) get for 'auto': ImageNet mean/std, symmetric padding."""
 
 GridStride = Literal[1, 2, 4, 8, 16]
@@ -682,7 +692,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for name, value in data.items():
         key = prefix + name
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a section (a class, never an instance)
             kwargs[name] = _build(hint, value, key + ".")
         else:
             kwargs[name] = _coerce(value, hint, key)
@@ -722,12 +732,14 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is int:
         number = _number(value)
         _check(number is not None and float(number).is_integer(), key, f"expected an integer, got {value!r}")
-        return int(number)  # type: ignore[arg-type]
+        assert number is not None
+        return int(number)
     if hint is float:
         number = _number(value)
         _check(number is not None, key, f"expected a number, got {value!r}")
-        _check(math.isfinite(number), key, f"must be a finite number, got {value!r}")  # type: ignore[arg-type]
-        return float(number)  # type: ignore[arg-type]
+        assert number is not None
+        _check(math.isfinite(number), key, f"must be a finite number, got {value!r}")
+        return float(number)
     if hint is str:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
         return value

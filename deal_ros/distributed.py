@@ -159,10 +159,12 @@ class GradientSync:
         has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8, device=self.ctx.device)
         dist.all_reduce(has_grad, op=dist.ReduceOp.MAX)
         synced = [p for p, flag in zip(params, has_grad.tolist(), strict=True) if flag]
+        grads: list[torch.Tensor] = []
         for p in synced:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        for bucket in _buckets([p.grad for p in synced]):
+            grads.append(p.grad)
+        for bucket in _buckets(grads):
             flat = torch.cat([g.reshape(-1) for g in bucket])
             dist.all_reduce(flat)
             flat /= self.ctx.world_size

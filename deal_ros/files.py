@@ -11,6 +11,7 @@ before any work, so a read-only or misnamed folder fails in the first second, no
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -255,7 +256,7 @@ def write_or_rescue(folder: str | Path, writers: Mapping[str, Callable[[Path], o
     folder = Path(folder)
     try:
         for name, write in writers.items():
-            retry(lambda w=write, n=name: w(folder / n), attempts, delay_s)
+            retry(functools.partial(write, folder / name), attempts, delay_s)
         return Written(folder)
     except OSError as exc:
         failure = describe_os_error(exc)

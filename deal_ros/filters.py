@@ -63,8 +63,11 @@ def local_median(x: torch.Tensor, window: int) -> torch.Tensor:
             r, j = divmod(value, window)
             slots[slot] = columns[r][..., j: j + w]
     for is_max, dst, a, bb in program.ops:
-        slots[dst] = (torch.maximum if is_max else torch.minimum)(slots[a], slots[bb])
+        left, right = slots[a], slots[bb]
+        assert left is not None and right is not None  # the program reads only slots written before
+        slots[dst] = (torch.maximum if is_max else torch.minimum)(left, right)
     result = slots[program.output_slot]
+    assert result is not None
     return (result.clone() if window == 1 else result).reshape(b, c, h, w)
 
 

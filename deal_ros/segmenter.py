@@ -57,7 +57,7 @@ class Segmenter:
                  control: StepControl | None = None) -> None:
         self.cfg = cfg
         own = model is None
-        if own:
+        if model is None:
             self.device = resolve_device(cfg.train.device) if device is None else torch.device(device)
             model = build_cam_net(cfg.model, cfg.num_classes).to(self.device).eval()
         else:

@@ -732,7 +732,7 @@ def _depth_sensor(
         else:
             cy, cx = rng.integers(0, h), rng.integers(0, w)
         axes = (int(rng.integers(2, 8)), int(rng.integers(2, 6)))
-        cv2.ellipse(blobs, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        cv2.ellipse(blobs, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360, (1,), -1)
 
     sigma = rng.uniform(0.004, 0.008) * z**2  # ~1-2 mm at 0.5 m
     noisy = z + sigma * rng.standard_normal(z.shape)
@@ -869,7 +869,7 @@ def _make_scenes(
 
         rgb_lin = _shade_rgb(rng, scene, objects, dirs, t, surf, is_wall)
         rgb = rgb_lin.reshape(height, width, 3).astype(np.float32)
-        rgb = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.5, 0.9))
+        rgb = np.asarray(cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.5, 0.9)), np.float32)  # float32 already
         rgb = rgb * 255.0 + rng.uniform(1.5, 3.5) * rng.standard_normal(rgb.shape, dtype=np.float32)
         rgb8 = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 

@@ -295,12 +295,12 @@ class OnlineTrainer:
                 self.scaler.step(self.aux_optimizer)
             self.scaler.update()
             self.step += 1
-        loss, loss_cls, loss_deal, loss_seg, loss_isl, loss_support = (
+        total, cls, deal, seg, isl, support = (
             float(t.detach()) for t in (loss, loss_cls, loss_deal, loss_seg, loss_isl, loss_support))
         extra = {f"loss_{'smooth' if k == 'smoothness' else k}": float(v.detach()) for k, v in terms.items()}
-        return StepStats(step=self.step, loss=loss, loss_cls=loss_cls, loss_deal=loss_deal, loss_seg=loss_seg,
+        return StepStats(step=self.step, loss=total, loss_cls=cls, loss_deal=deal, loss_seg=seg,
                          deal_weight=lam, pseudo_coverage=coverage, batch_size=len(frames), step_time_s=0.0,
-                         loss_isl=loss_isl, loss_support=loss_support, class_cover=dict(self.class_cover),
+                         loss_isl=isl, loss_support=support, class_cover=dict(self.class_cover),
                          diffuse_classes=self.diffuse_classes(), **extra)
 
     def _update_class_cover(self, labels: torch.Tensor, tags: torch.Tensor) -> None:

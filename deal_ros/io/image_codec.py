@@ -62,10 +62,10 @@ def raw_depth_to_metres(raw: np.ndarray, encoding: str) -> np.ndarray:
         depth_m /= np.float32(1.0 / DEPTH_UNITS_M[encoding])  # correctly rounded mm / 1000
         return depth_m
     # OpenCV's thresholds are ~3x faster than numpy comparisons on data with NaNs.
-    _, depth_m = cv2.threshold(raw.astype(np.float32, copy=False), 0.0, 0.0, cv2.THRESH_TOZERO)  # <= 0 -> 0
-    cv2.threshold(depth_m, float(np.finfo(np.float32).max), 0.0, cv2.THRESH_TOZERO_INV, dst=depth_m)  # inf -> 0
-    cv2.patchNaNs(depth_m, 0.0)
-    return depth_m
+    _, metres = cv2.threshold(raw.astype(np.float32, copy=False), 0.0, 0.0, cv2.THRESH_TOZERO)  # <= 0 -> 0
+    cv2.threshold(metres, float(np.finfo(np.float32).max), 0.0, cv2.THRESH_TOZERO_INV, dst=metres)  # inf -> 0
+    cv2.patchNaNs(metres, 0.0)
+    return metres
 
 
 def _where(topic: str, encoding: str) -> str:
@@ -259,7 +259,7 @@ def image_fields(array: np.ndarray, encoding: str) -> dict[str, Any]:
         "encoding": encoding,
         "is_bigendian": 0,
         "step": int(width * spec.channels * want_dtype.itemsize),
-        "data": memoryview(array).cast("B"),
+        "data": array.data.cast("B"),  # the array's own buffer, no copy
     }
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.depth import fill_holes, valid_depth
-from deal_ros.losses.common import check_cam_and_tags, require, zero_loss
+from deal_ros.losses.common import check_cam_and_tags, require, spatial_size, zero_loss
 from deal_ros.pseudo_labels import IGNORE_INDEX
 
 
@@ -83,10 +83,11 @@ class BoundaryBranch(nn.Module):
         n = len(feature_channels) + num_edge_maps
         self.fuse = nn.Conv2d(n, n, 1, groups=n)  # depthwise 1x1: one learned scale + bias per input map
         nn.init.constant_(self.fuse.weight, 1.0)
+        assert self.fuse.bias is not None
         nn.init.zeros_(self.fuse.bias)
 
     def forward(self, features: Sequence[torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
-        size = tuple(edges.shape[-2:])
+        size = spatial_size(edges)
         sides = [F.interpolate(side(f.float()), size=size, mode="bilinear", align_corners=False)
                  for side, f in zip(self.sides, features, strict=True)]
         return self.fuse(torch.cat([*sides, edges.to(sides[0])], dim=1)).sum(dim=1, keepdim=True)
@@ -118,11 +119,13 @@ class BoundaryLoss(nn.Module):
         self.last_boundary: torch.Tensor | None = None
 
     needs_pseudo_labels = True
+    build_options: dict[str, Any]
+    """Set by StructureLosses: the options it was built with (it is reused while they stay equal)."""
 
     def predict(self, features: Sequence[torch.Tensor], rgb: torch.Tensor, depth_m: torch.Tensor | None,
                 ) -> torch.Tensor:
         """Boundary logits (B, 1, h0, w0) on the grid of features[0] (stride 4)."""
-        size = tuple(features[0].shape[-2:])
+        size = spatial_size(features[0])
         edges = [canny_edges(rgb, size, self.canny_low, self.canny_high)]
         if self.depth_edges:
             if depth_m is None:
@@ -134,15 +137,15 @@ class BoundaryLoss(nn.Module):
     def forward(self, cam_logits: torch.Tensor, depth_m: torch.Tensor | None, tags: torch.Tensor,
                 **context: Any) -> torch.Tensor:
         check_cam_and_tags(cam_logits, tags, "boundary")
-        features = require(context, "features", "boundary")
-        rgb = require(context, "rgb", "boundary")
+        features: list[torch.Tensor] = require(context, "features", "boundary")
+        rgb: torch.Tensor = require(context, "rgb", "boundary")
         logits = self.predict(features, rgb, depth_m)
         self.last_boundary = torch.sigmoid(logits.detach())
         labels = context.get("pseudo_labels")
         anchor = zero_loss(cam_logits)  # keeps the CAM in the graph (its gradient is exactly 0)
         if labels is None:
             return anchor + logits.sum() * 0.0
-        target, valid = boundary_targets(labels.to(logits.device), tuple(logits.shape[-2:]))
+        target, valid = boundary_targets(labels.to(logits.device), spatial_size(logits))
         return anchor + balanced_bce(logits, target, valid)
 
     def extra_repr(self) -> str:

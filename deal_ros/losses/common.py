@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -21,8 +24,8 @@ def check_cam_and_tags(cam_logits: torch.Tensor, tags: torch.Tensor, name: str) 
         raise ValueError(f"{name}: cam_logits contain NaN or Inf")
 
 
-def require(context: dict, key: str, name: str) -> torch.Tensor:
-    """A context entry the loss cannot work without (e.g. rgb for FSL)."""
+def require(context: Mapping[str, Any], key: str, name: str) -> Any:
+    """A context entry the loss cannot work without (e.g. rgb for FSL: a tensor; features: a list of them)."""
     value = context.get(key)
     if value is None:
         raise ValueError(f"{name} needs '{key}' in its context (see deal_ros.losses for the call convention)")
@@ -36,6 +39,11 @@ def tagged_mask(tags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def grid_size(height: int, width: int, stride: int) -> tuple[int, int]:
     return max(1, height // stride), max(1, width // stride)
+
+
+def spatial_size(x: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of a (..., H, W) tensor."""
+    return x.shape[-2], x.shape[-1]
 
 
 def max_norm_cam(cam_logits: torch.Tensor, size: tuple[int, int] | None = None, tau: float = 1e-5) -> torch.Tensor:

@@ -103,7 +103,8 @@ def deal_loss(
     """
     _check_inputs(cam_logits, depth_m, tags)
     height, width = depth_m.shape[-2:]
-    size = tuple(grid_size) if grid_size is not None else (max(1, height // grid_stride), max(1, width // grid_stride))
+    size = ((grid_size[0], grid_size[1]) if grid_size is not None
+            else (max(1, height // grid_stride), max(1, width // grid_stride)))
     device_type = cam_logits.device.type
     with torch.autocast(device_type=device_type, enabled=False):
         depth_a, valid = depth_edge_map(
@@ -133,11 +134,12 @@ class DEALLoss(nn.Module):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        unknown = set(kwargs) - set(deal_loss.__kwdefaults__)
+        defaults = deal_loss.__kwdefaults__
+        assert defaults is not None  # deal_loss's options are keyword-only with defaults
+        unknown = set(kwargs) - set(defaults)
         if unknown:
-            known = sorted(deal_loss.__kwdefaults__)
-            raise TypeError(f"DEALLoss got unknown options {sorted(unknown)}; known: {known}")
-        self.options = {**deal_loss.__kwdefaults__, **kwargs}
+            raise TypeError(f"DEALLoss got unknown options {sorted(unknown)}; known: {sorted(defaults)}")
+        self.options = {**defaults, **kwargs}
 
     @classmethod
     def from_config(cls, cfg: DealLossConfig, **overrides: Any) -> DEALLoss:

@@ -110,7 +110,7 @@ class FSLLoss(nn.Module):
 
     def forward(self, cam_logits: torch.Tensor, depth_m: torch.Tensor | None, tags: torch.Tensor,
                 **context: Any) -> torch.Tensor:
-        rgb = require(context, "rgb", "FSL")
+        rgb: torch.Tensor = require(context, "rgb", "FSL")
         return feature_similarity_loss(cam_logits, rgb, tags, self.mu, self.sigma, self.radius)
 
     def extra_repr(self) -> str:

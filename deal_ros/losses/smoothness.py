@@ -26,7 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.depth import depth_edge_map
-from deal_ros.losses.common import check_cam_and_tags, grid_size, max_norm_cam, require, tagged_mask, zero_loss
+from deal_ros.losses.common import (
+    check_cam_and_tags,
+    grid_size,
+    max_norm_cam,
+    require,
+    spatial_size,
+    tagged_mask,
+    zero_loss,
+)
 from deal_ros.pseudo_labels import IGNORE_INDEX
 
 SOURCES = ("depth", "pseudo_label", "learned")
@@ -72,7 +80,7 @@ def smoothness_loss(cam_logits: torch.Tensor, tags: torch.Tensor, boundary: torc
     check_cam_and_tags(cam_logits, tags, "smoothness")
     if guide not in ("gradient", "edge"):
         raise ValueError(f"guide must be 'gradient' or 'edge', got {guide!r}")
-    size = tuple(boundary.shape[-2:])
+    size = spatial_size(boundary)
     cam = max_norm_cam(cam_logits, size)
     tagged = tagged_mask(tags, cam)
     if not bool(tagged.any()):
@@ -128,7 +136,7 @@ class SmoothnessLoss(nn.Module):
         if self.source == "depth":
             if depth_m is None:
                 raise ValueError("smoothness with source='depth' needs depth_m (B, 1, H, W)")
-            size = grid_size(*depth_m.shape[-2:], self.grid_stride)
+            size = grid_size(*spatial_size(depth_m), self.grid_stride)
             edges, valid = depth_edge_map(depth_m.to(cam_logits.device), size, **self.depth_edge_kwargs)
             return edges, valid
         key = "pseudo_labels" if self.source == "pseudo_label" else "boundary"
@@ -137,7 +145,7 @@ class SmoothnessLoss(nn.Module):
             return None
         if self.source == "pseudo_label":
             rgb = context.get("rgb")
-            full = tuple(rgb.shape[-2:]) if rgb is not None else tuple(value.shape[-2:])
+            full = spatial_size(rgb if rgb is not None else value)
             return label_boundaries(value.to(cam_logits.device), grid_size(*full, self.grid_stride)), None
         return require(context, "boundary", "smoothness").detach(), None
 

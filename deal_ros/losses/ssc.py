@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,7 +34,18 @@ from skimage.segmentation import slic
 from torch import nn
 
 from deal_ros.depth import fill_holes, valid_depth
-from deal_ros.losses.common import check_cam_and_tags, grid_size, max_norm_cam, require, tagged_mask, zero_loss
+from deal_ros.losses.common import (
+    check_cam_and_tags,
+    grid_size,
+    max_norm_cam,
+    require,
+    spatial_size,
+    tagged_mask,
+    zero_loss,
+)
+
+if TYPE_CHECKING:
+    from deal_ros.models.backbone import Backbone
 
 
 @torch.no_grad()
@@ -92,7 +103,7 @@ def self_modulation_loss(cam_logits: torch.Tensor, tags: torch.Tensor, segments:
     """MSE between the max-normalised CAM (resized to segments' grid (B, h, w)) and max(CAM, pooled CAM),
     over tagged classes where the eroded CAM > confidence; 0 when no such cell exists."""
     check_cam_and_tags(cam_logits, tags, "SSC")
-    cam = max_norm_cam(cam_logits, tuple(segments.shape[-2:]))
+    cam = max_norm_cam(cam_logits, spatial_size(segments))
     with torch.no_grad():
         pooled = superpixel_mean(cam.detach(), segments)
         pooled = pooled / pooled.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-5)
@@ -120,8 +131,8 @@ class SSCLoss(nn.Module):
         check_cam_and_tags(cam_logits, tags, "SSC")
         if int(context.get("step", self.start_step)) < self.start_step or not bool(tags.any()):
             return zero_loss(cam_logits)
-        rgb = require(context, "rgb", "SSC")
-        size = grid_size(*rgb.shape[-2:], self.grid_stride)
+        rgb: torch.Tensor = require(context, "rgb", "SSC")
+        size = grid_size(*spatial_size(rgb), self.grid_stride)
         segments = superpixels(rgb, size, self.n_segments, self.compactness,
                                depth_m if self.use_depth else None, self.depth_scale).to(cam_logits.device)
         return self_modulation_loss(cam_logits, tags, segments, self.confidence, self.erosion_cells)
@@ -155,7 +166,10 @@ class ReconstructionLoss(nn.Module):
     and frozen here); normalize: rgb 0..255 -> its input. None disables the perceptual term.
     """
 
-    def __init__(self, num_classes: int, cam_stride: int, perceptual_net: nn.Module | None = None,
+    build_options: dict[str, Any]
+    """Set by StructureLosses: the options it was built with (it is reused while they stay equal)."""
+
+    def __init__(self, num_classes: int, cam_stride: int, perceptual_net: Backbone | None = None,
                  normalize: Callable[[torch.Tensor], torch.Tensor] | None = None, hidden_channels: int = 32,
                  out_stride: int = 4, l1_weight: float = 1.0, perceptual_weight: float = 1.0,
                  level_weights: Sequence[float] = (0.25, 0.5, 1.0)) -> None:
@@ -163,7 +177,7 @@ class ReconstructionLoss(nn.Module):
         self.out_stride, self.l1_weight, self.perceptual_weight = out_stride, l1_weight, perceptual_weight
         self.level_weights = tuple(level_weights)
         self.decoder = CAMDecoder(num_classes, hidden_channels, max(1, cam_stride // out_stride))
-        self.perceptual_net = None
+        self.perceptual_net: Backbone | None = None
         if perceptual_net is not None and perceptual_weight > 0:
             self.perceptual_net = copy.deepcopy(perceptual_net).eval()
             for p in self.perceptual_net.parameters():
@@ -178,13 +192,14 @@ class ReconstructionLoss(nn.Module):
         return self
 
     def _features(self, rgb01: torch.Tensor) -> list[torch.Tensor]:
+        assert self.perceptual_net is not None  # called only with the perceptual term on
         return self.perceptual_net.forward_features(self.normalize(rgb01 * 255.0))
 
     def forward(self, cam_logits: torch.Tensor, depth_m: torch.Tensor | None, tags: torch.Tensor,
                 **context: Any) -> torch.Tensor:
         check_cam_and_tags(cam_logits, tags, "reconstruction")
-        rgb = require(context, "rgb", "reconstruction").float()
-        size = grid_size(*rgb.shape[-2:], self.out_stride)
+        rgb: torch.Tensor = require(context, "rgb", "reconstruction").float()
+        size = grid_size(*spatial_size(rgb), self.out_stride)
         cam = max_norm_cam(cam_logits)
         cam = cam.masked_fill(~tagged_mask(tags, cam), 0.0)
         recon = self.decoder(cam)

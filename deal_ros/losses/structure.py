@@ -9,17 +9,20 @@ trainer's auxiliary optimizer trains. ISL is not here: it mixes into the classif
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 
-from deal_ros.config import LossConfig
+from deal_ros.config import LossConfig, ModelConfig
 from deal_ros.losses.boundary import BoundaryLoss
 from deal_ros.losses.fsl import FSLLoss
 from deal_ros.losses.isl import ISLLoss
 from deal_ros.losses.smoothness import SmoothnessLoss
 from deal_ros.losses.ssc import ReconstructionLoss, SSCLoss
+
+if TYPE_CHECKING:
+    from deal_ros.models.backbone import Backbone
 
 TERMS = ("boundary", "fsl", "smoothness", "ssc", "recon")
 """Call order: the boundary branch runs first, its prediction is the 'learned' S of smoothness."""
@@ -33,17 +36,30 @@ def _options(part: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
             if f.name not in ("enabled", "weight", *skip)}
 
 
+class CAMNetLike(Protocol):
+    """What the structure losses read of the model (a CAMNet)."""
+
+    backbone: Backbone
+    num_classes: int
+    cfg: ModelConfig
+
+    def normalize_input(self, rgb: torch.Tensor) -> torch.Tensor: ...
+
+
+ReusedLoss = TypeVar("ReusedLoss", BoundaryLoss, ReconstructionLoss)
+
+
 class StructureLosses(nn.Module):
     """Enabled structure losses for a CAMNet-like model (``backbone.out_channels``, ``backbone``,
     ``normalize_input``, ``cfg.output_stride``)."""
 
-    def __init__(self, cfg: LossConfig, model: nn.Module, previous: StructureLosses | None = None) -> None:
+    def __init__(self, cfg: LossConfig, model: CAMNetLike, previous: StructureLosses | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.losses = nn.ModuleDict()
         self.isl = ISLLoss(cfg.isl.num_samples, cfg.isl.eps) if cfg.isl.enabled else None
         if cfg.boundary.enabled:
-            boundary = self._reuse(previous, "boundary", _options(cfg.boundary))
+            boundary = self._reuse(previous, "boundary", _options(cfg.boundary), BoundaryLoss)
             if boundary is None:
                 boundary = BoundaryLoss(model.backbone.out_channels, **_options(cfg.boundary))
             boundary.build_options = _options(cfg.boundary)
@@ -58,7 +74,7 @@ class StructureLosses(nn.Module):
         if cfg.recon.enabled:
             build = {"hidden_channels": cfg.recon.hidden_channels, "out_stride": cfg.recon.out_stride,
                      "perceptual": cfg.recon.perceptual_weight > 0}
-            recon = self._reuse(previous, "recon", build)
+            recon = self._reuse(previous, "recon", build, ReconstructionLoss)
             if recon is None:
                 recon = ReconstructionLoss(
                     model.num_classes, model.cfg.output_stride, model.backbone if build["perceptual"] else None,
@@ -68,11 +84,13 @@ class StructureLosses(nn.Module):
             self.losses["recon"] = recon
 
     @staticmethod
-    def _reuse(previous: StructureLosses | None, name: str, options: dict[str, Any]) -> nn.Module | None:
+    def _reuse(previous: StructureLosses | None, name: str, options: dict[str, Any],
+               kind: type[ReusedLoss]) -> ReusedLoss | None:
         """Keep a trained auxiliary module across run-time config changes when its build options are equal."""
         if previous is None or name not in previous.losses:
             return None
         module = previous.losses[name]
+        assert isinstance(module, kind)  # previous.losses[name] was built here as `kind`
         return module if getattr(module, "build_options", None) == options else None
 
     @property

@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from .backbone import Backbone
 from .mobilenet_v2 import mobilenet_v2
 from .resnet import resnet18, resnet50
 from .weights import LoadReport
 
-BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {
+BACKBONES: dict[str, Callable[[ModelConfig], Backbone]] = {
     "mobilenet_v2": lambda cfg: mobilenet_v2(output_stride=cfg.output_stride,
                                              tf_same_padding=cfg.resolved().padding == "tf_same"),
     "resnet18": lambda cfg: resnet18(output_stride=cfg.output_stride),
@@ -29,7 +30,7 @@ BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {
 }
 """Backbone name -> builder(cfg) of a feature backbone (no classifier). A backbone provides
 ``forward_features(x) -> [stride-4, stride-8, final]``, ``out_channels`` (3 ints), ``out_strides``
-and ``stages()`` (5 lists of modules, stem first)."""
+and ``stages()`` (5 lists of modules, stem first): see :class:`deal_ros.models.backbone.Backbone`."""
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -129,7 +130,7 @@ class CAMNet(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.cfg = cfg.resolved()
         self.num_classes = num_classes
-        self.backbone = BACKBONES[cfg.backbone](self.cfg)
+        self.backbone: Backbone = BACKBONES[cfg.backbone](self.cfg)
         c_low, _, c_final = self.backbone.out_channels
         self.cam_head = nn.Conv2d(c_final, num_classes, 1, bias=False)
         nn.init.normal_(self.cam_head.weight, 0.0, 0.01)  # small logits at start: BCE starts near log 2

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .backbone import Backbone
+
 # t (expansion), c (out channels), n (repeats), s (stride of the first block): torchvision's table.
 _SETTINGS: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1),
@@ -107,7 +109,9 @@ class ConvBNReLU6(nn.Sequential):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self[2](conv_bn(self[0], self[1], x))
+        conv, bn, act = self
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+        return act(conv_bn(conv, bn, x))
 
 
 class InvertedResidual(nn.Module):
@@ -145,11 +149,12 @@ class InvertedResidual(nn.Module):
         y = x
         for layer in layers:
             y = layer(y)
+        assert isinstance(project, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
         y = conv_bn(project, bn, y)
         return x + y if self.use_res_connect else y
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(Backbone):
     """MobileNetV2 1.0 (torchvision layout). ``num_classes=None`` builds a feature backbone only.
 
     Args:
@@ -209,7 +214,8 @@ class MobileNetV2(nn.Module):
 
     def stages(self) -> list[list[nn.Module]]:
         """The five stages (see the module docstring), stem first, for freezing."""
-        return [list(self.features[a:b]) for a, b in _STAGE_SLICES]
+        modules = list(self.features)
+        return [modules[a:b] for a, b in _STAGE_SLICES]
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """(B,3,H,W) -> [(B,24,H/4,W/4), (B,32,H/8,W/8), (B,1280,H/os,W/os)] (sizes rounded up).

@@ -168,7 +168,7 @@ def guess_architecture(state: Mapping[str, torch.Tensor]) -> str | None:
     """Registry-style name of the network a torchvision-layout state dict belongs to, or None if unknown."""
     if "features.18.0.weight" in state and "features.17.conv.2.weight" in state:
         return "mobilenet_v2"
-    blocks = {}
+    blocks: dict[int, int] = {}  # layer -> number of blocks
     for key in state:
         if m := re.fullmatch(r"layer(\d)\.(\d+)\..+", key):
             blocks[int(m[1])] = max(blocks.get(int(m[1]), 0), int(m[2]) + 1)

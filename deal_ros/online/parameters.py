@@ -195,7 +195,7 @@ def coerce_value(spec: ParamSpec, value: Any) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"parameter '{name}': expected a list of strings, got {value!r}")
         return [str(v) for v in value]
-    expected = {"bool": bool, "integer": int, "double": float, "string": str}[spec.kind]
+    expected: type[Any] = {"bool": bool, "integer": int, "double": float, "string": str}[spec.kind]
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ValueError(f"parameter '{name}': expected {spec.kind}, got {type(value).__name__} {value!r}")
     if spec.choices and str(value) not in spec.choices:

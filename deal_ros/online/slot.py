@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ class LatestSlot(Generic[T]):
             item, put_time = self._item, self._put_time
             self._item, self._has = None, False
             self.taken += 1
-        return Taken(item, put_time, self._clock() - put_time)  # type: ignore[arg-type]
+        return Taken(cast(T, item), put_time, self._clock() - put_time)  # _has: the item is one put (None may be a T)
 
     def close(self) -> None:
         """Wake a waiting consumer for shutdown."""

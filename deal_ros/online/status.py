@@ -105,7 +105,8 @@ class LatencyStats:
     processing_s: decode to last publish."""
 
     def __init__(self, window: int = 100) -> None:
-        self._values = {key: collections.deque(maxlen=window) for key in self.KEYS}
+        self._values: dict[str, collections.deque[float]] = {
+            key: collections.deque(maxlen=window) for key in self.KEYS}
         self._lock = threading.Lock()
 
     def add(self, **values: float | None) -> None:

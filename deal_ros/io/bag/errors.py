@@ -56,9 +56,9 @@ def reader_errors() -> tuple[type[BaseException], ...]:
         from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
     except ImportError:
         try:
-            from backports import zstd  # type: ignore[import-not-found,no-redef]
+            from backports import zstd  # a dependency of rosbags
         except ImportError:
-            zstd = None  # type: ignore[assignment]
+            zstd = None
     if zstd is not None:
         errors += (zstd.ZstdError,)
     return errors

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -149,7 +149,7 @@ def iter_rgbd_frames(
     require_tags: bool = True,
     stats: ReadStats | None = None,
     skip_degenerate_depth: bool = True,
-) -> Iterator[RGBDFrame]:
+) -> Generator[RGBDFrame, None, None]:
     """Synchronised, tagged RGB-D frames from one or more bags (read one after the other).
 
     Tags come from `tags` when given (a fixed list or 'mug, box' for the whole bag, or a
@@ -179,7 +179,7 @@ def iter_rgbd_frames(
     return _frames(bag_paths, query, stats if stats is not None else ReadStats())
 
 
-def _frames(bag_paths: list[str | Path], query: FrameQuery, stats: ReadStats) -> Iterator[RGBDFrame]:
+def _frames(bag_paths: list[str | Path], query: FrameQuery, stats: ReadStats) -> Generator[RGBDFrame, None, None]:
     index = 0
     for path in bag_paths:
         stats.bags.append(str(path))

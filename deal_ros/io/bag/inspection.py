@@ -130,7 +130,7 @@ def _check_frames(path: str | Path, choice: TopicChoice, bag: BagInfo) -> None:
         bag.problems.append(str(exc))
         return
     finally:
-        frames.close()  # type: ignore[attr-defined]
+        frames.close()
     bag.frames_usable, bag.frames_skipped = stats.frames, dict(stats.skipped)
     bag.warnings += [w for w in stats.warnings if w not in bag.warnings]
     skips = "; ".join(f"{reason} {count}" + (f" (e.g. {stats.examples[reason]})" if reason in stats.examples else "")

@@ -67,10 +67,10 @@ def resolve_bag(path: str | Path, warn: Warn | None = None) -> tuple[list[Path],
             f"reading {', '.join(f.name for f in files)} directly"
         )
         return files, "mcap" if files[0].suffix == ".mcap" else "sqlite3"
-    storage = {".db3": "sqlite3", ".mcap": "mcap", ".bag": "rosbag1"}.get(path.suffix)
-    if storage is None:
+    by_suffix = {".db3": "sqlite3", ".mcap": "mcap", ".bag": "rosbag1"}.get(path.suffix)
+    if by_suffix is None:
         raise BagError(f"{path}: not a bag (expected a rosbag2 directory, a .db3, .mcap or ROS 1 .bag file)")
-    return [path], storage
+    return [path], by_suffix
 
 
 @contextmanager
