@@ -7,6 +7,7 @@ the QoS event classes from rclpy.event_handler (Jazzy) or rclpy.qos_event (Humbl
 from __future__ import annotations
 
 import array
+import copy
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -179,8 +180,15 @@ def diagnostic_array(node: Node, entries: Sequence[DiagnosticEntry], hardware_id
 def subscribe(node: Node, msg_type: Any, name: str, callback: Callable[[Any], None], qos: QoSProfile) -> Any:
     """A subscription by relative `name` (remap it), with qos_overrides parameters and incompatible-QoS logging."""
     topic = node.resolve_topic_name(name)
-    return node.create_subscription(msg_type, name, callback, qos, event_callbacks=qos_event_callbacks(node, topic),
+    return node.create_subscription(msg_type, name, callback, own_copy(qos),
+                                    event_callbacks=qos_event_callbacks(node, topic),
                                     qos_overriding_options=QOS_OVERRIDES)
+
+
+def own_copy(qos: QoSProfile) -> QoSProfile:
+    """A fresh profile for one subscription: rclpy applies a topic's qos_overrides by changing the profile it is
+    given, so a shared one would carry one topic's override to every other subscription."""
+    return copy.copy(qos)
 
 
 def subscribe_rgbd(node: Any, names: dict[str, str], values: dict[str, Any], on_seen: Callable[..., None],
@@ -196,7 +204,7 @@ def subscribe_rgbd(node: Any, names: dict[str, str], values: dict[str, Any], on_
     topics = {role: node.resolve_topic_name(name) for role, name in names.items()}
     subs = []
     for role, name in names.items():
-        sub = message_filters.Subscriber(node, Image, name, qos_profile=IMAGE_QOS,
+        sub = message_filters.Subscriber(node, Image, name, qos_profile=own_copy(IMAGE_QOS),
                                          event_callbacks=qos_event_callbacks(node, topics[role]),
                                          qos_overriding_options=QOS_OVERRIDES)
         sub.registerCallback(on_seen, role)

@@ -264,3 +264,19 @@ def test_launch_file(ros, tmp_path, separate):
 
 def test_threads_are_not_leaked():
     assert not [t for t in threading.enumerate() if t.name.startswith("deal_") and t.is_alive()]
+
+
+def test_a_qos_override_changes_only_its_topic(ros, tmp_path):
+    from deal_ros.ros.segmenter_node import SegmenterNode
+
+    params = tiny_params(tmp_path) | {"qos_overrides./q/rgb.subscription.reliability": "reliable"}
+    node = SegmenterNode(parameter_overrides=_overrides(params), cli_args=_remaps("/q"))
+    try:
+        rgb_sub, depth_sub = (sub.sub for sub in node._pair_subs[1:])
+        assert (rgb_sub.topic_name, depth_sub.topic_name) == ("/q/rgb", "/q/depth")
+        assert rgb_sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert depth_sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # not carried over
+        assert node.camera_info_sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    finally:
+        node.shutdown()
+        node.destroy_node()
