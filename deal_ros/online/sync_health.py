@@ -20,6 +20,8 @@ class _Input:
     count: int = 0
     publishers: int = -1
     """-1 = unknown."""
+    other_types: tuple[str, ...] = ()
+    """Message types of publishers on the topic that are not the type we subscribe (e.g. CompressedImage)."""
 
 
 class SyncWatchdog:
@@ -44,8 +46,16 @@ class SyncWatchdog:
         entry.last_seen, entry.last_stamp = now, stamp_s
         entry.count += 1
 
-    def note_publishers(self, name: str, count: int) -> None:
-        self.inputs[name].publishers = count
+    def note_publishers(self, name: str, count: int, other_types: tuple[str, ...] = ()) -> None:
+        """count: publishers of our message type; other_types: types of the topic's other publishers."""
+        entry = self.inputs[name]
+        entry.publishers, entry.other_types = count, other_types
+
+    def wrong_types(self) -> list[str]:
+        """One line per input topic that also carries another message type (never received: DDS drops it)."""
+        return [f"{name} topic '{e.topic}' is also published as {', '.join(e.other_types)}: it cannot be used "
+                "(deal_ros takes sensor_msgs/msg/Image; for a compressed stream remap to the raw topic or "
+                "republish it with image_transport)" for name, e in self.inputs.items() if e.other_types]
 
     def note_pair(self, now: float) -> None:
         self.last_pair = now
@@ -64,7 +74,7 @@ class SyncWatchdog:
             return None
         if self._last_warning is not None and now - self._last_warning < self.timeout_s:
             return None
-        if all(e.publishers == 0 and e.count == 0 for e in self.inputs.values()):
+        if all(e.publishers == 0 and e.count == 0 and not e.other_types for e in self.inputs.values()):
             return None  # nothing to synchronise: the camera is simply not running (reported in status)
         self._last_warning = now
         return self.describe(now)
@@ -85,6 +95,9 @@ class SyncWatchdog:
         silent = [(n, e) for n, e in self.inputs.items()
                   if e.last_seen is None or now - e.last_seen > self.timeout_s]
         for name, e in silent:
+            if e.publishers == 0 and e.other_types:
+                return (f"{name} topic '{e.topic}' is published as {', '.join(e.other_types)}, not "
+                        "sensor_msgs/msg/Image: remap to the raw image topic (or republish it with image_transport)")
             if e.publishers == 0:
                 return (f"no publisher on {name} topic '{e.topic}': check the topic name / remapping "
                         "(ros2 topic list)")

@@ -29,7 +29,7 @@ def build_onboard(**node_kwargs: Any) -> list[Node]:
     try:
         segmenter = SegmenterNode(weights=trainer.share_weights(), control=core.control, device=core.device,
                                   tag_state=trainer.tag_state, **node_kwargs)
-    except Exception:
+    except BaseException:  # Ctrl-C while the segmenter builds too: the trainer saves what it trained
         trainer.shutdown()
         trainer.destroy_node()
         raise

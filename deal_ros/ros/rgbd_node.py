@@ -27,6 +27,7 @@ from deal_ros.ros import _rclpy_util as ru
 
 INPUTS = {"rgb": "rgb/image", "depth": "depth/image"}
 """The synchronised inputs by role: relative names, remapped to the camera's topics."""
+IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "rgb/camera_info"
 TAGS = "tags"
 
@@ -165,7 +166,11 @@ class RGBDNode(Node):
         """Feed the sync watchdog, log a stale-sync warning, publish the status JSON and the diagnostics."""
         now = time.monotonic()
         for role, topic in self.topics.items():
-            self.watchdog.note_publishers(role, self.count_publishers(topic))
+            types = [info.topic_type for info in self.get_publishers_info_by_topic(topic)]
+            self.watchdog.note_publishers(role, types.count(IMAGE_TYPE),
+                                          tuple(sorted({t for t in types if t != IMAGE_TYPE})))
+        for line in self.watchdog.wrong_types():
+            self.get_logger().error(line, throttle_duration_sec=30.0)
         warning = self.watchdog.check(now)
         if warning:
             self.get_logger().warning(warning)

@@ -17,11 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-import rclpy
-
 from deal_ros.errors import DealRosError
 from deal_ros.online.startup import check_environment
-from deal_ros.ros import _rclpy_util as ru
 
 
 def run_nodes(build: Callable[[], list[Any]], argv: list[str] | None = None) -> int:
@@ -32,16 +29,42 @@ def run_nodes(build: Callable[[], list[Any]], argv: list[str] | None = None) -> 
     told to stop together (a training step ends at its next layer), the last checkpoint is written, and
     only then is the context shut down. Repeated signals change nothing (a terminal's Ctrl-C reaches the node
     twice under `ros2 launch`: directly and forwarded); launch's SIGKILL escalation is the hard stop.
+    A signal while starting (imports, the environment check, building the nodes: seconds) interrupts the start
+    at once; a trainer already built saves what it trained. The handler is set before rclpy is imported.
     """
+    stop = threading.Event()
+    running = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if running.is_set() or stop.is_set():
+            stop.set()  # running: the spin loop stops; a repeated signal changes nothing
+            return
+        stop.set()
+        raise KeyboardInterrupt  # still starting: stop starting now (once: the next signal lands in cleanup)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(build, argv, stop, running)
+    except BaseException:
+        if not stop.is_set() or running.is_set():
+            raise
+        # interrupted while starting; inside a C extension's import the interrupt comes out as an ImportError
+        sys.stderr.write("deal_ros: interrupted while starting\n")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, handler)
+
+
+def _run(build: Callable[[], list[Any]], argv: list[str] | None, stop: threading.Event,
+         running: threading.Event) -> int:
+    import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    stop = threading.Event()
+    from deal_ros.ros import _rclpy_util as ru
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     ru.route_python_logging()
     logger = rclpy.logging.get_logger("deal_ros")
@@ -62,6 +85,7 @@ def run_nodes(build: Callable[[], list[Any]], argv: list[str] | None = None) -> 
         except DealRosError as exc:  # bad parameters, no such device, an unusable weights file
             logger.fatal(f"cannot start: {exc}")
             return 1
+        running.set()
         executor = MultiThreadedExecutor(num_threads=4)
         for node in nodes:
             executor.add_node(node)
@@ -84,9 +108,6 @@ def run_nodes(build: Callable[[], list[Any]], argv: list[str] | None = None) -> 
         if stuck:
             logger.warning(f"{stuck} did not stop in time; leaving without waiting for them")
         rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(sig, handler)
     return 0
 
 

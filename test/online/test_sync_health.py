@@ -67,3 +67,13 @@ def test_no_camera_at_all_is_not_a_sync_problem():
     dog.note_publishers("rgb", 0)
     dog.note_publishers("depth", 0)
     assert dog.check(10.0) is None
+
+
+def test_a_topic_of_another_message_type_is_named():
+    dog = SyncWatchdog(INPUTS, timeout_s=2.0)
+    dog.start(0.0)
+    dog.note_publishers("rgb", 0, ("sensor_msgs/msg/CompressedImage",))
+    dog.note_publishers("depth", 1)
+    assert dog.wrong_types() and "CompressedImage" in dog.wrong_types()[0] and "/cam/rgb" in dog.wrong_types()[0]
+    warning = dog.check(3.0)
+    assert warning is not None and "not sensor_msgs/msg/Image" in warning and "remap to the raw image topic" in warning
