@@ -25,7 +25,8 @@ def depth_problem(depth_m: np.ndarray, where: str = "depth") -> DegenerateDataEr
         finite = depth[np.isfinite(depth)]
         same = finite.size and bool(np.all(finite == finite.flat[0]))
         seen = f"all {float(finite.flat[0]):g}" if same else "no finite value > 0"
-        return DegenerateDataError(f"{where}: no valid depth pixel ({seen}; 0 = no measurement)", NO_VALID_DEPTH)
+        return DegenerateDataError(f"{where}: no valid depth pixel ({seen}; 0, NaN and inf mean no measurement)",
+                                   NO_VALID_DEPTH)
     values = depth[valid]
     low, high = float(values.min()), float(values.max())
     if low == high:

@@ -23,7 +23,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("bag", description="rosbag2 folder or file to play (sqlite3 or mcap)."),
         DeclareLaunchArgument("rate", default_value="1.0", description="Playback rate."),
         DeclareLaunchArgument("loop", default_value="false", description="Play the bag in a loop."),
-        DeclareLaunchArgument("start_delay_s", default_value="5.0",
+        DeclareLaunchArgument("start_delay_s", default_value="10.0",
                               description="Seconds to wait for the nodes (model build) before playing."),
         # onboard's own arguments reach it from this launch's command line; only sim time is fixed here
         IncludeLaunchDescription(PythonLaunchDescriptionSource(onboard),

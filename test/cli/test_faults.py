@@ -269,7 +269,7 @@ def test_degenerate_depth_and_rejected_frames_are_named_and_info_agrees_with_tra
     assert info.returncode == 1 and "Traceback" not in info.stderr, info.stderr
     assert info.stdout.count("verdict: NOT USABLE") == 3
     assert "no usable RGB-D frame: depth_no_valid 4 (e.g. " in info.stdout
-    assert "(all 0; 0 = no measurement)" in info.stdout
+    assert "(all 0; 0, NaN and inf mean no measurement)" in info.stdout
     assert "depth_constant 4" in info.stdout and "depth is 65.535 m at every valid pixel" in info.stdout
     assert "has encoding '16UC1', not a colour encoding" in info.stdout
     out = tmp_path / "model"
