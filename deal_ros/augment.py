@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from deal_ros.config import AugmentConfig
-from deal_ros.pseudo_labels import IGNORE_INDEX
+from deal_ros.config import IGNORE_INDEX, AugmentConfig
 
 
 def _fit(x: torch.Tensor, size: tuple[int, int], top: int, left: int, fill: float) -> torch.Tensor:

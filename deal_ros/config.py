@@ -31,6 +31,10 @@ class ConfigError(DealRosError, ValueError):
     """A configuration value is missing, unknown or out of range; the message names the key."""
 
 
+IGNORE_INDEX = 255
+"""The label id of 'ignore' in pseudo-labels and label images (mono8: ids 0..254 are background + classes)."""
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config '{key}': {message}")
@@ -624,7 +628,8 @@ class DealRosConfig(Section):
 
     def check_relations(self) -> None:
         _check(len(self.classes) >= 1, "classes", "need at least one foreground class")
-        _check(len(self.classes) <= 254, "classes", "at most 254 classes fit in a mono8 mask with 255 = ignore")
+        _check(len(self.classes) < IGNORE_INDEX, "classes",
+               f"at most {IGNORE_INDEX - 1} classes fit in a mono8 mask with {IGNORE_INDEX} = ignore")
         _check(all(isinstance(c, str) and c.strip() == c and c for c in self.classes), "classes",
                "class names must be non-empty strings without surrounding spaces")
         _check(len(set(self.classes)) == len(self.classes), "classes", "class names must be unique")

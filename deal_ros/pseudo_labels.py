@@ -9,12 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from deal_ros.config import PseudoLabelConfig
+from deal_ros.config import IGNORE_INDEX, PseudoLabelConfig
 from deal_ros.depth import pyramid_fill, valid_depth
 from deal_ros.filters import normalize_cam
 from deal_ros.support_plane import fit_support_plane
 
-IGNORE_INDEX = 255
 _DILATIONS = (1, 2, 4, 8)
 
 

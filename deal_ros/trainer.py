@@ -33,7 +33,7 @@ from deal_ros.checkpoint import (
     load_model_state,
     save_checkpoint,
 )
-from deal_ros.config import DealRosConfig
+from deal_ros.config import IGNORE_INDEX, DealRosConfig
 from deal_ros.data_checks import check_depth
 from deal_ros.device import describe_device, resolve_device
 from deal_ros.errors import FrameError, one_line
@@ -42,7 +42,7 @@ from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
 from deal_ros.losses.support import support_plane_loss
 from deal_ros.models import CAMNet, build_cam_net
-from deal_ros.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
+from deal_ros.pseudo_labels import make_pseudo_labels
 from deal_ros.support_plane import fit_support_plane
 from deal_ros.tags import tags_to_vector
 

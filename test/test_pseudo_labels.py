@@ -3,8 +3,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from deal_ros.config import PseudoLabelConfig
-from deal_ros.pseudo_labels import IGNORE_INDEX, make_pseudo_labels
+from deal_ros.config import IGNORE_INDEX, PseudoLabelConfig
+from deal_ros.pseudo_labels import make_pseudo_labels
 
 
 def _blob_cam(size: int = 16, centre=(8, 8), radius: float = 4.0) -> torch.Tensor:

@@ -31,10 +31,9 @@ import numpy as np
 
 from deal_ros.buffer import resize_frame
 from deal_ros.cli import UserError, add_set_argument, parse_overrides
-from deal_ros.config import DealRosConfig
+from deal_ros.config import IGNORE_INDEX, DealRosConfig
 from deal_ros.io.image_codec import raw_depth_to_metres
 from deal_ros.online.parameters import load_parameter_file
-from deal_ros.pseudo_labels import IGNORE_INDEX
 
 LOG = logging.getLogger("deal_ros.ablate")
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from deal_ros.cli import UserError
-from deal_ros.pseudo_labels import IGNORE_INDEX as IGNORE
+from deal_ros.config import IGNORE_INDEX as IGNORE
 
 MAX_LISTED = 5
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deal_ros.config import IGNORE_INDEX
 from deal_ros.depth import fill_holes, valid_depth
 from deal_ros.losses.common import check_cam_and_tags, require, spatial_size, zero_loss
-from deal_ros.pseudo_labels import IGNORE_INDEX
 
 
 @torch.no_grad()

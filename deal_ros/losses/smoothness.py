@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deal_ros.config import IGNORE_INDEX
 from deal_ros.depth import depth_edge_map
 from deal_ros.losses.common import (
     check_cam_and_tags,
@@ -35,7 +36,6 @@ from deal_ros.losses.common import (
     tagged_mask,
     zero_loss,
 )
-from deal_ros.pseudo_labels import IGNORE_INDEX
 
 SOURCES = ("depth", "pseudo_label", "learned")
 CHARBONNIER_EPS = 1e-6
