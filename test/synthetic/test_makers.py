@@ -1,4 +1,4 @@
-"""Synthetic RGB-D tabletop scenes: determinism, ground-truth consistency and sensor realism."""
+"""The makers: determinism, shapes and types, tags, class balance, arguments and the close-up preset."""
 
 from __future__ import annotations
 
@@ -6,22 +6,12 @@ import numpy as np
 import pytest
 
 from deal_ros.synthetic import (
+    CLOSEUP_CLASSES,
     DEFAULT_CLASSES,
-    SURFACE_BACKGROUND,
-    SURFACE_TABLE,
     SyntheticFrame,
+    make_closeup_scenes,
     make_tabletop_scenes,
 )
-
-
-@pytest.fixture(scope="module")
-def frames() -> list[SyntheticFrame]:
-    return make_tabletop_scenes(12, seed=3)
-
-
-@pytest.fixture(scope="module")
-def many_small() -> list[SyntheticFrame]:
-    return make_tabletop_scenes(60, height=96, width=128, seed=11)
 
 
 def _same(a: SyntheticFrame, b: SyntheticFrame) -> bool:
@@ -69,85 +59,6 @@ def test_tags_match_mask(frames: list[SyntheticFrame], many_small: list[Syntheti
             assert (f.gt_mask == i).mean() >= 0.009
 
 
-def test_objects_consistent_with_depth(frames: list[SyntheticFrame]) -> None:
-    """Objects stand on the table: nearer than the table/floor behind them, a few cm to ~15 cm tall."""
-    for f in frames:
-        assert f.depth_true_m is not None and f.surface is not None
-        obj = f.gt_mask > 0
-        assert np.array_equal(obj, f.surface >= 2)
-        # An object occludes what is behind it: just above an object (image rows), the surface is farther.
-        above = np.zeros_like(obj)
-        above[:-1] = obj[1:] & ~obj[:-1]
-        assert np.median(f.depth_true_m[above]) > np.median(f.depth_true_m[np.roll(above, 1, axis=0)]) - 0.01
-
-
-def test_hole_fraction_realistic(frames: list[SyntheticFrame]) -> None:
-    fractions = np.array([(f.depth_m == 0).mean() for f in frames])
-    assert 0.03 <= fractions.mean() <= 0.15
-    assert (fractions > 0.005).all() and (fractions < 0.3).all()
-
-
-def test_stereo_shadow_on_left_of_objects(frames: list[SyntheticFrame]) -> None:
-    """Holes cluster just left of objects (RealSense aligned to colour), not just right of them."""
-    left_holes = right_holes = left_n = right_n = 0
-    for f in frames:
-        obj = f.gt_mask > 0
-        hole = f.depth_m == 0
-        left_band = np.zeros_like(obj)
-        right_band = np.zeros_like(obj)
-        for s in range(1, 4):
-            left_band[:, :-s] |= obj[:, s:]  # an object pixel s columns to the right
-            right_band[:, s:] |= obj[:, :-s]
-        left_band &= ~obj
-        right_band &= ~obj
-        left_band[:, :30] = False  # keep the left border's invalid band out of it
-        right_band[:, :30] = False
-        left_holes += int((hole & left_band).sum())
-        right_holes += int((hole & right_band).sum())
-        left_n += int(left_band.sum())
-        right_n += int(right_band.sum())
-    assert left_holes / left_n > 0.2
-    assert left_holes / left_n > 1.8 * right_holes / right_n
-
-
-def test_invalid_band_on_left_border(frames: list[SyntheticFrame]) -> None:
-    left = np.mean([(f.depth_m[:, :3] == 0).mean() for f in frames])
-    right = np.mean([(f.depth_m[:, -3:] == 0).mean() for f in frames])
-    assert left > 0.5 and right < 0.2
-
-
-def test_depth_noise_grows_with_range(frames: list[SyntheticFrame]) -> None:
-    for f in frames:
-        assert f.depth_true_m is not None
-        ok = (f.depth_m > 0) & (f.surface == SURFACE_TABLE)
-        z = f.depth_true_m[ok]
-        err = f.depth_m[ok] - z
-        assert np.abs(err).max() > 0  # noisy
-        k = np.std(err / z**2)
-        assert 0.002 < k < 0.012  # ~1-2 mm at 0.5 m
-
-
-def test_table_plane_has_depth_gradient(frames: list[SyntheticFrame]) -> None:
-    for f in frames:
-        z = f.depth_true_m[f.surface == SURFACE_TABLE]
-        assert np.percentile(z, 95) - np.percentile(z, 5) > 0.1 * np.median(z)
-
-
-def test_camera_distance_and_far_background(frames: list[SyntheticFrame]) -> None:
-    seen = 0
-    for f in frames:
-        table = f.surface == SURFACE_TABLE
-        centre = f.depth_true_m[f.depth_true_m.shape[0] // 2, f.depth_true_m.shape[1] // 2]
-        assert 0.4 < centre < 1.6
-        bg = f.surface == SURFACE_BACKGROUND
-        if bg.mean() > 0.01:
-            seen += 1
-            assert np.median(f.depth_true_m[bg]) > 1.5 * np.median(f.depth_true_m[table])
-            valid_bg = bg & (f.depth_m > 0)
-            assert np.median(f.depth_m[valid_bg]) > 1.5
-    assert seen >= len(frames) // 2  # the table's edge and the floor beyond are in view in many frames
-
-
 def test_classes_balanced(many_small: list[SyntheticFrame]) -> None:
     counts = np.array([sum(name in f.tags for f in many_small) for name in DEFAULT_CLASSES])
     assert counts.min() >= 0.7 * counts.mean() and counts.max() <= 1.3 * counts.mean()
@@ -175,8 +86,6 @@ def test_bad_arguments() -> None:
 
 
 def test_closeup_preset_regime() -> None:
-    from deal_ros.synthetic import CLOSEUP_CLASSES, make_closeup_scenes
-
     frames = make_closeup_scenes(24, height=96, width=128, seed=2)
     assert make_closeup_scenes(2, height=96, width=128, seed=2)[1].tags == frames[1].tags  # prefix-stable
     cover = np.array([(f.gt_mask > 0).mean() for f in frames])
