@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from deal_ros.io.bag.topics import CAMERA_INFO, IMAGE, STRING
 from deal_ros.io.image_codec import decode_depth_m, decode_image, decode_rgb, image_fields
 
-IMAGE = "sensor_msgs/msg/Image"
 DECODE_TARGET = 2.0
 """Worst allowed decode / memcpy time ratio for the zero-copy (view) decoders."""
 
@@ -157,8 +157,8 @@ def write_scene_bag(path: str | Path, scenes: Sequence[Any], num_frames: int, fp
     rgb_topic, depth_topic = "/camera/color/image_raw", "/camera/aligned_depth_to_color/image_raw"
     info_topic, tags_topic = "/camera/color/camera_info", "/tags"
     with BagWriter(path, storage="mcap") as bag:
-        for topic, msgtype in ((rgb_topic, IMAGE), (depth_topic, IMAGE), (info_topic, "sensor_msgs/msg/CameraInfo"),
-                               (tags_topic, "std_msgs/msg/String")):
+        for topic, msgtype in ((rgb_topic, IMAGE), (depth_topic, IMAGE), (info_topic, CAMERA_INFO),
+                               (tags_topic, STRING)):
             bag.add_topic(topic, msgtype)
         for i in range(num_frames):
             scene = scenes[i % len(scenes)]

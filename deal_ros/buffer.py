@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from deal_ros.config import BufferConfig
+from deal_ros.data_checks import check_rgb
 from deal_ros.errors import FrameError
 
 _EMPTY = -1  # bucket of frames without any tag (background-only negatives)
@@ -83,8 +84,7 @@ class FrameBuffer:
 
     def add(self, rgb: np.ndarray, depth_m: np.ndarray, tags: np.ndarray) -> None:
         """Store a frame: rgb (H, W, 3) uint8, depth_m (H, W) metres (0/NaN = hole), tags (K,) 0/1."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise FrameError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        check_rgb(rgb)
         if depth_m.ndim != 2:
             raise FrameError(f"depth_m must be (H, W), got {depth_m.shape}")
         if tags.shape != (self.num_classes,):

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,13 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     for index, scalars in meta["scalars"].items():
         state.setdefault(int(index), {}).update(scalars)
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def any_tensor_diverged(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether any floating-point tensor holds NaN, infinity or |value| > MAX_WEIGHT_ABS: one reduction and one
+    host sync for the whole model (checked after every training step), where diverged_tensors syncs per tensor."""
+    peaks = [t.detach().abs().amax() for t in tensors if t.is_floating_point() and t.numel()]
+    return bool(peaks) and not bool(torch.stack(peaks).max() <= MAX_WEIGHT_ABS)  # NaN compares False
 
 
 def diverged_tensors(state: dict[str, torch.Tensor]) -> list[str]:

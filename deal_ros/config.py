@@ -50,6 +50,16 @@ def _number_text(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
+_TYPE_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a config dataclass (read on every validation and update: computed once)."""
+    if cls not in _TYPE_HINTS:
+        _TYPE_HINTS[cls] = typing.get_type_hints(cls)
+    return _TYPE_HINTS[cls]
+
+
 @dataclass(frozen=True)
 class Bounds:
     """An interval of numbers, each end closed, open or absent, optionally on an integer grid."""
@@ -64,12 +74,17 @@ class Bounds:
     def __bool__(self) -> bool:
         return self.low is not None or self.high is not None
 
+    def too_low(self, value: float) -> bool:
+        return self.low is not None and (value <= self.low if self.low_open else value < self.low)
+
+    def too_high(self, value: float) -> bool:
+        return self.high is not None and (value >= self.high if self.high_open else value > self.high)
+
+    def off_grid(self, value: float) -> bool:
+        return bool(self.step and self.low is not None and (value - self.low) % self.step)
+
     def admits(self, value: float) -> bool:
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return not (self.step and self.low is not None and (value - self.low) % self.step)
+        return not (self.too_low(value) or self.too_high(value) or self.off_grid(value))
 
     def text(self) -> str:
         """'in [32, 4096]', 'in (0, 10]', '>= 0', '> 0', '<= 1', with the grid: 'a multiple of 16 in [32, 4096]'."""
@@ -123,7 +138,7 @@ class Section:
 
     def validate(self) -> None:
         prefix = _section_prefixes()[type(self)]
-        hints = typing.get_type_hints(type(self))
+        hints = type_hints(type(self))
         assert dataclasses.is_dataclass(self)  # every section is a @dataclass
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -157,7 +172,7 @@ class ConfigKey:
 
 
 def _walk_keys(cls: type, instance: Any, prefix: str) -> typing.Iterator[ConfigKey]:
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     for f in dataclasses.fields(cls):
         value = getattr(instance, f.name)
         if isinstance(value, Section):
@@ -178,7 +193,7 @@ def _section_prefixes() -> dict[type, str]:
     prefixes: dict[type, str] = {DealRosConfig: ""}
 
     def walk(cls: type, prefix: str) -> None:
-        for name, hint in typing.get_type_hints(cls).items():
+        for name, hint in type_hints(cls).items():
             if isinstance(hint, type) and issubclass(hint, Section):
                 prefixes[hint] = f"{prefix}{name}."
                 walk(hint, f"{prefix}{name}.")
@@ -689,7 +704,7 @@ def _merge(node: dict[str, Any], value: dict[str, Any], key: str) -> None:
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     _check(isinstance(data, dict), prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     _check(not unknown, prefix + (unknown[0] if unknown else ""), f"unknown key (known: {sorted(names)})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deal_ros.errors import DegenerateDataError
+from deal_ros.errors import DegenerateDataError, FrameError
 
 __all__ = ["CONSTANT_DEPTH", "NO_VALID_DEPTH", "check_depth", "depth_problem"]
 
@@ -40,3 +40,9 @@ def check_depth(depth_m: np.ndarray, where: str = "depth") -> None:
     problem = depth_problem(depth_m, where)
     if problem is not None:
         raise problem
+
+
+def check_rgb(rgb: np.ndarray) -> None:
+    """Refuse (FrameError) anything but an (H, W, 3) uint8 RGB frame."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise FrameError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")

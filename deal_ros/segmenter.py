@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from deal_ros.checkpoint import load_checkpoint, load_model_state
 from deal_ros.config import DealRosConfig
+from deal_ros.data_checks import check_rgb
 from deal_ros.device import resolve_device
 from deal_ros.errors import FrameError
 from deal_ros.live import StepControl, WeightHandoff
@@ -113,8 +114,7 @@ class Segmenter:
     def __call__(self, rgb: np.ndarray, depth_m: np.ndarray | None = None,
                  tags: Sequence[str] | None = None) -> SegmentationResult:
         """rgb (H, W, 3) uint8; depth_m (H, W) metres aligned to rgb (for the pseudo-label refinement)."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise FrameError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        check_rgb(rgb)
         if depth_m is not None and depth_m.shape[:2] != rgb.shape[:2]:
             raise FrameError(f"depth {depth_m.shape[:2]} and RGB {rgb.shape[:2]} sizes differ")
         start = time.perf_counter()

@@ -17,7 +17,7 @@ import numpy as np
 
 from deal_ros.errors import DealRosError
 
-__all__ = ["TagError", "TagRange", "TagSchedule", "UnknownTagError", "parse_tags", "tags_to_vector"]
+__all__ = ["TagError", "TagRange", "TagSchedule", "UnknownTagError", "parse_tags", "refuse_unknown", "tags_to_vector"]
 
 
 class TagError(DealRosError, ValueError):
@@ -56,10 +56,15 @@ def parse_tags(text: str | Sequence[str], classes: Sequence[str] | None = None) 
         if name and name not in tags:
             tags.append(name)
     if classes is not None:
-        unknown = [t for t in tags if t not in classes]
-        if unknown:
-            raise UnknownTagError(unknown, classes)
+        refuse_unknown(tags, classes)
     return tags
+
+
+def refuse_unknown(names: Sequence[str], classes: Sequence[str]) -> None:
+    """Raise UnknownTagError naming every one of `names` (in their order) that is not among `classes`."""
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise UnknownTagError(unknown, classes)
 
 
 @dataclass(frozen=True)
@@ -149,9 +154,7 @@ class TagSchedule:
 
     def validate(self, classes: Sequence[str]) -> None:
         """Raise UnknownTagError when a range names a class outside `classes`."""
-        unknown = sorted({t for r in self.ranges for t in r.tags if t not in classes})
-        if unknown:
-            raise UnknownTagError(unknown, classes)
+        refuse_unknown(sorted({t for r in self.ranges for t in r.tags}), classes)
 
     def tags_at(self, time_ns: int, bag_start_ns: int) -> list[str] | None:
         """Tags at bag time `time_ns`, or None outside every range."""
@@ -164,9 +167,7 @@ class TagSchedule:
 
 def tags_to_vector(tags: Sequence[str], classes: Sequence[str]) -> np.ndarray:
     """Class names -> (K,) uint8 multi-hot; unknown names are refused, listing the known classes."""
-    unknown = [t for t in tags if t not in classes]
-    if unknown:
-        raise UnknownTagError(unknown, classes)
+    refuse_unknown(tags, classes)
     vector = np.zeros(len(classes), dtype=np.uint8)
     for tag in tags:
         vector[list(classes).index(tag)] = 1

@@ -27,13 +27,13 @@ from deal_ros.buffer import FrameBuffer, StoredFrame
 from deal_ros.checkpoint import (
     Checkpoint,
     CheckpointError,
+    any_tensor_diverged,
     checkpoint_file,
-    diverged_tensors,
     load_checkpoint,
     load_model_state,
     save_checkpoint,
 )
-from deal_ros.config import IGNORE_INDEX, DealRosConfig
+from deal_ros.config import IGNORE_INDEX, ConfigError, DealRosConfig
 from deal_ros.data_checks import check_depth
 from deal_ros.device import describe_device, resolve_device
 from deal_ros.errors import FrameError, one_line
@@ -134,11 +134,10 @@ class OnlineTrainer:
         self.control = StepControl()
         """Stops a step in flight between layers (shutdown, pause) and lets an in-process segmenter go first."""
         self.control.attach(self.model)
-        self._rng = np.random.default_rng(cfg.train.seed)
+        self.reseed_data(cfg.train.seed)
         self.class_cover: dict[str, float] = {}
         """Running mean per class of the frame fraction its pseudo-label covers where tagged (StepStats)."""
         self._diffuse_warned_step: dict[str, int] = {}
-        self._aug_generator = torch.Generator().manual_seed(cfg.train.seed)
         self.sync: GradientSync | None = None
         """Set by deal_ros.distributed.attach for one rank of a multi-process job (gradients averaged)."""
         LOG.info("trainer on %s, %s backbone, %d classes", describe_device(self.device),
@@ -333,7 +332,7 @@ class OnlineTrainer:
         """Apply run-time-safe changes (thresholds, lambda, rates; not the architecture or classes)."""
         new = self.cfg.updated(overrides)
         if new.architecture_hash() != self.cfg.architecture_hash():
-            raise ValueError("classes and model architecture cannot change at run time; restart with a new config")
+            raise ConfigError("classes and model architecture cannot change at run time; restart with a new config")
         with self.model_lock:
             self.cfg = new
             self.deal = DEALLoss.from_config(new.loss.deal)
@@ -428,4 +427,4 @@ class OnlineTrainer:
     def weights_diverged(self) -> bool:
         """True when training diverged (weights NaN, inf or absurdly large): such weights are never saved."""
         with self.model_lock:
-            return bool(diverged_tensors(self.model.state_dict()))
+            return any_tensor_diverged(self.model.state_dict().values())

@@ -100,12 +100,15 @@ def train_until(trainer: Any, feeder: FrameFeeder, steps: int, on_step: Callable
         skipped = trainer.skipped_steps
         stats = trainer.train_step()
         in_a_row = in_a_row + 1 if trainer.skipped_steps > skipped else 0
-        hint = f"lower train.lr (now {trainer.cfg.train.lr:g}) or the loss weights"
         if (stats is not None or in_a_row) and trainer.weights_diverged():
             raise LossDivergedError(f"training diverged at step {trainer.step}: the weights are NaN, inf or "
-                                    f"> {MAX_WEIGHT_ABS:g}; {hint}")
+                                    f"> {MAX_WEIGHT_ABS:g}; {_lower_lr(trainer)}")
         if in_a_row >= max_skipped:
             raise LossDivergedError(f"training diverged at step {trainer.step}: {in_a_row} steps in a row had a "
-                                    f"non-finite loss; {hint}")
+                                    f"non-finite loss; {_lower_lr(trainer)}")
         if stats is not None and on_step is not None:
             on_step(stats)
+
+
+def _lower_lr(trainer: Any) -> str:
+    return f"lower train.lr (now {trainer.cfg.train.lr:g}) or the loss weights"

@@ -44,10 +44,7 @@ def tag_source(args: argparse.Namespace) -> Any:
     if args.tags is not None:
         return args.tags
     if args.tags_yaml is not None:
-        try:
-            return TagSchedule.from_yaml(args.tags_yaml)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+        return TagSchedule.from_yaml(args.tags_yaml)  # a bad file: TagError, one line from cli.main
     return None
 
 
@@ -82,21 +79,15 @@ def keyframe_gate(args: argparse.Namespace) -> Any:
 
 def read_frames(bags: str | Sequence[str], args: argparse.Namespace, classes: Sequence[str], tags: Any, stats: Any,
                 **kwargs: Any) -> Any:
-    """iter_rgbd_frames for the parsed topic / tag / sync options; bad values become a UserError."""
+    """iter_rgbd_frames for the parsed topic / tag / sync options (bad values: BagError / TagError, one line)."""
     from deal_ros.io.bag import iter_rgbd_frames
 
-    try:
-        return iter_rgbd_frames(bags, args.rgb_topic, args.depth_topic, tags_topic=args.tags_topic,
-                                slop_s=args.slop, tags=tags, classes=classes, stats=stats, **kwargs)
-    except ValueError as exc:  # BagError, UnknownTagError, or an option out of range
-        raise UserError(one_line(exc)) from None
+    return iter_rgbd_frames(bags, args.rgb_topic, args.depth_topic, tags_topic=args.tags_topic,
+                            slop_s=args.slop, tags=tags, classes=classes, stats=stats, **kwargs)
 
 
 def skips_line(stats: Any) -> str:
     """ReadStats in one line: frames read and skips by reason, each with its first example (the encoding,
     the unknown tag name), so that a refusal says what to fix."""
-    reasons = []
-    for reason, count in sorted(stats.skipped.items()):
-        example = stats.examples.get(reason)
-        reasons.append(f"{reason} {count}" + (f" (e.g. {one_line(example, MAX_EXAMPLE_CHARS)})" if example else ""))
+    reasons = stats.skip_reasons(lambda text: one_line(text, MAX_EXAMPLE_CHARS))
     return f"{stats.frames} frame(s) read" + (f"; skipped: {', '.join(reasons)}" if reasons else "")

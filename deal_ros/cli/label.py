@@ -38,6 +38,7 @@ import numpy as np
 
 from deal_ros.cli import UserError
 from deal_ros.cli.frames import add_tag_options, add_topic_options, read_frames, skips_line, tag_source
+from deal_ros.config import IGNORE_INDEX
 from deal_ros.errors import OutputError, describe_os_error
 from deal_ros.visualize import overlay
 
@@ -141,7 +142,7 @@ def _label(args: argparse.Namespace, frames: Any, segmenter: Any, step: int, cla
         raise
     (stage / "frames.json").write_text(json.dumps(records, indent=0))
     (stage / "classes.json").write_text(json.dumps(
-        {"classes": names, "ignore_index": 255, "checkpoint": str(args.checkpoint), "step": step}, indent=1))
+        {"classes": names, "ignore_index": IGNORE_INDEX, "checkpoint": str(args.checkpoint), "step": step}, indent=1))
     return records
 
 

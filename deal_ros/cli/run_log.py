@@ -100,12 +100,12 @@ def save_outputs(trainer: Any, run_log: RunLog, history: list[dict[str, Any]], s
     raises SaveError naming it; weights that are NaN/inf are refused (the old checkpoint is kept) and
     the log says 'diverged'.
     """
-    from deal_ros.checkpoint import NonFiniteWeightsError
+    from deal_ros.checkpoint import CHECKPOINT_NAME, NonFiniteWeightsError
     from deal_ros.files import SAVE_ATTEMPTS, atomic_write_text, write_or_rescue
 
     out = run_log.out
     step = trainer.step
-    writers = {"model.safetensors": trainer.save,
+    writers = {CHECKPOINT_NAME: trainer.save,
                "train_log.json": lambda p: atomic_write_text(p, run_log.text(history, status, step))}
     try:
         written = write_or_rescue(out, writers)
@@ -115,7 +115,7 @@ def save_outputs(trainer: Any, run_log: RunLog, history: list[dict[str, Any]], s
     except OSError as exc:  # every folder failed
         raise SaveError(f"the {step - run_log.start_step} trained step(s) could not be saved: "
                         f"{one_line(exc)}") from None
-    path = written.folder / "model.safetensors"
+    path = written.folder / CHECKPOINT_NAME
     if written.rescued:
         raise SaveError(f"cannot save to {out}: {written.failure} (tried {SAVE_ATTEMPTS} times); the checkpoint "
                         f"of step {step} ({step - run_log.start_step} step(s) trained in this run) and its log "
@@ -126,9 +126,10 @@ def save_outputs(trainer: Any, run_log: RunLog, history: list[dict[str, Any]], s
 
 def log_divergence(run_log: RunLog, history: list[dict[str, Any]]) -> str:
     """Write train_log.json with status 'diverged' beside the kept checkpoint; returns what the user should know."""
+    from deal_ros.checkpoint import CHECKPOINT_NAME
     from deal_ros.files import atomic_write_text, write_or_rescue
 
-    kept = checkpoint_step(run_log.out / "model.safetensors")
+    kept = checkpoint_step(run_log.out / CHECKPOINT_NAME)
     try:
         written = write_or_rescue(run_log.out, {"train_log.json": lambda p: atomic_write_text(
             p, run_log.text(history, "diverged", kept))})

@@ -158,11 +158,10 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
     if args.config is not None:
         return load_parameter_file(args.config, overrides)
     if args.resume:
-        from deal_ros.checkpoint import CheckpointError, load_checkpoint  # torch: only when needed
+        from deal_ros.checkpoint import CheckpointError, checkpoint_file, load_checkpoint  # torch: when needed
 
-        directory = Path(args.out or DealRosConfig().checkpoint.directory)
         try:
-            base = load_checkpoint(directory / "model.safetensors").config
+            base = load_checkpoint(checkpoint_file(args.out or DealRosConfig().checkpoint.directory)).config
         except CheckpointError as exc:
             raise UserError(f"--resume: {exc}") from None
         return base.updated(overrides)

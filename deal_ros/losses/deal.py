@@ -20,6 +20,7 @@ from torch import nn
 from deal_ros.config import DealLossConfig, EdgeNorm, EdgeOperator, GridStride, HoleFill
 from deal_ros.depth import depth_edge_map, normalize_by_max
 from deal_ros.filters import gradient_magnitude, normalize_cam, sobel_xy
+from deal_ros.losses.common import grid_size as cell_grid
 
 DEFAULTS = DealLossConfig()
 """The options' defaults are the config's (``loss.deal``), so the loss and the trainer cannot drift apart."""
@@ -103,8 +104,7 @@ def deal_loss(
     """
     _check_inputs(cam_logits, depth_m, tags)
     height, width = depth_m.shape[-2:]
-    size = ((grid_size[0], grid_size[1]) if grid_size is not None
-            else (max(1, height // grid_stride), max(1, width // grid_stride)))
+    size = (grid_size[0], grid_size[1]) if grid_size is not None else cell_grid(height, width, grid_stride)
     device_type = cam_logits.device.type
     with torch.autocast(device_type=device_type, enabled=False):
         depth_a, valid = depth_edge_map(

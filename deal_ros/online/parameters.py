@@ -23,9 +23,6 @@ TRAINER = "trainer"
 SEGMENTER = "segmenter"
 BOTH = frozenset({TRAINER, SEGMENTER})
 
-KINDS = ("bool", "integer", "double", "string", "string_array")
-
-
 @dataclass(frozen=True)
 class ParamSpec:
     """One ROS parameter: what the node declares and how a change is validated."""
@@ -183,7 +180,7 @@ def spec_map(node: str) -> dict[str, ParamSpec]:
 # -- validation ----------------------------------------------------------------------------------
 
 def coerce_value(spec: ParamSpec, value: Any) -> Any:
-    """Check one value against its spec (type, range, choices); returns it normalised or raises ValueError."""
+    """Check one value against its spec (type, range, choices); returns it normalised or raises ConfigError."""
     name = spec.name
     if spec.kind == "double" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -193,21 +190,22 @@ def coerce_value(spec: ParamSpec, value: Any) -> Any:
         if isinstance(value, (bytes, bytearray)) or (isinstance(value, (list, tuple)) and not value):
             return []  # rclpy types an empty list as a byte array
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"parameter '{name}': expected a list of strings, got {value!r}")
+            raise ConfigError(f"parameter '{name}': expected a list of strings, got {value!r}")
         return [str(v) for v in value]
     expected: type[Any] = {"bool": bool, "integer": int, "double": float, "string": str}[spec.kind]
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ValueError(f"parameter '{name}': expected {spec.kind}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"parameter '{name}': expected {spec.kind}, got {type(value).__name__} {value!r}")
     if spec.choices and str(value) not in spec.choices:
-        raise ValueError(f"parameter '{name}': must be one of {list(spec.choices)}, got {value!r}")
-    if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
-        raise ValueError(f"parameter '{name}': {value} is below the minimum {spec.low}"
-                         + (" (excluded)" if spec.low_open else ""))
-    if spec.high is not None and (value >= spec.high if spec.high_open else value > spec.high):
-        raise ValueError(f"parameter '{name}': {value} is above the maximum {spec.high}"
-                         + (" (excluded)" if spec.high_open else ""))
-    if spec.kind == "integer" and spec.step and spec.low is not None and (value - spec.low) % spec.step:
-        raise ValueError(f"parameter '{name}': {value} must be {spec.low} + a multiple of {spec.step}")
+        raise ConfigError(f"parameter '{name}': must be one of {list(spec.choices)}, got {value!r}")
+    bounds = spec.bounds
+    if bounds.too_low(value):
+        raise ConfigError(f"parameter '{name}': {value} is below the minimum {spec.low}"
+                          + (" (excluded)" if spec.low_open else ""))
+    if bounds.too_high(value):
+        raise ConfigError(f"parameter '{name}': {value} is above the maximum {spec.high}"
+                          + (" (excluded)" if spec.high_open else ""))
+    if spec.kind == "integer" and bounds.off_grid(value):
+        raise ConfigError(f"parameter '{name}': {value} must be {spec.low} + a multiple of {spec.step}")
     return value
 
 
@@ -219,10 +217,7 @@ def config_from_parameters(values: Mapping[str, Any], base: DealRosConfig | None
         spec = specs.get(name)
         if spec is None:
             continue
-        try:
-            overrides[name] = coerce_value(spec, value)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        overrides[name] = coerce_value(spec, value)
     return (base or DealRosConfig()).updated(overrides)
 
 
@@ -253,7 +248,7 @@ def check_parameter_update(node: str, current: DealRosConfig, changes: Mapping[s
             return update
         try:
             value = coerce_value(spec, value)
-        except ValueError as exc:
+        except ConfigError as exc:
             update.error = str(exc)
             return update
         (update.config_overrides if spec.config_key else update.node_values)[name] = value

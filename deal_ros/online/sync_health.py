@@ -24,6 +24,11 @@ class _Input:
     """Message types of publishers on the topic that are not the type we subscribe (e.g. CompressedImage)."""
 
 
+def _wrong_type(name: str, e: _Input) -> str:
+    return (f"{name} topic '{e.topic}' is published as {', '.join(e.other_types)}, not sensor_msgs/msg/Image: "
+            "remap to the raw image topic (or republish it with image_transport)")
+
+
 class SyncWatchdog:
     """Feed it arrivals and pairs (clock: any monotonic seconds); `check` returns a warning or None."""
 
@@ -53,9 +58,7 @@ class SyncWatchdog:
 
     def wrong_types(self) -> list[str]:
         """One line per input topic that also carries another message type (never received: DDS drops it)."""
-        return [f"{name} topic '{e.topic}' is also published as {', '.join(e.other_types)}: it cannot be used "
-                "(deal_ros takes sensor_msgs/msg/Image; for a compressed stream remap to the raw topic or "
-                "republish it with image_transport)" for name, e in self.inputs.items() if e.other_types]
+        return [_wrong_type(name, e) for name, e in self.inputs.items() if e.other_types]
 
     def note_pair(self, now: float) -> None:
         self.last_pair = now
@@ -96,8 +99,7 @@ class SyncWatchdog:
                   if e.last_seen is None or now - e.last_seen > self.timeout_s]
         for name, e in silent:
             if e.publishers == 0 and e.other_types:
-                return (f"{name} topic '{e.topic}' is published as {', '.join(e.other_types)}, not "
-                        "sensor_msgs/msg/Image: remap to the raw image topic (or republish it with image_transport)")
+                return _wrong_type(name, e)
             if e.publishers == 0:
                 return (f"no publisher on {name} topic '{e.topic}': check the topic name / remapping "
                         "(ros2 topic list)")

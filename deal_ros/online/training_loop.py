@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from deal_ros.config import ConfigError
 from deal_ros.data_checks import depth_problem
 from deal_ros.live import WeightHandoff
 from deal_ros.online.keyframes import KeyframeGate
@@ -181,7 +182,7 @@ class TrainingLoop:
             return
         try:
             self.trainer.update_config(overrides)
-        except ValueError as exc:  # ConfigError is a ValueError
+        except ConfigError as exc:
             self.log.error(f"config update {overrides} refused: {exc}")
             return
         self.limiter.max_per_s = self.trainer.cfg.train.max_steps_per_second

@@ -109,13 +109,12 @@ class TrainerNode(RGBDNode):
             self.loop.wake()
 
     def apply_parameters(self, update: ParameterUpdate) -> None:
-        values = update.node_values
-        self.gate.min_interval_s = values.get("keyframe.min_interval_s", self.gate.min_interval_s)
-        self.gate.max_interval_s = values.get("keyframe.max_interval_s", self.gate.max_interval_s)
-        self.gate.motion_threshold = values.get("keyframe.motion_threshold", self.gate.motion_threshold)
-        self.loop.sync_every_steps = values.get("weights_sync_steps", self.loop.sync_every_steps)
-        if "inference_priority" in values:
-            self._set_inference_priority(values["inference_priority"])
+        values = self.values  # the node values in force, this update included
+        self.gate.min_interval_s = values["keyframe.min_interval_s"]
+        self.gate.max_interval_s = values["keyframe.max_interval_s"]
+        self.gate.motion_threshold = values["keyframe.motion_threshold"]
+        self.loop.sync_every_steps = values["weights_sync_steps"]
+        self._set_inference_priority(values["inference_priority"])
         if update.config_overrides:
             self.loop.request_config(update.config_overrides)
 

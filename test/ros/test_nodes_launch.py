@@ -143,7 +143,9 @@ def _overrides(params: dict) -> list[Parameter]:
 
 def _remaps(prefix: str) -> list[str]:
     """The nodes' relative inputs remapped to the driver's topics, as the launch file's *_topic arguments do."""
-    rules = {"rgb/image": "rgb", "depth/image": "depth", "rgb/camera_info": "info", "tags": "tags"}
+    from deal_ros.ros.rgbd_node import CAMERA_INFO, INPUTS, TAGS
+
+    rules = {INPUTS["rgb"]: "rgb", INPUTS["depth"]: "depth", CAMERA_INFO: "info", TAGS: "tags"}
     return ["--ros-args", *(arg for name, topic in rules.items() for arg in ("-r", f"{name}:={prefix}/{topic}"))]
 
 

@@ -32,12 +32,10 @@ def reader_errors() -> tuple[type[BaseException], ...]:
     rosbags wraps most failures in its ReaderError / AnyReaderError; the storage layers below it
     (sqlite3 through apsw, mcap's zstd chunks, raw struct reads, file I/O) can still raise their own.
     """
-    from rosbags.highlevel import AnyReaderError
     from rosbags.rosbag1 import ReaderError as Reader1Error
     from rosbags.rosbag2 import ReaderError as Reader2Error
 
     errors: tuple[type[BaseException], ...] = (
-        AnyReaderError,
         Reader1Error,
         Reader2Error,
         *deserialize_errors(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +33,7 @@ from deal_ros.io.image_codec import ImageDecodeError, decode_depth_m, decode_rgb
 from deal_ros.io.sync import ApproximateTimeSync
 from deal_ros.tags import TagSchedule, UnknownTagError, parse_tags
 
-__all__ = ["FrameQuery", "RGBDFrame", "ReadStats", "fit_depth", "iter_rgbd_frames"]
+__all__ = ["FrameQuery", "RGBDFrame", "ReadStats", "iter_rgbd_frames"]
 
 log = logging.getLogger("deal_ros.io.bag")
 
@@ -82,6 +82,11 @@ class ReadStats:
         if example and reason not in self.examples:
             self.examples[reason] = example
 
+    def skip_reasons(self, example: Callable[[str], str] = str) -> list[str]:
+        """'reason count (e.g. example)' per skip reason, sorted; `example` shapes the example text."""
+        return [f"{reason} {count}" + (f" (e.g. {example(self.examples[reason])})" if reason in self.examples else "")
+                for reason, count in sorted(self.skipped.items())]
+
     def warn(self, text: str) -> None:
         """Warn once per distinct text (logged and kept)."""
         if text not in self.warnings:
@@ -120,9 +125,9 @@ class FrameQuery:
 
     def __post_init__(self) -> None:
         if self.depth_size_policy not in ("resize", "refuse"):
-            raise ValueError(f"depth_size_policy must be 'resize' or 'refuse', got {self.depth_size_policy!r}")
+            raise BagError(f"depth_size_policy must be 'resize' or 'refuse', got {self.depth_size_policy!r}")
         if self.slop_s < 0 or self.queue_size < 1:
-            raise ValueError("need slop_s >= 0 and queue_size >= 1")
+            raise BagError("need slop_s >= 0 and queue_size >= 1")
         if self.classes is not None:
             if isinstance(self.tags, TagSchedule):
                 self.tags.validate(self.classes)
@@ -295,7 +300,7 @@ class _BagPass:
         except ImageDecodeError as exc:
             stats.skip("decode_error", str(exc))
             return None
-        depth_m = fit_depth(depth_m, rgb, self.query.depth_size_policy, choice, stats, self.path)
+        depth_m = _fit_depth(depth_m, rgb, self.query.depth_size_policy, choice, stats, self.path)
         problem = depth_problem(depth_m, f"{choice.depth_topic} at {frame_stamp_ns / 1e9:.3f} s")
         if problem is not None:
             if self.query.skip_degenerate_depth:
@@ -327,7 +332,7 @@ class _BagPass:
                 self.stats.skipped[reason] += count
 
 
-def fit_depth(
+def _fit_depth(
     depth_m: np.ndarray, rgb: np.ndarray, policy: DepthSizePolicy, choice: TopicChoice, stats: ReadStats, path: str
 ) -> np.ndarray:
     """depth_m (h, w) at the colour image's (H, W): resized nearest (warned once) or BagError ('refuse')."""

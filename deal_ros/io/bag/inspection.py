@@ -9,9 +9,9 @@ from typing import Any
 
 from deal_ros.io.bag.errors import BagError
 from deal_ros.io.bag.frames import ReadStats, iter_rgbd_frames
-from deal_ros.io.bag.reader import image_signature, open_bag, read_messages, resolve_bag
+from deal_ros.io.bag.reader import open_bag, read_messages, resolve_bag
 from deal_ros.io.bag.topics import COMPRESSED, IMAGE, IMAGE_TYPES, TopicChoice, select_topics
-from deal_ros.io.encodings import DEPTH_ENCODINGS, RGB_INPUT_ENCODINGS
+from deal_ros.io.encodings import DEPTH_ENCODINGS, RGB_INPUT_ENCODINGS, is_compressed
 
 __all__ = ["CHECK_FRAMES", "BagInfo", "TopicStats", "inspect_bag"]
 
@@ -92,7 +92,7 @@ def _topic_stats(reader: Any, path: str | Path, name: str, info: Any, duration_s
     entry = TopicStats(name, msgtype, int(info.msgcount), round(rate, 3))
     if msgtype in IMAGE_TYPES and info.msgcount:
         for conn, _, raw in read_messages(reader, info.connections, path):
-            entry.encoding, entry.width, entry.height = image_signature(reader.deserialize(raw, conn.msgtype))
+            entry.encoding, entry.width, entry.height = _layout(reader.deserialize(raw, conn.msgtype))
             break
     return entry
 
@@ -133,9 +133,15 @@ def _check_frames(path: str | Path, choice: TopicChoice, bag: BagInfo) -> None:
         frames.close()
     bag.frames_usable, bag.frames_skipped = stats.frames, dict(stats.skipped)
     bag.warnings += [w for w in stats.warnings if w not in bag.warnings]
-    skips = "; ".join(f"{reason} {count}" + (f" (e.g. {stats.examples[reason]})" if reason in stats.examples else "")
-                      for reason, count in sorted(stats.skipped.items()))
+    skips = "; ".join(stats.skip_reasons())
     if stats.frames == 0:
         bag.problems.append(f"no usable RGB-D frame: {skips or 'no RGB/depth pair within the sync slop'}")
     elif skips:
         bag.warnings.append(f"{stats.frames} usable frame(s) checked; skipped: {skips}")
+
+
+def _layout(msg: Any) -> tuple[str, int | None, int | None]:
+    """(encoding, width, height) of an Image; (format, None, None) of a CompressedImage."""
+    if is_compressed(msg):
+        return str(msg.format), None, None
+    return str(msg.encoding), int(msg.width), int(msg.height)

@@ -22,7 +22,6 @@ __all__ = [
     "Warn",
     "camera_intrinsics",
     "first_camera_info",
-    "image_signature",
     "open_bag",
     "read_messages",
     "resolve_bag",
@@ -175,10 +174,3 @@ def first_camera_info(
         msg = reader.deserialize(raw, conn.msgtype)
         return camera_intrinsics(msg), (int(msg.width), int(msg.height))
     return None, None
-
-
-def image_signature(msg: Any) -> tuple[str, int | None, int | None]:
-    """(encoding, width, height) of an Image; (format, None, None) of a CompressedImage."""
-    if hasattr(msg, "encoding"):
-        return str(msg.encoding), int(msg.width), int(msg.height)
-    return str(msg.format), None, None

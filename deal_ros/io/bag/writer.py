@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import typing
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -87,8 +88,8 @@ class BagWriter:
     """
 
     def __init__(self, path: str | Path, storage: Storage = "mcap") -> None:
-        if storage not in ("sqlite3", "mcap", "rosbag1"):
-            raise ValueError(f"storage must be 'sqlite3', 'mcap' or 'rosbag1', got {storage!r}")
+        if storage not in typing.get_args(Storage):
+            raise ValueError(f"storage must be one of {typing.get_args(Storage)}, got {storage!r}")
         self.path = Path(path)
         self.storage = storage
         self.messages = RosMessages(ros1=storage == "rosbag1")
