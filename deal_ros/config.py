@@ -606,6 +606,10 @@ class TrainConfig(Section):
     seed: int = setting(0, "Random seed of sampling, augmentation and initial weights.")
     max_steps_per_second: float = setting(
         0.0, "Cap on the training rate of the online trainer (0 = no cap).", ge=0, le=1000, runtime=True)
+    new_frames_per_step: int = setting(
+        16, """Offline (`deal-ros train`): step n may sample the bag's first batch_size + n * this frames, and
+        waits until they are read (0 = read the whole bag first), so the same seed gives the same weights
+        however fast the bag is read. Online, frames come when the camera sends them.""", ge=0, le=1_000_000)
 
     def check_relations(self) -> None:
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),

@@ -99,9 +99,12 @@ def tracked_files(repo: Path) -> list[str]:
 
 def make_baseline(ref: str, paths: list[str], dest: Path) -> Path:
     """The tree at `ref`, or (with paths) this working tree with those paths as at `ref`."""
+    dest.mkdir(parents=True, exist_ok=True)
     if not paths:
-        archive = subprocess.run(["git", "archive", ref], cwd=REPO, check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        archive = subprocess.run(["git", "archive", ref], cwd=REPO, capture_output=True)
+        if archive.returncode != 0:
+            raise SystemExit(f"--before {ref}: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
         return dest
     for rel in tracked_files(REPO):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)

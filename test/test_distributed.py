@@ -57,7 +57,9 @@ def test_shares_are_disjoint_and_cover_every_frame():
 
 def test_two_processes_stay_in_step_write_one_checkpoint_and_resume(bag, tmp_path):
     out = tmp_path / "model"
-    result = train(bag, out, "--steps", "1", "--checkpoint-every", "1", processes=2)
+    # new_frames_per_step=0: each rank takes in its whole share before the step, so the shares can be counted
+    result = train(bag, out, "--steps", "1", "--checkpoint-every", "1", "--set", "train.new_frames_per_step=0",
+                   processes=2)
     assert "2 processes (gloo)" in result.stdout, result.stdout
     assert "weights identical on all ranks: True" in result.stdout, result.stdout
     log = json.loads((out / "train_log.json").read_text())

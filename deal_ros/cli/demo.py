@@ -18,8 +18,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
+from deal_ros.cli.progress import progress_bar
 from deal_ros.cli.quality import RECIPES
 from deal_ros.config import BUILTIN_WEIGHTS, DealRosConfig
 from deal_ros.experiment import ArmResult, plot_bars, plot_losses, run_arm
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     arms: list[tuple[ArmResult, Segmenter]] = []
     for name in args.arms:
         cfg = base.updated(DEMO_ARMS[name])
-        with tqdm(total=args.steps, desc=f"{name:<20}", unit="step") as bar:
+        with progress_bar(total=args.steps, desc=f"{name:<20}", unit="step") as bar:
             def on_step(stats, bar=bar):
                 bar.update(1)
                 bar.set_postfix(cls=f"{stats.loss_cls:.3f}", deal=f"{stats.loss_deal:.3f}", seg=f"{stats.loss_seg:.3f}")

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 def _label(args: argparse.Namespace, frames: Any, segmenter: Any, step: int, classes: list[str], stage: Path,
            prefix: str) -> list[dict[str, Any]]:
     """Write every product of the run into `stage`; returns the frame records (empty: no frame was usable)."""
-    from tqdm import tqdm
+    from deal_ros.cli.progress import progress_bar
 
     for sub in ("mask", "pseudo_label", "overlay"):
         (stage / sub).mkdir()
@@ -118,7 +118,7 @@ def _label(args: argparse.Namespace, frames: Any, segmenter: Any, step: int, cla
     writer = None if args.no_bag else LabelledBagWriter(args.bag, stage / "labelled_bag", prefix)
     records: list[dict[str, Any]] = []
     try:
-        for frame in tqdm(frames, desc="label", unit="frame", dynamic_ncols=True):
+        for frame in progress_bar(frames, desc="label", unit="frame"):
             rgb = frame.rgb if frame.rgb.flags.writeable else frame.rgb.copy()  # torch refuses read-only views
             result = segmenter(rgb, frame.depth_m, frame.tags if frame.tags_known else None)
             shown = overlay(frame.rgb, result.mask)

@@ -2,7 +2,8 @@
 
 Frames are decoded in a background worker (deal_ros.io.bag.prefetch) and fed into the trainer's
 frame buffer while training runs, so training starts with the first batch instead of after the
-whole bag has been read. The trainer, its buffer and its checkpoints are the ones the ROS trainer
+whole bag has been read; step n samples the bag's first batch_size + n * train.new_frames_per_step
+frames and waits for them if reading is slower, so a seed gives the same weights on a busy machine. The trainer, its buffer and its checkpoints are the ones the ROS trainer
 node uses; the buffer keeps at most buffer.max_frames frames (raise it with --set for long bags).
 
 Tags say which classes are in view: one list for every frame (--tags), a std_msgs/String topic in
@@ -37,6 +38,7 @@ from deal_ros.cli.frames import (
     skips_line,
     tag_source,
 )
+from deal_ros.cli.progress import progress_bar
 from deal_ros.cli.run_log import (
     DivergedError,
     RunLog,
@@ -199,8 +201,6 @@ def _train(args: argparse.Namespace) -> int:
     for stale in remove_stale_temp_files(out) if main else ():
         LOG.info("removed %s, left by a run that was killed", stale)
 
-    from tqdm import tqdm
-
     from deal_ros.checkpoint import estimate_checkpoint_bytes
     from deal_ros.files import check_free_space
     from deal_ros.io.bag import ReadStats
@@ -237,7 +237,7 @@ def _train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     history: list[dict[str, Any]] = []
     feeder = FrameFeeder(lambda f: trainer.add_frame(f.rgb, f.depth_m, f.tags), frames)
-    bar = tqdm(total=args.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
+    bar = progress_bar(total=args.steps, initial=start_step, desc="train", unit="step", disable=not main)
     run_log = RunLog(out, args, cfg, read_stats, feeder, start_step, start)
     run_log.world_size = 1 if job is None else job.world_size
     run_log.validation = validation
