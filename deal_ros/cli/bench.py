@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deal_ros.cli import UserError, add_set_argument, parse_overrides, quality
-from deal_ros.cli.feeding import FrameFeeder, train_until
+from deal_ros.cli.feeding import ALL_FRAMES, FrameFeeder, train_until
 
 TRAIN_IO_TARGET = 0.9
 """Least allowed (bag steps/s) / (memory steps/s)."""
@@ -137,7 +137,8 @@ def _timed_run(cfg: Any, frames: Any, steps: int, preload: bool) -> tuple[float,
     wait_for_batch(trainer, feeder)
     first_batch = time.perf_counter() - start
     train_until(trainer, feeder, steps)
-    feeder.stop()  # the rest of the bag is read too: its cost belongs to the bag arm
+    feeder.admit(ALL_FRAMES)  # the rest of the bag is read too: its cost belongs to the bag arm
+    feeder.stop()
     return time.perf_counter() - start, time.process_time() - start_cpu, feeder, first_batch
 
 
