@@ -24,7 +24,9 @@ import hashlib
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -112,6 +114,7 @@ class DistContext:
         try:
             yield
         except RuntimeError as exc:
+            _ending()
             cause = one_line(re.sub(r"^\[[^\]]*\] ", "", str(exc)).split(". ")[0], 200)  # gloo: '[file:line] ...'
             raise PeerLostError(f"rank {self.rank} of {self.world_size}: {what} failed ({cause}): another rank "
                                 f"died or stalled for more than --peer-timeout {self.timeout_s:g} s") from None
@@ -179,7 +182,22 @@ def init_from_environment(requested_device: str, timeout_s: float) -> DistContex
             raise DistributedError(f"rank {rank} of {world}: the other ranks did not join at {where} within "
                                    f"--peer-timeout {timeout_s:g} s ({one_line(exc, 200)}): {LAUNCH}") from None
     LOG.info("rank %d of %d on %s (%s)", rank, world, device, backend)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     return DistContext(rank, world, local, backend, device, timeout_s)
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    """A rank's SIGTERM handler: torchrun stops every rank with SIGTERM when one fails, and the rank ends with the
+    one line (rank 0 saving the steps trained first) instead of dying silently. A second SIGTERM kills at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise PeerLostError(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: stopped by SIGTERM (torchrun "
+                        "stops every rank when one fails; its report names the rank)")
+
+
+def _ending() -> None:
+    """A rank that lost its peers ends anyway: torchrun's SIGTERM must not cut rank 0's save or the line short."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _stop_on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _wait_for_rank0(address: str, port: int, timeout_s: float, message: str) -> None:
