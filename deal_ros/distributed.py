@@ -114,7 +114,7 @@ class DistContext:
         try:
             yield
         except RuntimeError as exc:
-            _ending()
+            _release_sigterm(signal.SIG_IGN)  # ending anyway: torchrun's SIGTERM must not cut rank 0's save short
             cause = one_line(re.sub(r"^\[[^\]]*\] ", "", str(exc)).split(". ")[0], 200)  # gloo: '[file:line] ...'
             raise PeerLostError(f"rank {self.rank} of {self.world_size}: {what} failed ({cause}): another rank "
                                 f"died or stalled for more than --peer-timeout {self.timeout_s:g} s") from None
@@ -131,7 +131,7 @@ def join_job(requested_device: str, timeout_s: float) -> DistContext | None:
     return init_from_environment(requested_device, timeout_s)
 
 
-def job_environment() -> tuple[int, int, int, str, int]:
+def _job_environment() -> tuple[int, int, int, str, int]:
     """RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, checked for presence and consistency."""
     given = " ".join(f"{name}={os.environ[name]}" for name in JOB_VARIABLES if name in os.environ)
     missing = [name for name in JOB_VARIABLES if not os.environ.get(name)]
@@ -156,7 +156,7 @@ def init_from_environment(requested_device: str, timeout_s: float) -> DistContex
     requested_device: train.device; 'auto' or 'cuda' uses GPU LOCAL_RANK with NCCL (one GPU per rank on each
     node), 'cpu' (or no GPU with 'auto') uses gloo. timeout_s bounds the rendezvous and every later collective.
     """
-    rank, world, local, address, port = job_environment()
+    rank, world, local, address, port = _job_environment()
     use_cuda = requested_device.startswith("cuda") or (requested_device == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():
@@ -194,10 +194,10 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
                         "stops every rank when one fails; its report names the rank)")
 
 
-def _ending() -> None:
-    """A rank that lost its peers ends anyway: torchrun's SIGTERM must not cut rank 0's save or the line short."""
+def _release_sigterm(handler: Any) -> None:
+    """Replace _stop_on_sigterm (only ours, and only in the main thread, where signal.signal works) by `handler`."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _stop_on_sigterm:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _wait_for_rank0(address: str, port: int, timeout_s: float, message: str) -> None:
@@ -217,8 +217,10 @@ def _wait_for_rank0(address: str, port: int, timeout_s: float, message: str) -> 
 
 
 def shutdown() -> None:
+    """Leave the job (if joined) and give SIGTERM its default meaning back."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    _release_sigterm(signal.SIG_DFL)
 
 
 class GradientSync:
