@@ -60,7 +60,7 @@ class FrameBuffer:
         self.size = size
         self._frames: list[StoredFrame] = []
         self._serial = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for list operations only, never across a wait: no deadline needed
 
     def __len__(self) -> int:
         with self._lock:

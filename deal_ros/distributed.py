@@ -10,6 +10,11 @@ forward pass, but the segmentation head gets a gradient only on steps with confi
 differ from rank to rank) and the structure losses' modules live outside the network; DDP would hang or fail
 there. GradientSync does DDP's job explicitly instead (the same all-reduce average, buffers from rank 0 before
 each forward, parameters from rank 0 at the start), and with N = 1 it changes nothing, bit for bit.
+
+No rank waits for ever: joining the job and every collective give up after the peer timeout
+(`deal-ros train --peer-timeout S`, 60 s by default), with one line that says which rank, what it
+waited for and how to launch, so a half-configured start or a rank that died ends the others instead of
+hanging them for torch's 30 minutes.
 """
 
 from __future__ import annotations
@@ -18,26 +23,39 @@ import datetime
 import hashlib
 import logging
 import os
+import re
+import signal
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from deal_ros.errors import DealRosError
+from deal_ros.errors import DealRosError, one_line
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TIMEOUT = datetime.timedelta(minutes=10)
-"""How long a rank waits for the others at a collective before failing (not hanging for ever)."""
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+"""Any of these set means a multi-process start (torchrun sets them all, with MASTER_ADDR and MASTER_PORT)."""
+JOB_VARIABLES = (*RANK_VARIABLES, "MASTER_ADDR", "MASTER_PORT")
+LAUNCH = ("launch with `torchrun --nproc_per_node N -m deal_ros train ...`, or unset "
+          f"{', '.join(JOB_VARIABLES)} for one process")
 BUCKET_ELEMENTS = 1 << 22
 """Gradients are all-reduced in flat buckets of about this many elements (16 MB of float32)."""
 
 
 class DistributedError(DealRosError, RuntimeError):
-    """The multi-process setup is unusable (bad torchrun variables, no GPU per rank)."""
+    """The multi-process setup is unusable (bad torchrun variables, no GPU per rank, peers that never came)."""
+
+
+class PeerLostError(DistributedError):
+    """A collective failed mid-run: another rank died, or stalled past the peer timeout."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,8 @@ class DistContext:
     local_rank: int
     backend: str
     device: torch.device
+    timeout_s: float
+    """The peer timeout: how long joining and each collective wait for the other ranks."""
 
     @property
     def is_main(self) -> bool:
@@ -63,19 +83,22 @@ class DistContext:
     def agree(self, ok: bool) -> bool:
         """True only if `ok` on every rank (a collective: every rank must call it)."""
         flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        with self.collective("agreeing on a step"):
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
     def gather(self, value: Any) -> list[Any]:
         """`value` of every rank, in rank order (a collective)."""
         values: list[Any] = [None] * self.world_size
-        dist.all_gather_object(values, value)
+        with self.collective("gathering the ranks' counts"):
+            dist.all_gather_object(values, value)
         return values
 
     def wait_for_all(self) -> None:
         """Return once every rank is here (a collective): ranks leave a finished job together, so none tears
         its connections down while another still uses them (a rank that left early aborted in gloo's teardown)."""
-        dist.barrier()
+        with self.collective("waiting for the ranks to finish"):
+            dist.barrier()
 
     def identical(self, tensors: Iterable[torch.Tensor]) -> bool:
         """Whether every rank holds bit-identical `tensors` (a collective): the check that ranks stayed in step."""
@@ -84,45 +107,120 @@ class DistContext:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return len(set(self.gather(digest.hexdigest()))) == 1
 
+    @contextmanager
+    def collective(self, what: str) -> Iterator[None]:
+        """Turns the backend's error of a collective (gloo: connection reset, or its timeout, which is the
+        peer timeout) into a PeerLostError that names this rank and the likely cause."""
+        try:
+            yield
+        except RuntimeError as exc:
+            _release_sigterm(signal.SIG_IGN)  # ending anyway: torchrun's SIGTERM must not cut rank 0's save short
+            cause = one_line(re.sub(r"^\[[^\]]*\] ", "", str(exc)).split(". ")[0], 200)  # gloo: '[file:line] ...'
+            raise PeerLostError(f"rank {self.rank} of {self.world_size}: {what} failed ({cause}): another rank "
+                                f"died or stalled for more than --peer-timeout {self.timeout_s:g} s") from None
 
-def join_job(requested_device: str) -> DistContext | None:
-    """This process's DistContext when torchrun started it (its variables are set), else None."""
-    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+
+def join_job(requested_device: str, timeout_s: float) -> DistContext | None:
+    """This process's DistContext when started as one rank of a job (RANK, WORLD_SIZE or LOCAL_RANK set), else None.
+
+    A half-configured start (variables left over from another job, a script that sets some of them) is refused
+    in one line naming the variables, and peers that do not arrive within `timeout_s` end it the same way.
+    """
+    if not any(name in os.environ for name in RANK_VARIABLES):
         return None
-    return init_from_environment(requested_device)
+    return init_from_environment(requested_device, timeout_s)
 
 
-def init_from_environment(requested_device: str) -> DistContext:
+def _job_environment() -> tuple[int, int, int, str, int]:
+    """RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, checked for presence and consistency."""
+    given = " ".join(f"{name}={os.environ[name]}" for name in JOB_VARIABLES if name in os.environ)
+    missing = [name for name in JOB_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise DistributedError(f"half-configured multi-process start: {given} set but {', '.join(missing)} not "
+                               f"(one rank needs all of {', '.join(JOB_VARIABLES)}): {LAUNCH}")
+    try:
+        rank, world, local, port = (int(os.environ[name])
+                                    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"))
+    except ValueError:
+        raise DistributedError(f"RANK, WORLD_SIZE, LOCAL_RANK and MASTER_PORT must be integers, got {given}: "
+                               f"{LAUNCH}") from None
+    if world < 1 or not 0 <= rank < world or local < 0 or not 0 < port < 65536:
+        raise DistributedError(f"inconsistent {given} (needs 0 <= RANK < WORLD_SIZE, LOCAL_RANK >= 0, "
+                               f"MASTER_PORT in 1..65535): {LAUNCH}")
+    return rank, world, local, os.environ["MASTER_ADDR"], port
+
+
+def init_from_environment(requested_device: str, timeout_s: float) -> DistContext:
     """Join the job torchrun started (its RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT variables).
 
     requested_device: train.device; 'auto' or 'cuda' uses GPU LOCAL_RANK with NCCL (one GPU per rank on each
-    node), 'cpu' (or no GPU with 'auto') uses gloo.
+    node), 'cpu' (or no GPU with 'auto') uses gloo. timeout_s bounds the rendezvous and every later collective.
     """
-    try:
-        rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    except (KeyError, ValueError) as exc:
-        raise DistributedError(f"torchrun variables RANK, WORLD_SIZE, LOCAL_RANK are missing or bad: {exc}") from None
+    rank, world, local, address, port = _job_environment()
     use_cuda = requested_device.startswith("cuda") or (requested_device == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():
             raise DistributedError(f"train.device={requested_device!r} but CUDA is not available on this node")
         if local >= torch.cuda.device_count():
-            raise DistributedError(f"LOCAL_RANK {local} has no GPU: this node has {torch.cuda.device_count()}; "
-                                   "give --nproc_per_node <= the number of GPUs")
+            raise DistributedError(f"LOCAL_RANK={local} has no GPU: this node has {torch.cuda.device_count()}; "
+                                   "launch with `torchrun --nproc_per_node N -m deal_ros train ...`, N <= the "
+                                   "number of GPUs, or --set train.device=cpu")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT)
+        where = f"MASTER_ADDR={address} MASTER_PORT={port}"
+        if rank:
+            _wait_for_rank0(address, port, timeout_s, f"rank {rank} of {world}: rank 0 did not open {where} "
+                                                      f"within --peer-timeout {timeout_s:g} s: {LAUNCH}")
+        try:
+            dist.init_process_group(backend, rank=rank, world_size=world,
+                                    timeout=datetime.timedelta(seconds=timeout_s))
+        except (RuntimeError, ValueError) as exc:
+            raise DistributedError(f"rank {rank} of {world}: the other ranks did not join at {where} within "
+                                   f"--peer-timeout {timeout_s:g} s ({one_line(exc, 200)}): {LAUNCH}") from None
     LOG.info("rank %d of %d on %s (%s)", rank, world, device, backend)
-    return DistContext(rank, world, local, backend, device)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    return DistContext(rank, world, local, backend, device, timeout_s)
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    """A rank's SIGTERM handler: torchrun stops every rank with SIGTERM when one fails, and the rank ends with the
+    one line (rank 0 saving the steps trained first) instead of dying silently. A second SIGTERM kills at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise PeerLostError(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: stopped by SIGTERM (torchrun "
+                        "stops every rank when one fails; its report names the rank)")
+
+
+def _release_sigterm(handler: Any) -> None:
+    """Replace _stop_on_sigterm (only ours, and only in the main thread, where signal.signal works) by `handler`."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _stop_on_sigterm:
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _wait_for_rank0(address: str, port: int, timeout_s: float, message: str) -> None:
+    """Return once rank 0's store accepts connections, or raise DistributedError(message) after timeout_s: torch's
+    own client retries for twice its timeout and logs a C++ stack for every try."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((address, port), timeout=1.0).close()
+            return
+        except socket.gaierror as exc:
+            raise DistributedError(f"MASTER_ADDR={address}: {exc.strerror}: {LAUNCH}") from None
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise DistributedError(message) from None
+            time.sleep(0.2)
 
 
 def shutdown() -> None:
+    """Leave the job (if joined) and give SIGTERM its default meaning back."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    _release_sigterm(signal.SIG_DFL)
 
 
 class GradientSync:
@@ -145,11 +243,13 @@ class GradientSync:
 
     def broadcast_parameters(self) -> None:
         """Everyone starts from rank 0's weights (and buffers), as DDP does when it wraps a model."""
-        _broadcast([p.data for p in self._parameters()] + list(self._buffers()))
+        with self.ctx.collective("receiving rank 0's weights"):
+            _broadcast([p.data for p in self._parameters()] + list(self._buffers()))
 
     def before_forward(self) -> None:
         """Rank 0's buffers (BatchNorm statistics of the trained heads) for every rank, as DDP does."""
-        _broadcast(list(self._buffers()))
+        with self.ctx.collective("receiving rank 0's buffers"):
+            _broadcast(list(self._buffers()))
 
     def after_backward(self) -> None:
         """grad <- mean over ranks of grad, for every parameter with a gradient on any rank."""
@@ -157,7 +257,8 @@ class GradientSync:
         if not params:
             return
         has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8, device=self.ctx.device)
-        dist.all_reduce(has_grad, op=dist.ReduceOp.MAX)
+        with self.ctx.collective("averaging gradients"):
+            dist.all_reduce(has_grad, op=dist.ReduceOp.MAX)
         synced = [p for p, flag in zip(params, has_grad.tolist(), strict=True) if flag]
         grads: list[torch.Tensor] = []
         for p in synced:
@@ -166,7 +267,8 @@ class GradientSync:
             grads.append(p.grad)
         for bucket in _buckets(grads):
             flat = torch.cat([g.reshape(-1) for g in bucket])
-            dist.all_reduce(flat)
+            with self.ctx.collective("averaging gradients"):
+                dist.all_reduce(flat)
             flat /= self.ctx.world_size
             _unflatten(flat, bucket)
 

@@ -53,6 +53,8 @@ LOG = logging.getLogger(__name__)
 
 OPTIMIZER_FIELDS = ("lr", "backbone_lr_scale", "weight_decay", "momentum")
 """TrainConfig fields that live in the optimizer state; on resume the config's values win."""
+SAVE_LOCK_TIMEOUT_S = 60.0
+"""The longest a save waits for the model lock (held for moments by an update, a snapshot or another save)."""
 
 
 DIFFUSE_COVER = 0.5
@@ -381,9 +383,19 @@ class OnlineTrainer:
         return checkpoint_file(self.cfg.checkpoint.directory)
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Atomically write the model, optimizer and step (default: <checkpoint.directory>/model.safetensors)."""
-        with self.model_lock:
+        """Atomically write the model, optimizer and step (default: <checkpoint.directory>/model.safetensors).
+
+        Waits for the weights (an optimiser update, a snapshot or another save holds them for moments) at most
+        SAVE_LOCK_TIMEOUT_S, then raises CheckpointError: a save never hangs on a stuck holder.
+        """
+        if not self.model_lock.acquire(timeout=SAVE_LOCK_TIMEOUT_S):
+            raise CheckpointError(f"could not save at step {self.step}: the weights stayed locked for "
+                                  f"{SAVE_LOCK_TIMEOUT_S:g} s (a training step or another save is stuck); "
+                                  "the previous checkpoint is untouched")
+        try:
             return save_checkpoint(path or self.checkpoint_path, self.model, self.cfg, self.step, self.optimizer)
+        finally:
+            self.model_lock.release()
 
     def resume(self, path: str | Path | None = None) -> Checkpoint:
         """Continue from a checkpoint: weights, optimizer state and step count.

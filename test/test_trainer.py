@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
+from deal_ros import trainer as trainer_module
+from deal_ros.checkpoint import CheckpointError
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import DegenerateDataError
 from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
@@ -72,6 +76,29 @@ def test_resume_continues_step_and_optimizer_state(scenes, tmp_path) -> None:
     a, b = trainer.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert all(torch.equal(a[i]["exp_avg"], b[i]["exp_avg"]) for i in a)
     assert resumed.train_step().step == 4
+
+
+def test_a_save_gives_up_on_weights_that_stay_locked(scenes, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(trainer_module, "SAVE_LOCK_TIMEOUT_S", 0.2)
+    trainer = _trainer(scenes[:1], directory=str(tmp_path))
+    held, release = threading.Event(), threading.Event()
+
+    def stuck_holder() -> None:
+        with trainer.model_lock:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=stuck_holder, daemon=True)
+    holder.start()
+    assert held.wait(60)
+    try:
+        with pytest.raises(CheckpointError, match=r"weights stayed locked for 0.2 s.*previous checkpoint is untouched"):
+            trainer.save()
+    finally:
+        release.set()
+        holder.join(60)
+    assert not (tmp_path / "model.safetensors").exists()
+    assert trainer.save() == tmp_path / "model.safetensors"  # the lock is free again: saves as before
 
 
 def test_bad_frames_are_refused_clearly(scenes) -> None:

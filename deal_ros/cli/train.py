@@ -57,6 +57,8 @@ from deal_ros.online.parameters import load_parameter_file
 LOG = logging.getLogger("deal_ros.train")
 
 DEFAULT_STEPS = 1000
+DEFAULT_PEER_TIMEOUT_S = 60.0
+"""--peer-timeout: a torchrun rank gives up on the others after this long (joining, or at a step's collective)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -90,6 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ground-truth masks of --val-bag (frame index 000012.png or colour stamp in ns)")
     parser.add_argument("--val-every", type=int, default=100, metavar="N",
                         help="evaluate on --val-bag every N steps and at the end (default: %(default)s)")
+    parser.add_argument("--peer-timeout", type=float, default=DEFAULT_PEER_TIMEOUT_S, metavar="S",
+                        help="under torchrun: give up, with one line, when the other ranks have not joined or "
+                             "reached the same step within S seconds (a rank died or stalled); more than rank "
+                             "0 spends alone on a save or a --val-bag evaluation (default: %(default)g)")
     parser.set_defaults(func=run)
 
 
@@ -187,6 +193,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
+    if not args.peer_timeout > 0:
+        raise UserError("--peer-timeout must be > 0 seconds")
     role = "--out folder" if args.out is not None else "checkpoint.directory"
     if args.out is not None:
         refuse_non_folder(args.out, role)  # a file given as --out: say so, not "checkpoint not found"
@@ -194,9 +202,9 @@ def _train(args: argparse.Namespace) -> int:
             check_output_dir(args.out, role)  # e.g. read-only: refused in the first second
     tags = tag_source(args)
     cfg = build_config(args, tags)
-    from deal_ros.distributed import attach, join_job
+    from deal_ros.distributed import PeerLostError, attach, join_job
 
-    job = join_job(cfg.train.device)  # None unless started by torchrun
+    job = join_job(cfg.train.device, args.peer_timeout)  # None unless started by torchrun
     main = job is None or job.is_main  # rank 0 alone touches the output folder
     out = check_output_dir(cfg.checkpoint.directory, role) if main else Path(cfg.checkpoint.directory)
     for stale in remove_stale_temp_files(out) if main else ():
@@ -305,7 +313,10 @@ def _train(args: argparse.Namespace) -> int:
                 raise
             except SaveError as save_exc:
                 raise SaveError(f"{one_line(exc)}; and {save_exc}") from None
-            LOG.warning("the %d step(s) trained so far are saved in %s", trainer.step - start_step, path)
+            saved = f"the {trainer.step - start_step} step(s) trained so far are saved in {path}"
+            if isinstance(exc, PeerLostError):  # the one line of a job that lost a rank
+                raise PeerLostError(f"{exc}; {saved}") from None
+            LOG.warning("%s", saved)
         raise
     path = finish("finished")
     if job is not None:

@@ -107,7 +107,7 @@ class LatencyStats:
     def __init__(self, window: int = 100) -> None:
         self._values: dict[str, collections.deque[float]] = {
             key: collections.deque(maxlen=window) for key in self.KEYS}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for deque operations only: no deadline needed
 
     def add(self, **values: float | None) -> None:
         with self._lock:

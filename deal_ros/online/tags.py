@@ -45,7 +45,7 @@ class TagState:
 
     def __init__(self, classes: Sequence[str], initial: Any = "") -> None:
         self.classes = list(classes)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for an assignment or a read only: no deadline needed
         self._tags: tuple[str, ...] = ()
         self._known = False
         self.refused = 0

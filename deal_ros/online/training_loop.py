@@ -44,7 +44,7 @@ class KeyframeIntake:
         self.offered = 0
         self.buffered = 0
         self.degenerate = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for counters and the gate only, never across a wait
 
     def offer(self, stamp_s: float, rgb: Callable[[], np.ndarray], depth_m: Callable[[], np.ndarray],
               tags: Sequence[str]) -> IntakeResult:
@@ -92,7 +92,7 @@ class TrainingLoop:
         self.last_stats: dict[str, Any] | None = None
         self._paused = False
         self._pending: dict[str, Any] = {}
-        self._pending_lock = threading.Lock()
+        self._pending_lock = threading.Lock()  # held for a dict swap only, never across a wait
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deal_trainer_worker", daemon=True)

@@ -142,7 +142,15 @@ class TrainerNode(RGBDNode):
         return response
 
     def _save(self, why: str) -> tuple[bool, str]:
-        with self._save_lock:  # the period save (worker) and a service call never write at once
+        """Write the checkpoint; the period save (worker) and a service call never write at once, and one waits for
+        the other at most SAVE_LOCK_TIMEOUT_S (a write stuck on a dead disk must not hang the service or shutdown)."""
+        from deal_ros.trainer import SAVE_LOCK_TIMEOUT_S  # loaded with the trainer: torch is not imported here
+
+        if not self._save_lock.acquire(timeout=SAVE_LOCK_TIMEOUT_S):
+            message = f"checkpoint ({why}) not written: another save has not finished in {SAVE_LOCK_TIMEOUT_S:g} s"
+            self.get_logger().error(message)
+            return False, message
+        try:
             try:
                 path = self.trainer.save()
             except (DealRosError, OSError) as exc:  # disk full, read-only: the previous file is intact (atomic replace)
@@ -152,6 +160,8 @@ class TrainerNode(RGBDNode):
             self._last_saved_step = self.trainer.step
             self.checkpoint_error = ""
             self.last_checkpoint = f"{path} at step {self.trainer.step}"
+        finally:
+            self._save_lock.release()
         self.get_logger().info(f"checkpoint ({why}): {self.last_checkpoint}")
         return True, self.last_checkpoint
 

@@ -19,7 +19,8 @@ def prefetch(iterator: Iterable[T], max_queue: int = 64) -> Iterator[T]:
 
     Decoding overlaps with training. Exceptions of the producer are re-raised in the consumer;
     when the consumer stops early (break, close, garbage collection) the producer stops at its
-    next item and the source iterator is closed (closing the bag).
+    next item and the source iterator is closed (closing the bag). The consumer waits for the next item without a
+    deadline on purpose: as long as decoding it takes, since the producer always ends with an end or error item.
     """
     if max_queue < 1:
         raise ValueError(f"max_queue must be >= 1, got {max_queue}")
