@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from deal_ros.errors import DealRosError
+from deal_ros.errors import DealRosError, one_line
 
 __all__ = ["TagError", "TagRange", "TagSchedule", "UnknownTagError", "parse_tags", "refuse_unknown", "tags_to_vector"]
 
@@ -143,13 +143,15 @@ class TagSchedule:
         """Load and validate a schedule file (tags checked against `classes` when given)."""
         import yaml
 
+        from deal_ros.strict_yaml import load_yaml
+
         path = Path(path)
         if not path.is_file():
             raise TagError(f"tag schedule not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text())
         except yaml.YAMLError as exc:
-            raise TagError(f"tag schedule {path} is not valid YAML: {exc}") from None
+            raise TagError(f"tag schedule {path} is not valid YAML: {one_line(exc)}") from None
         return cls.from_dict(data, classes, source=f"tag schedule {path}")
 
     def validate(self, classes: Sequence[str]) -> None:

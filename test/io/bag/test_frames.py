@@ -83,6 +83,10 @@ def test_schedule_absolute_and_errors(tmp_path):
         TagSchedule.from_dict([{"start": 0, "end_s": 2, "tags": "mug"}])
     with pytest.raises(ValueError, match="not found"):
         TagSchedule.from_yaml(tmp_path / "missing.yaml")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("- {start_s: 0, end_s: 1, tags: mug, tags: box}\n")
+    with pytest.raises(ValueError, match=r"'tags' is given twice \(line 1 and line 1\)"):
+        TagSchedule.from_yaml(twice)
 
 
 def test_parse_tags():
