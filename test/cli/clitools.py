@@ -71,6 +71,17 @@ def scene_bag(tmp_path_factory) -> Scenes:
 
 
 @pytest.fixture(scope="session")
+def other_aspect_gt(scene_bag, tmp_path_factory) -> Path:
+    """The scene bag's ground truth squeezed to 48x48 (the frames are 64x48): masks of another aspect."""
+    gt_dir = tmp_path_factory.mktemp("squeezed") / "gt"
+    gt_dir.mkdir()
+    for path in sorted(scene_bag.gt_dir.iterdir()):
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(gt_dir / path.name), cv2.resize(mask, (48, 48), interpolation=cv2.INTER_NEAREST))
+    return gt_dir
+
+
+@pytest.fixture(scope="session")
 def realsense_bag(tmp_path_factory) -> WrittenBag:
     """sqlite3 bag with the RealSense topic names, 16UC1 depth and no tags topic."""
     return write_rgbd_bag(tmp_path_factory.mktemp("rs") / "bag", storage="sqlite3", num_frames=NUM_FRAMES,

@@ -1,3 +1,3 @@
 """Session fixtures of the command-line tests live in clitools.py (importable by name, unlike conftest)."""
 
-from clitools import labelled, realsense_bag, scene_bag, trained  # noqa: F401
+from clitools import labelled, other_aspect_gt, realsense_bag, scene_bag, trained  # noqa: F401
