@@ -101,9 +101,10 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained(realsense_bag, tmp_path_factory) -> Trained:
-    """`deal-ros train BAG --tags mug,box` on the RealSense bag: nothing else given but the tiny config."""
+    """`deal-ros train BAG --tags "[mug, box]"` (the README's parameter syntax) on the RealSense bag: nothing else
+    given but the tiny config."""
     out = tmp_path_factory.mktemp("train") / "model"
-    result = run_cli("train", str(realsense_bag.path), "--tags", "mug,box", "--steps", "2", "--out", str(out),
+    result = run_cli("train", str(realsense_bag.path), "--tags", "[mug, box]", "--steps", "2", "--out", str(out),
                      "--checkpoint-every", "1", *TINY)
     assert result.returncode == 0, result.stderr
     return Trained(realsense_bag, out, result)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from bagfactory import BASE_NS, K, write_rgbd_bag
 
-from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames
+from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames, scan_tag_names
 from deal_ros.tags import TagSchedule, UnknownTagError, parse_tags
 
 CLASSES = ["mug", "box", "bottle"]
@@ -191,3 +191,10 @@ def test_degenerate_depth_is_skipped_with_the_reason(tmp_path):
     info = inspect_bag(bag.path)
     assert not info.usable and info.frames_usable == 0
     assert info.problems[0].startswith("no usable RGB-D frame: depth_constant 2 (e.g. ")
+
+
+def test_tags_topic_in_parameter_syntax_reads_as_the_node_reads_it(tmp_path):
+    written = write_rgbd_bag(tmp_path / "bag", num_frames=3, size=(48, 64), tags_sequence=((0.0, "[mug, 'box']"),))
+    assert scan_tag_names(str(written.path), None) == ("/tags", ["mug", "box"])
+    frames = list(iter_rgbd_frames(written.path, classes=CLASSES))
+    assert len(frames) == 3 and all(frame.tags == ["mug", "box"] for frame in frames)
