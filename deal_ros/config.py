@@ -780,13 +780,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
     """
     import yaml
 
+    from deal_ros.strict_yaml import load_yaml
+
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from deal_ros.errors import DegenerateDataError, FrameError
+from deal_ros.errors import DegenerateDataError, FrameError, UserError
 
-__all__ = ["CONSTANT_DEPTH", "NO_VALID_DEPTH", "check_depth", "depth_problem"]
+__all__ = ["CONSTANT_DEPTH", "NO_VALID_DEPTH", "check_depth", "check_same_size", "depth_problem"]
 
 NO_VALID_DEPTH = "depth_no_valid"
 CONSTANT_DEPTH = "depth_constant"
@@ -46,3 +46,11 @@ def check_rgb(rgb: np.ndarray) -> None:
     """Refuse (FrameError) anything but an (H, W, 3) uint8 RGB frame."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise FrameError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+
+
+def check_same_size(where: str, first_role: str, first: np.ndarray, second_role: str, second: np.ndarray) -> None:
+    """Refuse (UserError) two images of different height or width: a label mask is compared pixel by pixel
+    and never stretched onto another size (of another aspect every label would land on the wrong pixel)."""
+    if first.shape[:2] != second.shape[:2]:
+        raise UserError(f"{where}: {first_role} is {first.shape[1]}x{first.shape[0]} but {second_role} is "
+                        f"{second.shape[1]}x{second.shape[0]} (width x height)")

@@ -39,6 +39,10 @@ from deal_ros.models import CAMNet
 
 DEFAULT_OPSET = 17
 """ONNX opset of the export: TensorRT 8.5+ (JetPack 5 and later) parses it."""
+OPSETS = range(11, 21)
+"""Opsets the network exports exactly at, checked before exporting (torch's exporter prints the whole graph,
+~300 KB, before failing): from 11 (Resize with PyTorch's interpolation modes; 9-10 only approximate the
+bilinear upsampling, below 9 it does not export) to 20, the highest of torch's TorchScript exporter."""
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("probabilities", "mask", "confidence")
 CAMS_NAME = "cams"
@@ -92,6 +96,9 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, height: int | 
 
     height, width: the input size (default: the configured network input size); multiples of 16.
     """
+    if opset not in OPSETS:
+        raise ExportError(f"opset {opset} is not supported: give {OPSETS[0]} to {OPSETS[-1]} "
+                          f"(default {DEFAULT_OPSET}, which TensorRT 8.5+ parses)")
     model, cfg, step = model_from_checkpoint(checkpoint)
     height = cfg.model.input_height if height is None else height
     width = cfg.model.input_width if width is None else width

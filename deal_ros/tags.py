@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from deal_ros.errors import DealRosError
+from deal_ros.errors import DealRosError, one_line
 
 __all__ = ["TagError", "TagRange", "TagSchedule", "UnknownTagError", "parse_tags", "refuse_unknown", "tags_to_vector"]
 
@@ -43,18 +43,30 @@ class UnknownTagError(TagError):
         self.classes = list(classes)
 
 
-def parse_tags(text: str | Sequence[str], classes: Sequence[str] | None = None) -> list[str]:
-    """'mug, box' (or ['mug', 'box']) -> ['mug', 'box'], checked against `classes` when given.
+def parse_tags(value: Any, classes: Sequence[str] | None = None) -> list[str]:
+    """Tags as people and tools write them -> names, checked against `classes` when given.
 
-    Names are stripped of spaces and de-duplicated (first occurrence kept) but otherwise matched
-    exactly (case-sensitive, like the class list); '' means "no objects" and gives [].
+    The one reader of tags text: --tags, a bag's tags topic and the nodes' parameter and topic all
+    read it here, so one bag teaches the same classes offline and on the robot. Accepted: 'mug, box',
+    '[mug, box]' and "[mug, 'box']" (the README's parameter syntax, a launch argument), a list of names,
+    a list holding one 'mug, box' (a common launch-file spelling), and '', None or rclpy's empty byte
+    array (no objects: []). Names are stripped of spaces and quotes and de-duplicated (first kept), but
+    otherwise matched exactly (case-sensitive, like the class list).
     """
-    parts = text.split(",") if isinstance(text, str) else list(text)
+    if isinstance(value, (bytes, bytearray)) or value is None:
+        value = ""
+    if not isinstance(value, (str, list, tuple)):
+        raise TagError(f"tags must be a list of names or a comma-separated string, got {value!r}")
+    items = [value] if isinstance(value, str) else list(value)
     tags: list[str] = []
-    for part in parts:
-        name = str(part).strip()
-        if name and name not in tags:
-            tags.append(name)
+    for item in items:
+        text = str(item).strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        for part in text.split(","):
+            name = part.strip().strip("'\"").strip()
+            if name and name not in tags:
+                tags.append(name)
     if classes is not None:
         refuse_unknown(tags, classes)
     return tags
@@ -143,13 +155,15 @@ class TagSchedule:
         """Load and validate a schedule file (tags checked against `classes` when given)."""
         import yaml
 
+        from deal_ros.strict_yaml import load_yaml
+
         path = Path(path)
         if not path.is_file():
             raise TagError(f"tag schedule not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text())
         except yaml.YAMLError as exc:
-            raise TagError(f"tag schedule {path} is not valid YAML: {exc}") from None
+            raise TagError(f"tag schedule {path} is not valid YAML: {one_line(exc)}") from None
         return cls.from_dict(data, classes, source=f"tag schedule {path}")
 
     def validate(self, classes: Sequence[str]) -> None:

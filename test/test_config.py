@@ -136,3 +136,25 @@ def test_setting_takes_one_bound_per_end() -> None:
     assert Bounds(32, 4096, step=16).text() == "a multiple of 16 in [32, 4096]"
     assert Bounds(0, 10, low_open=True).text() == "in (0, 10]" and Bounds(0).text() == ">= 0"
     assert not Bounds(0, 10, low_open=True).admits(0) and Bounds(0, 10, low_open=True).admits(10)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("classes: [mug, box]\ntrain:\n  batch_size: 2\nloss: {}\ntrain:\n  batch_size: 8\n")
+    with pytest.raises(ConfigError, match=r"'train' is given twice \(line 2 and line 5\)"):
+        load_config(path)
+    path.write_text("train: {batch_size: 2, batch_size: 8}\n")
+    with pytest.raises(ConfigError, match="'batch_size' is given twice"):
+        load_config(path)
+
+
+def test_anchors_and_aliases_are_refused_before_the_tree_is_walked(tmp_path) -> None:
+    levels = ['a: &a {x: 1, y: 1, z: 1}'] + [
+        f"{b}: &{b} {{x: *{a}, y: *{a}, z: *{a}}}" for a, b in zip("abcde", "bcdef", strict=True)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(levels) + "\n")  # a small 'billion laughs'; 9 levels of 9 never finish walking
+    with pytest.raises(ConfigError, match=r"bomb.yaml is not valid YAML: line 1: anchors and aliases \(&a\)"):
+        load_config(path)
+    path.write_text("classes: [mug, box]\ntrain: &t {batch_size: 2}\n")
+    with pytest.raises(ConfigError, match="anchors and aliases"):
+        load_config(path)

@@ -137,3 +137,15 @@ def test_robot_install_imports_no_onnx_package():
             "print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("opset", [5, 9, 21])
+def test_an_opset_the_network_does_not_export_at_is_refused_in_one_line(checkpoint, tmp_path, capfd, opset):
+    from deal_ros.cli import main
+
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", str(checkpoint), "--onnx", str(onnx_path), "--opset", str(opset), "--no-check"]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and "Torch IR graph" not in err  # torch's exporter printed the whole graph (294 KB)
+    assert err.strip().count("\n") == 0 and f"opset {opset} is not supported: give 11 to 20" in err
+    assert not onnx_path.exists()

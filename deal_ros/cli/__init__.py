@@ -32,13 +32,15 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """['loss.deal.weight=0.5', ...] -> {'loss.deal.weight': 0.5}; values are YAML scalars."""
     import yaml
 
+    from deal_ros.strict_yaml import load_yaml
+
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set {item!r}: expected key=value, e.g. train.batch_size=4")
         try:
-            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else text
+            overrides[key.strip()] = load_yaml(text) if text.strip() else text
         except yaml.YAMLError:
             overrides[key.strip()] = text
     return overrides

@@ -32,6 +32,7 @@ import numpy as np
 from deal_ros.buffer import resize_frame
 from deal_ros.cli import UserError, add_set_argument, parse_overrides
 from deal_ros.config import IGNORE_INDEX, DealRosConfig
+from deal_ros.data_checks import check_same_size
 from deal_ros.io.image_codec import raw_depth_to_metres
 from deal_ros.online.parameters import load_parameter_file
 
@@ -109,8 +110,11 @@ def _tags(gt: np.ndarray, classes: list[str], min_fraction: float = 0.001) -> li
     return [c for k, c in enumerate(classes, start=1) if counts[k] >= max(1, min_fraction * gt.size)]
 
 
-def _fit(rgb: np.ndarray, depth_m: np.ndarray, gt: np.ndarray, size: tuple[int, int], classes: list[str]) -> Frame:
+def _fit(rgb: np.ndarray, depth_m: np.ndarray, gt_path: Path, size: tuple[int, int], classes: list[str]) -> Frame:
+    """The frame at the network's input `size`; its ground truth must be at the frame's own size."""
     height, width = size
+    gt = _read_gt(gt_path)
+    check_same_size(str(gt_path), "ground truth", gt, "its frame", rgb)
     if rgb.shape[:2] != (height, width):
         rgb, depth_m = resize_frame(rgb, depth_m, size)
         gt = cv2.resize(gt, (width, height), interpolation=cv2.INTER_NEAREST)
@@ -150,7 +154,7 @@ def load_folder(folder: str | Path, size: tuple[int, int], classes: list[str]) -
             LOG.warning("%s: no matching depth or gt, skipped", rgb_path.name)
             continue
         bgr = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
-        frames.append(_fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), _read_depth(depth_path), _read_gt(gt_path),
+        frames.append(_fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), _read_depth(depth_path), gt_path,
                            size, classes))
     return frames
 
@@ -168,7 +172,7 @@ def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], l
                         if p.exists()), None)
         if gt_path is None:
             continue
-        frames.append(_fit(np.array(frame.rgb), np.array(frame.depth_m), _read_gt(gt_path), size, classes))
+        frames.append(_fit(np.array(frame.rgb), np.array(frame.depth_m), gt_path, size, classes))
         if len(frames) >= limit:
             break
     return frames

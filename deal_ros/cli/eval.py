@@ -20,6 +20,7 @@ import numpy as np
 
 from deal_ros.cli import UserError
 from deal_ros.config import IGNORE_INDEX as IGNORE
+from deal_ros.data_checks import check_same_size
 
 MAX_LISTED = 5
 
@@ -107,9 +108,7 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, class_names: list[str] | None
     full = ConfusionMatrix(IGNORE, ignore_index=IGNORE, pred_ignore_as_background=ignore_as_background)
     for name in names:
         pred, gt = read_label_png(pred_dir / name), read_label_png(gt_dir / name)
-        if pred.shape != gt.shape:
-            raise UserError(f"{name}: prediction is {pred.shape[1]}x{pred.shape[0]} but ground truth is "
-                            f"{gt.shape[1]}x{gt.shape[0]} (width x height)")
+        check_same_size(name, "prediction", pred, "ground truth", gt)
         if class_names is not None:
             for role, image in (("prediction", pred), ("ground truth", gt)):
                 bad = image[(image >= len(class_names)) & (image != IGNORE)]

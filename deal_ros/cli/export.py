@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dynamic", action="store_true",
                         help="free batch, height and width (multiples of 16; 32 with output_stride 32)")
     parser.add_argument("--cams", action="store_true", help="also output the CAM logits")
-    parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default: 17)")
+    parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 11 to 20 (default: 17)")
     parser.add_argument("--frames", nargs="+", metavar="PNG", help="RGB images for the parity check "
                         "(default: built-in synthetic scenes)")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")

@@ -23,7 +23,8 @@ class NoFramesError(UserError):
 def add_tag_options(parser: argparse.ArgumentParser) -> None:
     """--tags / --tags-topic / --tags-yaml (at most one); none = a tags topic found in the bag."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--tags", metavar="'A,B'", help="comma-separated class names in view for the whole bag")
+    group.add_argument("--tags", metavar="'A,B'",
+                       help="class names in view for the whole bag: 'mug,box' or '[mug, box]'")
     group.add_argument("--tags-topic", metavar="TOPIC",
                        help="std_msgs/String topic with the tags (default: a topic named 'tags', if any)")
     group.add_argument("--tags-yaml", metavar="FILE",

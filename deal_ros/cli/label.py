@@ -17,9 +17,11 @@ the bag; a frame without known tags (none yet, or names that are not classes) ge
 pseudo-label. The labelled bag plays back with `ros2 bag play` into anything that subscribes to the
 label topics.
 
-Nothing is replaced before the run has succeeded: everything is written to a temporary folder inside
-DIR and swapped in at the end, so a failed run (a bad bag, a full disk, Ctrl-C) leaves a previous
-result in DIR as it was and leaves nothing behind that blocks a rerun.
+A run replaces a previous result in DIR as a whole, and only once it has succeeded: everything is
+written to a temporary folder inside DIR and swapped in at the end, and what the run does not write
+(the labelled bag, with --no-bag) is removed with the rest of the previous result, so DIR never mixes
+two runs. A failed run (a bad bag, a full disk, Ctrl-C) leaves a previous result in DIR as it was and
+leaves nothing behind that blocks a rerun.
 """
 
 from __future__ import annotations
@@ -71,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--topic-prefix must name a namespace, e.g. /deal")
     out = refuse_non_folder(args.out, "--out folder")
     bag_out = out / "labelled_bag"
-    if not args.no_bag and bag_out.exists():
-        raise UserError(f"{bag_out} exists already; remove it, choose another --out, or give --no-bag")
 
     from deal_ros.checkpoint import load_checkpoint
     from deal_ros.device import resolve_device
@@ -147,23 +147,22 @@ def _label(args: argparse.Namespace, frames: Any, segmenter: Any, step: int, cla
 
 
 def _swap_in(stage: Path, out: Path) -> None:
-    """Move the run's products from `stage` into `out`, each replacing the previous one (kept in `stage` until
-    all are in, and moved back if a move fails), so `out` holds one run's result, never a mix."""
+    """Move the run's products from `stage` into `out`, each replacing the previous one; a previous product this
+    run did not write (a labelled bag, after --no-bag) goes too. The previous ones stay in `stage` until all are
+    in, and move back if a move fails, so `out` holds one run's result, never a mix."""
     previous = stage / ".previous"
     previous.mkdir()
     moved: list[tuple[Path, Path | None]] = []
     try:
         for name in PRODUCTS:
-            new = stage / name
-            if not new.exists():
-                continue
-            target = out / name
+            new, target = stage / name, out / name
             old = None
             if target.exists() or target.is_symlink():
                 old = previous / name
                 os.replace(target, old)
             moved.append((target, old))
-            os.replace(new, target)
+            if new.exists():
+                os.replace(new, target)
     except BaseException:
         for target, old in reversed(moved):
             with contextlib.suppress(OSError):

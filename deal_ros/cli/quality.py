@@ -52,6 +52,10 @@ depth-edge map) and the support-plane prior are on, whatever the defaults are. A
 inline as NAME:KEY=VALUE,KEY=VALUE (e.g. 'lr3:train.lr=3e-3')."""
 DEFAULT_RECIPES = ("cls-only", "paper-map", "robust-map", "plane", "plane+robust-map")
 
+MAX_SCENE_SIDE = 4096
+"""Largest height and width of a built-in scene: the largest network input (model.input_height/width); beyond it
+a scene only costs memory (100000x100000 needs 75 GiB)."""
+
 SCENES = {
     "closeup": {"train_seed": 100, "val_seed": 200},
     "tabletop": {"train_seed": 300, "val_seed": 400},
@@ -191,9 +195,13 @@ def run(args: argparse.Namespace) -> int:
     from deal_ros.cli.demo import resolve_weights
     from deal_ros.config import DealRosConfig
     from deal_ros.experiment import run_arm
+    from deal_ros.synthetic import MIN_IMAGE_SIDE
 
     if args.steps < 1 or args.train_frames < 1 or args.val_frames < 1 or args.eval_every < 0:
         raise UserError("need --steps >= 1, --train-frames >= 1, --val-frames >= 1 and --eval-every >= 0")
+    if not all(MIN_IMAGE_SIDE <= side <= MAX_SCENE_SIDE for side in args.scene_size):
+        raise UserError(f"--scene-size {' '.join(map(str, args.scene_size))}: height and width must be "
+                        f"{MIN_IMAGE_SIDE} to {MAX_SCENE_SIDE} pixels")
     recipes = [parse_recipe(spec) for spec in dict.fromkeys(args.recipes)]
     classes = _classes(args)
     height, width = args.size

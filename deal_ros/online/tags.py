@@ -24,22 +24,6 @@ class TagUpdate:
     error: str = ""
 
 
-def tags_from_parameter(value: Any, classes: Sequence[str]) -> list[str]:
-    """Parameter value (string list, comma-separated string, or rclpy's empty byte array) -> checked tags."""
-    if isinstance(value, (bytes, bytearray)) or value is None:
-        value = ""
-    if not isinstance(value, (str, list, tuple)):
-        raise TagError(f"tags must be a string list or a comma-separated string, got {value!r}")
-    if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
-        value = value.strip()[1:-1]  # "[mug, box]" given as one string (a launch argument)
-    if isinstance(value, (list, tuple)):
-        # ["mug, box"] (one element holding a list) is a common launch-file spelling: accept it
-        value = [part for item in value for part in str(item).split(",")]
-    if isinstance(value, str):
-        value = [part.strip().strip("'\"") for part in value.split(",")]
-    return parse_tags(value, classes)
-
-
 class TagState:
     """Thread-safe holder of the current tags; shared by the trainer and segmenter nodes in one process."""
 
@@ -78,7 +62,7 @@ class TagState:
         than `origin` hear of a change (outside the lock: they may set their node's `tags` parameter).
         """
         try:
-            tags = tuple(tags_from_parameter(value, self.classes))
+            tags = tuple(parse_tags(value, self.classes))
         except TagError as exc:
             with self._lock:
                 self.refused += 1

@@ -19,11 +19,18 @@ makers (the public makers).
 from __future__ import annotations
 
 from deal_ros.synthetic.frame import SURFACE_BACKGROUND, SURFACE_OBJECT0, SURFACE_TABLE, SyntheticFrame
-from deal_ros.synthetic.makers import CLOSEUP_CLASSES, DEFAULT_CLASSES, make_closeup_scenes, make_tabletop_scenes
+from deal_ros.synthetic.makers import (
+    CLOSEUP_CLASSES,
+    DEFAULT_CLASSES,
+    MIN_IMAGE_SIDE,
+    make_closeup_scenes,
+    make_tabletop_scenes,
+)
 
 __all__ = [
     "CLOSEUP_CLASSES",
     "DEFAULT_CLASSES",
+    "MIN_IMAGE_SIDE",
     "SURFACE_BACKGROUND",
     "SURFACE_OBJECT0",
     "SURFACE_TABLE",

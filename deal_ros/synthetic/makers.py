@@ -19,6 +19,9 @@ CLOSEUP_CLASSES: tuple[str, ...] = ("mug", "box", "ball", "can", "tile", "ring",
 """Classes of the close-up preset; class k (1-based) gets shape and texture _CLOSEUP_STYLES[k-1] (modulo 8).
 Textured (stripes, checks, spots) and untextured ('plain') objects, flat ones (tile, ring) and tall ones."""
 
+MIN_IMAGE_SIDE = 16
+"""Smallest height and width of a generated scene (a scene needs room for its objects and their edges)."""
+
 _TABLETOP_STYLES = (("mug", "stripes"), ("box", "checks"), ("ball", "spots"))
 _CLOSEUP_STYLES = (("mug", "stripes"), ("box", "checks"), ("ball", "spots"), ("can", "plain"), ("tile", "plain"),
                    ("ring", "stripes"), ("bottle", "spots"), ("block", "plain"))
@@ -79,7 +82,7 @@ def _make_scenes(
     lo, hi = objects_per_frame
     if not 0 <= lo <= hi:
         raise ValueError(f"objects_per_frame must satisfy 0 <= lo <= hi, got {objects_per_frame}")
-    if height < 16 or width < 16:
+    if height < MIN_IMAGE_SIDE or width < MIN_IMAGE_SIDE:
         raise ValueError(f"image too small: {height}x{width}")
     num_classes = len(classes)
     deck_rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))

@@ -71,6 +71,17 @@ def scene_bag(tmp_path_factory) -> Scenes:
 
 
 @pytest.fixture(scope="session")
+def other_aspect_gt(scene_bag, tmp_path_factory) -> Path:
+    """The scene bag's ground truth squeezed to 48x48 (the frames are 64x48): masks of another aspect."""
+    gt_dir = tmp_path_factory.mktemp("squeezed") / "gt"
+    gt_dir.mkdir()
+    for path in sorted(scene_bag.gt_dir.iterdir()):
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(gt_dir / path.name), cv2.resize(mask, (48, 48), interpolation=cv2.INTER_NEAREST))
+    return gt_dir
+
+
+@pytest.fixture(scope="session")
 def realsense_bag(tmp_path_factory) -> WrittenBag:
     """sqlite3 bag with the RealSense topic names, 16UC1 depth and no tags topic."""
     return write_rgbd_bag(tmp_path_factory.mktemp("rs") / "bag", storage="sqlite3", num_frames=NUM_FRAMES,
@@ -90,9 +101,10 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained(realsense_bag, tmp_path_factory) -> Trained:
-    """`deal-ros train BAG --tags mug,box` on the RealSense bag: nothing else given but the tiny config."""
+    """`deal-ros train BAG --tags "[mug, box]"` (the README's parameter syntax) on the RealSense bag: nothing else
+    given but the tiny config."""
     out = tmp_path_factory.mktemp("train") / "model"
-    result = run_cli("train", str(realsense_bag.path), "--tags", "mug,box", "--steps", "2", "--out", str(out),
+    result = run_cli("train", str(realsense_bag.path), "--tags", "[mug, box]", "--steps", "2", "--out", str(out),
                      "--checkpoint-every", "1", *TINY)
     assert result.returncode == 0, result.stderr
     return Trained(realsense_bag, out, result)

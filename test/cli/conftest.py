@@ -2,7 +2,7 @@
 
 import os
 
-from clitools import labelled, realsense_bag, scene_bag, trained  # noqa: F401
+from clitools import labelled, other_aspect_gt, realsense_bag, scene_bag, trained  # noqa: F401
 
 # Tests read a command's progress from a pipe (not a terminal) to know that it has trained a step:
 # a line for every update instead of one every 30 s (test_progress.py checks the default).

@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from clitools import assert_user_error
 
 from deal_ros.cli import main
 from deal_ros.cli.ablate import set_overrides
@@ -63,3 +64,11 @@ def test_loss_sets_are_parsed_strictly() -> None:
     assert main(["ablate", "--sets", "cls+magic", "--steps", "1"]) == 2
     with pytest.raises(Exception, match="start with 'cls'"):
         set_overrides("deal")
+
+
+def test_ground_truth_of_another_aspect_is_refused_not_stretched(scene_bag, other_aspect_gt, tmp_path,
+                                                                 capsys) -> None:
+    code = main(["ablate", "--sets", "cls", "--steps", "1", "--train-frames", "2", "--eval-frames", "1",
+                 "--classes", "mug,box", "--bag", str(scene_bag.bag.path), "--gt-dir", str(other_aspect_gt),
+                 "--size", "32", "48", "--out", str(tmp_path / "a")])
+    assert_user_error(code, capsys.readouterr().err, "ground truth is 48x48 but its frame is 64x48 (width x height)")

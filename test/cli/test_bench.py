@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from clitools import assert_user_error
 
 from deal_ros.cli import main
 
@@ -61,3 +62,19 @@ def test_bench_quality_refuses_bad_recipe(capsys):
         parse_recipe("nope")
     with pytest.raises(UserError, match="NAME:KEY=VALUE"):
         parse_recipe("x:")
+
+
+def test_bench_quality_refuses_held_out_masks_of_another_aspect(scene_bag, other_aspect_gt, tmp_path, capsys):
+    rc = main(["bench", "quality", "--recipes", "cls-only", "--seeds", "0", "--steps", "1", "--classes", "mug,box",
+               "--bag", str(scene_bag.bag.path), "--gt-dir", str(scene_bag.gt_dir), "--val-bag",
+               str(scene_bag.bag.path), "--val-gt", str(other_aspect_gt), "--size", "32", "48",
+               "--out", str(tmp_path / "q")])
+    assert_user_error(rc, capsys.readouterr().err, "ground truth is 48x48 but its frame is 64x48 (width x height)")
+
+
+@pytest.mark.parametrize("scene_size", [("0", "0"), ("8", "64"), ("48", "100000")])
+def test_bench_quality_refuses_a_scene_size_outside_16_to_4096_in_one_line(scene_size, tmp_path, capsys):
+    rc = main(["bench", "quality", "--scene-size", *scene_size, "--out", str(tmp_path / "q")])
+    assert_user_error(rc, capsys.readouterr().err, f"--scene-size {' '.join(scene_size)}: height and width must be "
+                      "16 to 4096 pixels")
+    assert not (tmp_path / "q").exists()

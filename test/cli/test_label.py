@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -70,9 +71,6 @@ def test_labelled_bag_reads_back(labelled, scene_bag):
 
 def test_label_no_bag_and_errors(trained, labelled, scene_bag, tmp_path, capsys):
     bag, ckpt = str(scene_bag.bag.path), str(trained.checkpoint)
-    # the labelled bag exists already
-    rc = main(["label", ckpt, bag, "--out", str(labelled.out)])
-    assert_user_error(rc, capsys.readouterr().err, "labelled_bag exists already")
     rc = main(["label", ckpt, bag, "--out", str(tmp_path / "a"), "--tags", "mug,cup", "--device", "cpu"])
     assert_user_error(rc, capsys.readouterr().err, "unknown tag(s) 'cup'")
     rc = main(["label", str(tmp_path / "none.safetensors"), bag, "--out", str(tmp_path / "b")])
@@ -84,6 +82,28 @@ def test_label_no_bag_and_errors(trained, labelled, scene_bag, tmp_path, capsys)
     assert rc == 0, capsys.readouterr().err
     assert len(list((tmp_path / "c" / "mask").iterdir())) == 2 and not (tmp_path / "c" / "labelled_bag").exists()
     assert len(list((tmp_path / "c" / "pseudo_label").iterdir())) == 2  # tags from the bag's /tags topic
+
+
+def test_a_second_label_replaces_the_result_as_a_whole(trained, labelled, scene_bag, tmp_path, capsys):
+    """README: `label` replaces a previous result in its --out; with --no-bag the old labelled bag goes too."""
+    out = tmp_path / "labels"
+    shutil.copytree(labelled.out, out)  # a finished result, labelled bag included
+    other = tmp_path / "other" / "model.safetensors"  # another checkpoint
+    other.parent.mkdir()
+    shutil.copy(trained.checkpoint, other)
+    stale = out / "labelled_bag" / "metadata.yaml"
+    stale.write_text(stale.read_text() + "# the previous run's\n")
+    rc = main(["label", str(other), str(scene_bag.bag.path), "--out", str(out), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((out / "classes.json").read_text())["checkpoint"] == str(other)
+    assert "# the previous run's" not in stale.read_text()  # a new labelled bag
+    rc = main(["label", str(trained.checkpoint), str(scene_bag.bag.path), "--out", str(out), "--device", "cpu",
+               "--no-bag"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((out / "classes.json").read_text())["checkpoint"] == str(trained.checkpoint)
+    assert not (out / "labelled_bag").exists()  # not left beside masks of another checkpoint
+    assert sorted(p.name for p in out.iterdir()) == ["classes.json", "frames.json", "mask", "overlay",
+                                                     "pseudo_label"]
 
 
 def test_info_of_labelled_bag_through_the_installed_command(labelled):

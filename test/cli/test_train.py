@@ -62,6 +62,14 @@ def test_held_out_bag_is_scored_while_training(realsense_bag, scene_bag, tmp_pat
     assert rc == 2 and "--val-bag and --val-gt go together" in capsys.readouterr().err
 
 
+def test_held_out_masks_of_another_aspect_are_refused_not_stretched(realsense_bag, scene_bag, other_aspect_gt,
+                                                                    tmp_path, capsys):
+    rc = main(["train", str(realsense_bag.path), "--tags", "mug,box", "--steps", "1", "--out", str(tmp_path / "m"),
+               "--val-bag", str(scene_bag.bag.path), "--val-gt", str(other_aspect_gt), *TINY])
+    assert_user_error(rc, capsys.readouterr().err, "000000.png: ground truth is 48x48 but its frame is 64x48")
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
 def test_ctrl_c_saves_and_exits_130(realsense_bag, tmp_path):
     out = tmp_path / "model"
     err_path = tmp_path / "stderr.txt"

@@ -6,31 +6,18 @@ import threading
 
 import pytest
 
-from deal_ros.online.tags import TagState, tags_from_parameter, tags_parameter_value
-from deal_ros.tags import UnknownTagError
+from deal_ros.online.tags import TagState, tags_parameter_value
+from deal_ros.tags import parse_tags
 
 CLASSES = ["mug", "box", "ball"]
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("mug, box", ["mug", "box"]),
-    (["mug", "box"], ["mug", "box"]),
-    (["mug, box"], ["mug", "box"]),
-    ("[mug, 'box']", ["mug", "box"]),
-    ("", []),
-    (b"", []),
-    ([], []),
-    ("box,box", ["box"]),
-])
-def test_tags_from_parameter(value, expected):
-    assert tags_from_parameter(value, CLASSES) == expected
-
-
-def test_unknown_tag_is_refused_with_a_hint():
-    with pytest.raises(UnknownTagError, match="did you mean 'mug'"):
-        tags_from_parameter("mugg", CLASSES)
-    with pytest.raises(ValueError):
-        tags_from_parameter(3, CLASSES)
+def test_tag_state_reads_tags_as_the_offline_tools_do():
+    state = TagState(CLASSES)
+    assert state.set(["mug, box"], "parameter 'tags'").tags == ("mug", "box")
+    assert state.set("[ball, 'mug']", "topic '/deal/tags'").tags == ("ball", "mug")
+    assert "'mugg' -> did you mean 'mug'" in state.set("mugg").error
+    assert "got 3" in state.set(3).error and state.tags == ("ball", "mug")
 
 
 def test_tag_state_keeps_previous_tags_on_error():
@@ -65,7 +52,7 @@ def test_tag_state_thread_safe():
         t.start()
     for t in threads:
         t.join()
-    assert state.tags in {tuple(tags_from_parameter(v, CLASSES)) for v in values}
+    assert state.tags in {tuple(parse_tags(v, CLASSES)) for v in values}
 
 
 

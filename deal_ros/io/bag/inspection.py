@@ -119,13 +119,19 @@ def _check_encodings(bag: BagInfo, choice: TopicChoice) -> None:
 
 
 def _check_frames(path: str | Path, choice: TopicChoice, bag: BagInfo) -> None:
-    """Read frames as `train` would (sync, decode, depth checks) so that the verdict agrees with what it does."""
+    """Read frames as `train` would (sync, decode, depth checks) so that the verdict agrees with what it does.
+
+    With a tags topic, `train` takes its tags from it: frames before its first message are skipped as they
+    are there, and a topic that names no class at any frame (only empty messages) leaves nothing to learn.
+    """
     stats = ReadStats()
     frames = iter_rgbd_frames(path, choice.rgb_topic, choice.depth_topic, choice.info_topic, choice.tags_topic,
-                              require_tags=False, stats=stats)
+                              require_tags=choice.tags_topic is not None, stats=stats)
+    checked = tagged = 0
     try:
-        for _ in itertools.islice(frames, CHECK_FRAMES):
-            pass
+        for frame in itertools.islice(frames, CHECK_FRAMES):
+            checked += 1
+            tagged += bool(frame.tags)
     except BagError as exc:
         bag.problems.append(str(exc))
         return
@@ -138,6 +144,13 @@ def _check_frames(path: str | Path, choice: TopicChoice, bag: BagInfo) -> None:
         bag.problems.append(f"no usable RGB-D frame: {skips or 'no RGB/depth pair within the sync slop'}")
     elif skips:
         bag.warnings.append(f"{stats.frames} usable frame(s) checked; skipped: {skips}")
+    if choice.tags_topic is not None and checked and not tagged:
+        untagged = (f"tags topic {choice.tags_topic} names no class at any of the {checked} frame(s) (its messages "
+                    "are empty: nothing in view), so training has no class to learn; give --tags or a tag schedule")
+        if checked < CHECK_FRAMES:  # every frame of the bag was read
+            bag.problems.append(untagged)
+        else:
+            bag.warnings.append(untagged.replace("frame(s)", "first frame(s)", 1))
 
 
 def _layout(msg: Any) -> tuple[str, int | None, int | None]:

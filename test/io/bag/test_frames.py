@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from bagfactory import BASE_NS, K, write_rgbd_bag
 
-from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames
+from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames, scan_tag_names
 from deal_ros.tags import TagSchedule, UnknownTagError, parse_tags
 
 CLASSES = ["mug", "box", "bottle"]
@@ -83,6 +83,10 @@ def test_schedule_absolute_and_errors(tmp_path):
         TagSchedule.from_dict([{"start": 0, "end_s": 2, "tags": "mug"}])
     with pytest.raises(ValueError, match="not found"):
         TagSchedule.from_yaml(tmp_path / "missing.yaml")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("- {start_s: 0, end_s: 1, tags: mug, tags: box}\n")
+    with pytest.raises(ValueError, match=r"'tags' is given twice \(line 1 and line 1\)"):
+        TagSchedule.from_yaml(twice)
 
 
 def test_parse_tags():
@@ -187,3 +191,10 @@ def test_degenerate_depth_is_skipped_with_the_reason(tmp_path):
     info = inspect_bag(bag.path)
     assert not info.usable and info.frames_usable == 0
     assert info.problems[0].startswith("no usable RGB-D frame: depth_constant 2 (e.g. ")
+
+
+def test_tags_topic_in_parameter_syntax_reads_as_the_node_reads_it(tmp_path):
+    written = write_rgbd_bag(tmp_path / "bag", num_frames=3, size=(48, 64), tags_sequence=((0.0, "[mug, 'box']"),))
+    assert scan_tag_names(str(written.path), None) == ("/tags", ["mug", "box"])
+    frames = list(iter_rgbd_frames(written.path, classes=CLASSES))
+    assert len(frames) == 3 and all(frame.tags == ["mug", "box"] for frame in frames)
