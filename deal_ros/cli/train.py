@@ -3,8 +3,9 @@
 Frames are decoded in a background worker (deal_ros.io.bag.prefetch) and fed into the trainer's
 frame buffer while training runs, so training starts with the first batch instead of after the
 whole bag has been read; step n samples the bag's first batch_size + n * train.new_frames_per_step
-frames and waits for them if reading is slower, so a seed gives the same weights on a busy machine. The trainer, its buffer and its checkpoints are the ones the ROS trainer
-node uses; the buffer keeps at most buffer.max_frames frames (raise it with --set for long bags).
+frames and waits for them if reading is slower, so a seed gives the same weights on a busy machine.
+The trainer, its buffer and its checkpoints are the ones the ROS trainer node uses; the buffer keeps
+at most buffer.max_frames frames (raise it with --set for long bags).
 
 Tags say which classes are in view: one list for every frame (--tags), a std_msgs/String topic in
 the bag (--tags-topic, or a topic named 'tags' found automatically), or time ranges (--tags-yaml).
