@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from deal_ros.config import DealRosConfig
+from deal_ros.errors import DealRosError, one_line
 from deal_ros.segmenter import Segmenter
 from deal_ros.support_plane import fit_support_plane
 from deal_ros.trainer import OnlineTrainer
@@ -55,6 +57,8 @@ def main() -> None:
     parser.add_argument("--out", default="apc_out")
     args = parser.parse_args()
     frames = load(Path(args.data))
+    if not frames:  # the trainer would wait for frames forever
+        raise SystemExit(f"apc_overlays: no {args.data}/scene-0000/frame-*.color.png (pass --data)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = DealRosConfig(classes=CLASSES).updated({"model.input_height": args.size[0], "model.input_width": args.size[1],
@@ -90,4 +94,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DealRosError as exc:  # a bad option (size, steps): one line, as the CLI prints it
+        sys.exit(f"apc_overlays: {one_line(exc)}")

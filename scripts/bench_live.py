@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
+import sys
 import threading
 import time
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from deal_ros.config import DealRosConfig
+from deal_ros.errors import DealRosError, one_line
 from deal_ros.live import WeightHandoff
 from deal_ros.online.keyframes import KeyframeGate
 from deal_ros.online.slot import LatestSlot
@@ -41,6 +42,19 @@ LOG = logging.getLogger("bench_live")
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN when b is 0 (no mask in a short phase on a slow machine)."""
+    return a / b if b else float("nan")
+
+
+def size_hw(text: str) -> tuple[int, int]:
+    """'240x320' -> (240, 320), for argparse."""
+    height, _, width = text.partition("x")
+    if not (height.isdigit() and width.isdigit() and int(height) > 0 and int(width) > 0):
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 240x320, got {text!r}")
+    return int(height), int(width)
 
 
 class Rig:
@@ -100,9 +114,9 @@ class Rig:
         steps, started = self.trainer.step, time.monotonic()
         time.sleep(seconds)
         elapsed = time.monotonic() - started
-        return {"masks_per_s": self.masks / elapsed, "latency_median_s": statistics.median(self.latencies),
+        return {"masks_per_s": self.masks / elapsed, "latency_median_s": percentile(self.latencies, 50),
                 "latency_p90_s": percentile(self.latencies, 90),
-                "inference_median_s": statistics.median(self.inference),
+                "inference_median_s": percentile(self.inference, 50),
                 "steps_per_s": (self.trainer.step - steps) / elapsed}
 
     def stop(self) -> float:
@@ -119,15 +133,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measuring time of each phase")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before each phase is measured")
     parser.add_argument("--camera-hz", type=float, default=10.0)
-    parser.add_argument("--camera", default="240x320", help="camera HxW")
-    parser.add_argument("--network", default="240x320", help="network input HxW")
+    parser.add_argument("--camera", type=size_hw, default="240x320", help="camera HxW")
+    parser.add_argument("--network", type=size_hw, default="240x320", help="network input HxW")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--priority", type=float, default=0.5, help="inference_priority (CPU only)")
     parser.add_argument("--weights", default="builtin", help="model.pretrained_path")
     args = parser.parse_args()
-    cam_h, cam_w = (int(v) for v in args.camera.split("x"))
-    net_h, net_w = (int(v) for v in args.network.split("x"))
+    if args.seconds <= 0 or args.warmup < 0 or args.camera_hz <= 0:
+        parser.error("--seconds and --camera-hz must be > 0, --warmup >= 0")
+    cam_h, cam_w = args.camera
+    net_h, net_w = args.network
     classes = ["mug", "box", "ball"]
     cfg = DealRosConfig(classes=classes).updated({
         "model.input_height": net_h, "model.input_width": net_w, "model.pretrained_path": args.weights,
@@ -152,14 +168,17 @@ def main() -> None:
         print(f"{name:9s} masks/s {result['masks_per_s']:6.2f}  latency median {result['latency_median_s']:.3f} s "
               f"p90 {result['latency_p90_s']:.3f} s  inference median {result['inference_median_s']:.3f} s  "
               f"steps/s {result['steps_per_s']:.3f}")
-    print(f"masks/s training / paused: {training['masks_per_s'] / paused['masks_per_s']:.2f} (target >= 0.5)")
+    print(f"masks/s training / paused: {ratio(training['masks_per_s'], paused['masks_per_s']):.2f} (target >= 0.5)")
     print(f"latency / inference while training: "
-          f"{training['latency_median_s'] / training['inference_median_s']:.2f} (target <= 2); vs inference "
-          f"paused: {training['latency_median_s'] / paused['inference_median_s']:.2f}")
+          f"{ratio(training['latency_median_s'], training['inference_median_s']):.2f} (target <= 2); vs inference "
+          f"paused: {ratio(training['latency_median_s'], paused['inference_median_s']):.2f}")
     print(f"keyframes: gate took {offered}, reached the buffer {rig.intake.buffered} "
           f"({rig.intake.buffered / max(offered, 1):.0%}; {rig.intake.degenerate} left out for depth); "
           f"training waited {rig.trainer.control.yield_s:.1f} s for inference; stop took {stop_s:.2f} s")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DealRosError as exc:  # a bad option (device, weights): one line, as the CLI prints it
+        sys.exit(f"bench_live: {one_line(exc)}")

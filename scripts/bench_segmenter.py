@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import array
 import statistics
+import sys
 import time
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from deal_ros.config import DealRosConfig
+from deal_ros.errors import DealRosError, one_line
 from deal_ros.io.image_codec import decode_depth_m, decode_rgb
 from deal_ros.online.outputs import output_image_fields, semantic_points
 from deal_ros.segmenter import Segmenter
@@ -54,6 +56,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     args = parser.parse_args()
+    if args.frames < 1:
+        parser.error("--frames must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -113,4 +117,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DealRosError as exc:  # a bad option (device, backbone, size): one line, as the CLI prints it
+        sys.exit(f"bench_segmenter: {one_line(exc)}")

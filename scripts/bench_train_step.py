@@ -206,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--rounds and --steps must be >= 1, --warmup >= 0")
+    if args.weights not in ("builtin", ""):  # checked here: a worker would die with a traceback
+        from deal_ros.models.weights import WeightsError, find_weights_file
+
+        try:
+            find_weights_file(args.weights)
+        except WeightsError as exc:
+            parser.error(str(exc))
     overrides = default_overrides(*args.size, args.batch, args.weights)
     for item in args.overrides:
         key, _, value = item.partition("=")

@@ -6,7 +6,8 @@ latency at 640x480 (torch eager, onnxruntime), DEAL's overhead per step. Prints 
 
 Training: the default recipe with the built-in ImageNet MobileNetV2 at 240x320 (H x W), batch 8, past DEAL's
 and the segmentation head's warm-ups, on synthetic frames; the four arms (AMP off/on x DEAL off/on) run
-interleaved, --rounds times --steps steps each, after a warm-up. The segmenter runs on 640x480 frames.
+interleaved, 3 rounds of 10 steps each after a warm-up round (--quick: 64x80, batch 2, 1 round of 1 step).
+The segmenter runs on 640x480 frames.
 Targets on a GPU: training >= 20 steps/s, segmenter >= 100 fps, DEAL overhead <= 5 %. Exit code 1 when a
 CUDA test fails or (on a GPU) a target is missed.
 """

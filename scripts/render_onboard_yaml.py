@@ -9,6 +9,7 @@ in the declaration, not here.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from deal_ros.online.parameters import render_parameter_file
@@ -17,6 +18,8 @@ PATH = Path(__file__).resolve().parents[1] / "config" / "onboard.yaml"
 
 
 def main() -> None:
+    # No options, but `--help` must print this and not rewrite the file.
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     current = PATH.read_text()
     header = current[: current.index("/**:")]
     PATH.write_text(header + render_parameter_file())

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stride", type=int, default=4)
     args = ap.parse_args(argv)
+    if args.frames < 1 or args.stride < 1:
+        ap.error("--frames and --stride must be >= 1")
 
     t0 = time.perf_counter()
     frames = make_tabletop_scenes(args.frames, seed=args.seed)

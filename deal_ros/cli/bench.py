@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_decode(args: argparse.Namespace) -> int:
     from deal_ros.benchmarks import bench_decode
 
+    if min(args.width, args.height, args.repeat) < 1:
+        raise UserError("--width, --height and --repeat must be >= 1")
     report = bench_decode(args.width, args.height, args.repeat)
     print(report.format())
     return 0 if report.ok else 1
