@@ -155,15 +155,17 @@ def load_folder(folder: str | Path, size: tuple[int, int], classes: list[str]) -
     return frames
 
 
-def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], limit: int) -> list[Frame]:
-    """Frames of a bag that have a ground-truth mask (gt_dir/<index:06d>.png or gt_dir/<stamp_ns>.png)."""
+def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], limit: int,
+             depth_float_unit: str = "m") -> list[Frame]:
+    """Frames of a bag that have a ground-truth mask (gt_dir/<index:06d>.png or gt_dir/<stamp_ns>.png);
+    32FC1 depth in `depth_float_unit` (the setting depth.float_unit)."""
     from deal_ros.io.bag import iter_rgbd_frames
 
     gt_root = Path(gt_dir)
     if not gt_root.is_dir():
         raise UserError(f"--gt-dir {gt_dir} is not a folder")
     frames = []
-    for frame in iter_rgbd_frames(bag, require_tags=False):
+    for frame in iter_rgbd_frames(bag, require_tags=False, depth_float_unit=depth_float_unit):
         gt_path = next((p for p in (gt_root / f"{frame.index:06d}.png", gt_root / f"{frame.stamp_ns}.png")
                         if p.exists()), None)
         if gt_path is None:
@@ -196,7 +198,7 @@ def _frames(args: argparse.Namespace, base: DealRosConfig) -> tuple[list[Frame],
     elif args.bag:
         if not args.gt_dir:
             raise UserError("--bag needs --gt-dir with the ground-truth masks")
-        frames = load_bag(args.bag, args.gt_dir, size, base.classes, total)
+        frames = load_bag(args.bag, args.gt_dir, size, base.classes, total, base.depth.float_unit)
     else:
         frames = make_closeup_scenes(total, *size, base.classes, seed=args.seed)
     if len(frames) < 2:

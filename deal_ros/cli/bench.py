@@ -150,7 +150,7 @@ def bench_train_io(bag: str | Path, cfg: Any, steps: int, rounds: int = 2) -> Tr
     from deal_ros.io.bag import iter_rgbd_frames
 
     def read() -> Any:
-        return iter_rgbd_frames(bag, classes=cfg.classes)
+        return iter_rgbd_frames(bag, classes=cfg.classes, depth_float_unit=cfg.depth.float_unit)
 
     in_memory = list(read())
     if not in_memory:

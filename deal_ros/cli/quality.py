@@ -100,7 +100,7 @@ def parse_recipe(spec: str) -> tuple[str, dict[str, Any]]:
     return spec, dict(RECIPES[spec])
 
 
-def _frames(args: argparse.Namespace, classes: list[str]) -> tuple[list[Any], list[Any], str]:
+def _frames(args: argparse.Namespace, classes: list[str], depth_float_unit: str) -> tuple[list[Any], list[Any], str]:
     from deal_ros.cli.ablate import load_bag, load_folder
 
     size = tuple(args.size)
@@ -110,8 +110,8 @@ def _frames(args: argparse.Namespace, classes: list[str]) -> tuple[list[Any], li
         if args.folder and not args.val_folder:
             raise UserError("--folder needs --val-folder (held-out data the recipe never saw)")
         if args.bag:
-            train = load_bag(args.bag, args.gt_dir, size, classes, 10**9)
-            val = load_bag(args.val_bag, args.val_gt, size, classes, 10**9)
+            train = load_bag(args.bag, args.gt_dir, size, classes, 10**9, depth_float_unit)
+            val = load_bag(args.val_bag, args.val_gt, size, classes, 10**9, depth_float_unit)
             source = f"{args.bag} -> {args.val_bag}"
         else:
             train, val = load_folder(args.folder, size, classes), load_folder(args.val_folder, size, classes)
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
                for name, overrides in recipes}  # every recipe validated before any training
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train, val, source = _frames(args, classes)
+    train, val, source = _frames(args, classes, base.depth.float_unit)
     LOG.info("%s: %d training / %d held-out frames; %d recipes x %d seeds x %d steps at %dx%d", source, len(train),
              len(val), len(recipes), len(args.seeds), args.steps, height, width)
     start = time.perf_counter()

@@ -97,7 +97,7 @@ class Validation:
         from deal_ros.cli.ablate import load_bag
 
         size = (cfg.model.input_height, cfg.model.input_width)
-        self.frames = load_bag(bag, gt_dir, size, list(cfg.classes), 10**9)
+        self.frames = load_bag(bag, gt_dir, size, list(cfg.classes), 10**9, cfg.depth.float_unit)
         if not self.frames:
             raise UserError(f"--val-bag {bag}: no frame has a ground-truth mask in {gt_dir}")
         self.cfg, self.every = cfg, every
@@ -211,7 +211,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError("--val-bag and --val-gt go together (held-out frames and their ground-truth masks)")
     validation = Validation(args.val_bag, args.val_gt, cfg, args.val_every) if args.val_bag else None
     read_stats = ReadStats()
-    frames = select_keyframes(read_frames(args.bags, args, cfg.classes, tags, read_stats),
+    frames = select_keyframes(read_frames(args.bags, args, cfg, tags, read_stats),
                               keyframe_gate(args), lambda reason: read_stats.skip("keyframe", reason))
     if job is not None:
         frames = job.shard(frames)  # frame i trains on rank i % N only

@@ -125,3 +125,16 @@ def test_user_errors(realsense_bag, late_tags_bag, tmp_path, capsys):
     assert_user_error(*_train([bag, "--tags", "mug", "--set", "model.nope=1", *out], capsys), "model.nope")
     assert_user_error(*_train([bag, "--tags", "mug", "--resume", "--out", str(tmp_path / "none")], capsys),
                       "--resume", "checkpoint not found")
+
+
+def test_float_depth_in_millimetres_is_refused_or_converted_by_the_setting(tmp_path, capsys):
+    """32FC1 depth in millimetres: one line naming the unit (was: exit 0, every depth pixel a hole in the buffer)."""
+    metres = write_rgbd_bag(tmp_path / "m", num_frames=NUM_FRAMES, size=SIZE)
+    frames = [(rgb, depth * 1000) for rgb, depth in zip(metres.rgb, metres.depth_m, strict=True)]
+    bag = str(write_rgbd_bag(tmp_path / "mm", num_frames=NUM_FRAMES, frames=frames, depth_encoding="32FC1").path)
+    rc, err = _train([bag, "--tags", "mug,box", "--out", str(tmp_path / "refused")], capsys)
+    assert_user_error(rc, err, "cannot be metres (likely millimetres", "depth.float_unit=mm")
+    out = tmp_path / "converted"
+    rc, err = _train([bag, "--tags", "mug,box", "--out", str(out), "--set", "depth.float_unit=mm"], capsys)
+    assert rc == 0, err
+    assert load_checkpoint(out / "model.safetensors").config.depth.float_unit == "mm"  # label reads it alike
