@@ -11,9 +11,10 @@ Without --config the classes are --classes, or else the tags given.
 
 Writes to --out: model.safetensors and train_log.json (loss history, read statistics), both atomically
 and together, every --checkpoint-every steps and at the end, and loss_curves.png. Ctrl-C saves and exits
-130. Nothing trained is lost: the folder is checked (writable, room for a checkpoint) before any work; a
-save that keeps failing goes to a rescue folder that the error names; weights that diverged to NaN/inf
-are never saved over a good checkpoint. A new train.lr (etc.) given with --resume takes effect.
+130, SIGTERM (timeout, docker stop, Slurm) saves and exits 143; a second signal does not abort the save.
+Nothing trained is lost: the folder is checked (writable, room for a checkpoint) before any work; a save
+that keeps failing goes to a rescue folder that the error names; weights that diverged to NaN/inf are
+never saved over a good checkpoint. A new train.lr (etc.) given with --resume takes effect.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError, add_set_argument, parse_overrides
+from deal_ros.cli import UserError, add_set_argument, parse_overrides, save_on_stop, stop_exit_code, stop_reason
 from deal_ros.cli.feeding import FrameFeeder, LossDivergedError, train_until
 from deal_ros.cli.frames import (
     NoFramesError,
@@ -280,13 +281,14 @@ def _train(args: argparse.Namespace) -> int:
             validation.plot(out / "val_miou.png")
         return path
 
+    save_on_stop()  # a second signal must not abort the save below
     try:
         train_until(trainer, feeder, args.steps, on_step)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM; later signals cannot abort this save (deal_ros.cli)
         path = finish("interrupted")
         if main:
-            print(f"\ninterrupted at step {trainer.step}: checkpoint saved to {path}", file=sys.stderr)
-        return 130
+            print(f"\n{stop_reason(stop)} at step {trainer.step}: checkpoint saved to {path}", file=sys.stderr)
+        return stop_exit_code(stop)
     except BaseException as exc:
         bar.close()
         feeder.stop()
