@@ -126,7 +126,7 @@ class Validation:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from deal_ros.files import atomic_write
+        from deal_ros.visualize import save_figure
 
         steps = [p["step"] for p in self.curve]
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -139,10 +139,9 @@ class Validation:
         ax.set_title(f"held-out: {len(self.frames)} frames")
         fig.tight_layout()
         try:
-            atomic_write(path, lambda tmp: fig.savefig(str(tmp), dpi=100), suffix=".png")
+            save_figure(fig, path)
         except OSError as exc:
             LOG.warning("could not write %s (%s); the numbers are in train_log.json", path, one_line(exc, 200))
-        plt.close(fig)
 
 
 def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
