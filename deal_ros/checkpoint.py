@@ -10,6 +10,7 @@ safetensors' save_file writes through a temporary of its own (.tmpXXXXXX) that a
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ import torch
 
 from deal_ros.config import ARCHITECTURE_FIELDS, DealRosConfig
 from deal_ros.errors import DealRosError
-from deal_ros.files import atomic_write
+from deal_ros.files import atomic_write, remove_stale_temp_files
+
+LOG = logging.getLogger("deal_ros.checkpoint")
 
 FORMAT = "deal_ros.checkpoint/1"
 MAX_LISTED = 3
@@ -99,7 +102,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealRosCon
     """Write model (+ optimizer) state atomically to `path`; the previous file stays intact on failure.
 
     Diverged weights are refused (NonFiniteWeightsError) before anything is written. I/O failures
-    are OSErrors naming the file (the caller may retry or write elsewhere: deal_ros.files).
+    are OSErrors naming the file (the caller may retry or write elsewhere: deal_ros.files). What a killed
+    save left in the folder (by any process: the trainer node, `deal-ros train`) is removed first.
     """
     from safetensors.torch import save
 
@@ -112,6 +116,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealRosCon
             f"refusing to save diverged weights (NaN, inf or > {MAX_WEIGHT_ABS:g} in {len(bad)} tensor(s), e.g. "
             f"{bad[0]}) at step {step} to {path}; {kept}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temp_files(path.parent):
+        LOG.info("removed %s, left by a save that was killed", stale)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
     metadata = {
         "format": FORMAT,
