@@ -1,7 +1,9 @@
 """A bounded, thread-safe frame buffer for online training, with class-balanced sampling.
 
-Frames are stored at training resolution as uint8 RGB and uint16 depth in millimetres (0 = hole),
-about 5 bytes a pixel: 500 frames of 240x320 take ~190 MB. When full, the oldest frame of the most
+Frames are stored at training resolution as uint8 RGB and float32 depth in metres (0 = hole), about
+7 bytes a pixel: 500 frames of 240x320 take ~270 MB. Depth is kept as given (not quantised to uint16
+millimetres, which turned depth beyond 65.5 m or below 0.5 mm into holes); only NaN and inf, which mean
+no measurement, become 0. When full, the oldest frame of the most
 represented class is evicted, so a class seen once early is not pushed out by a stream of another.
 """
 
@@ -25,15 +27,15 @@ _EMPTY = -1  # bucket of frames without any tag (background-only negatives)
 class StoredFrame:
     rgb: np.ndarray
     """(H, W, 3) uint8 RGB at training resolution."""
-    depth_mm: np.ndarray
-    """(H, W) uint16 millimetres, 0 = hole."""
+    depth_m: np.ndarray
+    """(H, W) float32 metres, 0 = hole."""
     tags: np.ndarray
     """(K,) uint8 multi-hot."""
     serial: int
 
     @property
     def nbytes(self) -> int:
-        return self.rgb.nbytes + self.depth_mm.nbytes + self.tags.nbytes
+        return self.rgb.nbytes + self.depth_m.nbytes + self.tags.nbytes
 
     def buckets(self) -> list[int]:
         present = np.flatnonzero(self.tags).tolist()
@@ -91,8 +93,7 @@ class FrameBuffer:
             raise FrameError(f"tags must have shape ({self.num_classes},), got {tags.shape}")
         rgb, depth_m = resize_frame(rgb, depth_m, self.size)
         depth = np.nan_to_num(depth_m.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        depth_mm = np.where((depth > 0) & (depth < 65.535), np.round(depth * 1000.0), 0).astype(np.uint16)
-        frame = StoredFrame(np.ascontiguousarray(rgb), depth_mm, (np.asarray(tags) > 0).astype(np.uint8), 0)
+        frame = StoredFrame(np.ascontiguousarray(rgb), depth, (np.asarray(tags) > 0).astype(np.uint8), 0)
         with self._lock:
             frame.serial = self._serial
             self._serial += 1

@@ -3,15 +3,14 @@
 Tensors: ``model.<name>`` (the CAM network) and ``optim.<param index>.<key>`` (optimizer state).
 Metadata (strings): format, step, classes, config JSON, architecture hash, optimizer hyper-parameters.
 A reader polling the file never sees a torn write: the file is written beside the target, fsynced
-and renamed over it (pitfalls.md 9).
+and renamed over it (pitfalls.md 9). It is serialised in memory and written by deal_ros.files itself:
+safetensors' save_file writes through a temporary of its own (.tmpXXXXXX) that a killed process leaves.
 """
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import re
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,9 @@ import torch
 
 from deal_ros.config import ARCHITECTURE_FIELDS, DealRosConfig
 from deal_ros.errors import DealRosError
-from deal_ros.files import atomic_write
+from deal_ros.files import atomic_write, remove_stale_temp_files
+
+LOG = logging.getLogger("deal_ros.checkpoint")
 
 FORMAT = "deal_ros.checkpoint/1"
 MAX_LISTED = 3
@@ -96,23 +97,15 @@ def diverged_tensors(state: dict[str, torch.Tensor]) -> list[str]:
             if t.is_floating_point() and t.numel() and not bool(t.detach().abs().max() <= MAX_WEIGHT_ABS)]
 
 
-def _os_error(exc: Exception, path: Path) -> Exception:
-    """safetensors reports I/O failures (disk full, file too large) as its own error: make them OSErrors."""
-    match = re.search(r"os error (\d+)", str(exc))
-    if match is None:
-        return exc
-    code = int(match.group(1))
-    return OSError(code, os.strerror(code) if code in errno.errorcode else str(exc), str(path))
-
-
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealRosConfig, step: int,
                     optimizer: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write model (+ optimizer) state atomically to `path`; the previous file stays intact on failure.
 
     Diverged weights are refused (NonFiniteWeightsError) before anything is written. I/O failures
-    are OSErrors naming the file (the caller may retry or write elsewhere: deal_ros.files).
+    are OSErrors naming the file (the caller may retry or write elsewhere: deal_ros.files). What a killed
+    save left in the folder (by any process: the trainer node, `deal-ros train`) is removed first.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     state = model.state_dict()
@@ -123,6 +116,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealRosCon
             f"refusing to save diverged weights (NaN, inf or > {MAX_WEIGHT_ABS:g} in {len(bad)} tensor(s), e.g. "
             f"{bad[0]}) at step {step} to {path}; {kept}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temp_files(path.parent):
+        LOG.info("removed %s, left by a save that was killed", stale)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
     metadata = {
         "format": FORMAT,
@@ -137,15 +132,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealRosCon
         tensors.update(optim_tensors)
         metadata["optimizer"] = json.dumps({"type": type(optimizer).__name__, **optim_meta})
 
-    def write(tmp: Path) -> None:
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-        except OSError:
-            raise
-        except Exception as exc:  # safetensors' own error type
-            raise _os_error(exc, path) from None
-
-    return atomic_write(path, write)
+    data = save(tensors, metadata=metadata)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _step_of(path: Path) -> str:

@@ -328,6 +328,9 @@ class DepthConfig(Section):
 
     min_m: float = setting(0.1, "Depth below this (metres) is treated as a hole.", ge=0)
     max_m: float = setting(10.0, "Depth above this (metres) is treated as a hole.")
+    float_unit: Literal["m", "mm"] = setting(
+        "m", "Unit of float (32FC1) depth: 'm' as REP 118 says, or 'mm' for drivers that publish millimetres "
+             "as float. Depth read as metres with a median of more than 100 m is refused, naming the likely unit.")
 
     def check_relations(self) -> None:
         _check(self.min_m < self.max_m, "depth.min_m", "need 0 <= min_m < max_m")

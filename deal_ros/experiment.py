@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +20,7 @@ from deal_ros.config import DealRosConfig
 from deal_ros.metrics import ConfusionMatrix
 from deal_ros.segmenter import Segmenter
 from deal_ros.trainer import OnlineTrainer, StepStats
+from deal_ros.visualize import save_figure
 
 
 class LabelledFrame(Protocol):
@@ -120,12 +122,13 @@ def run_arm(name: str, cfg: DealRosConfig, train_frames: Sequence[LabelledFrame]
     return result, trainer
 
 
-def plot_losses(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str,
+def plot_losses(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path,
                 keys: Sequence[str] = ("loss_cls", "loss_deal", "loss_seg")) -> None:
     """One panel per loss term, one line per named history of StepStats dicts (smoothed over 10 steps).
 
     Takes plain histories, not ArmResults, so that the demo's arms and a single `deal-ros train`
     run (whose history may continue a resumed one) plot alike. Steps come from each entry's 'step'.
+    Written atomically (deal_ros.visualize.save_figure).
     """
     import matplotlib
 
@@ -148,12 +151,11 @@ def plot_losses(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str,
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def plot_bars(results: Sequence[ArmResult], path: str) -> None:
-    """Pseudo-label and mask mIoU per arm as grouped bars."""
+def plot_bars(results: Sequence[ArmResult], path: str | Path) -> None:
+    """Pseudo-label and mask mIoU per arm as grouped bars (written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,5 +170,4 @@ def plot_bars(results: Sequence[ArmResult], path: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

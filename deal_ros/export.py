@@ -12,7 +12,8 @@ input: input normalisation, the CAM network, the segmentation head upsampled to 
 H, W are the configured network input size; with ``dynamic=True`` batch, height and width are free, but the
 TF 'SAME' padding of the stride-2 convolutions is fixed at export, so other sizes must divide the same way:
 multiples of 16 (32 with output_stride 32), as the configuration requires anyway. A sidecar JSON beside the
-model names the classes, the input, the normalisation and the checkpoint step.
+model names the classes, the input, the normalisation and the checkpoint step. Both are written atomically
+(deal_ros.files) after a free-space check: a failed export leaves the previous files intact.
 
 onnx and onnxruntime are optional (``pip install deal_ros[export]``): the robot install never needs them.
 torch exports with its TorchScript-based exporter, which needs neither.
@@ -34,10 +35,13 @@ from torch import nn
 
 from deal_ros.checkpoint import load_checkpoint, load_model_state
 from deal_ros.config import DealRosConfig
-from deal_ros.errors import DealRosError
+from deal_ros.errors import DealRosError, OutputError, os_error_cause
+from deal_ros.files import atomic_write, atomic_write_text, check_free_space
 from deal_ros.models import CAMNet
 
 DEFAULT_OPSET = 17
+ONNX_OVERHEAD_BYTES = 1_000_000
+"""Graph and names on top of the weights, for the free-space check."""
 """ONNX opset of the export: TensorRT 8.5+ (JetPack 5 and later) parses it."""
 OPSETS = range(11, 21)
 """Opsets the network exports exactly at, checked before exporting (torch's exporter prints the whole graph,
@@ -115,25 +119,35 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, height: int | 
             dynamic_axes[CAMS_NAME] = {0: "batch", 2: "cam_height", 3: "cam_width"}
     graph = SegmenterGraph(model, cams).eval()
     example = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    check_free_space(onnx_path.parent, weight_bytes + ONNX_OVERHEAD_BYTES, "folder", f"the ONNX model {onnx_path}")
     start = time.perf_counter()
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             # The TF 'SAME' pads are computed from the traced size: constant for every size allowed (see above).
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             # The exporter's own notes (a Slice it cannot fold, its deprecation): nothing for the user to do.
             warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.onnx")
-            torch.onnx.export(graph, (example,), str(onnx_path), dynamo=False, opset_version=opset,
+            torch.onnx.export(graph, (example,), str(tmp), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=dynamic_axes)
-    except OSError:
-        raise
+
+    kept = "the file there is unchanged" if onnx_path.exists() else "nothing was written"
+    try:
+        atomic_write(onnx_path, write, suffix=".onnx")
+    except OSError as exc:  # a full disk, a file size limit: the temporary is gone, the old model intact
+        raise OutputError(f"cannot write {onnx_path}: {os_error_cause(exc)}; {kept}") from None
     except Exception as exc:  # the exporter raises many types (unsupported op, opset)
         raise ExportError(f"torch.onnx.export to {onnx_path} failed at opset {opset}: {type(exc).__name__}: "
                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
     export_s = time.perf_counter() - start
     sidecar = sidecar_dict(cfg, step, checkpoint, onnx_path, height, width, dynamic, cams, opset)
     sidecar_path = onnx_path.with_name(onnx_path.name + ".json")
-    sidecar_path.write_text(json.dumps(sidecar, indent=1) + "\n")
+    try:
+        atomic_write_text(sidecar_path, json.dumps(sidecar, indent=1) + "\n")
+    except OSError as exc:
+        raise OutputError(f"wrote {onnx_path} but cannot write {sidecar_path}: {os_error_cause(exc)}") from None
     return ExportResult(onnx_path, sidecar_path, sidecar, export_s)
 
 

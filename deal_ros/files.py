@@ -46,6 +46,10 @@ _OURS = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.[A-Za-z0-9
 """Temporary files and folders of ours: .NAME.PID-HEX.tmp (see temp_name)."""
 _LEGACY = re.compile(r"^\.(?P<name>.+\.safetensors)\.[A-Za-z0-9_]{8}\.tmp$")
 """Checkpoint temporaries of earlier versions (tempfile.mkstemp names, no pid)."""
+_SAFETENSORS_OWN = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
+"""What safetensors' save_file writes before its rename (Rust tempfile names), left when its writer was killed;
+earlier versions of deal_ros saved through it. Removed only when it holds a safetensors header (see
+_is_safetensors): the name alone could be another program's."""
 LEGACY_AGE_S = 600.0
 """A legacy temporary older than this is a leftover (no live writer takes 10 minutes per checkpoint)."""
 RESCUE_PREFIX = "deal_ros-rescue-"
@@ -76,7 +80,8 @@ def atomic_write(target: str | Path, write: Callable[[Path], object], suffix: st
     """Call write(tmp) on a temporary file beside `target`, fsync it and rename it over `target`.
 
     The temporary is created with the usual permissions (0666 minus the umask) and removed on any
-    failure, so the previous `target` stays intact and nothing half-written is left behind.
+    failure, so the previous `target` stays intact and nothing half-written is left behind. An OSError
+    that names no file (a write on a full disk) is given `target`'s name, so that the message says where.
     """
     target = Path(target)
     tmp = temp_name(target, suffix)
@@ -89,9 +94,11 @@ def atomic_write(target: str | Path, write: Callable[[Path], object], suffix: st
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.strerror and exc.filename is None:  # a full disk names no file
+            exc.filename = str(target)
         raise
     _fsync_dir(target.parent)
     return target
@@ -135,9 +142,10 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
             pid = int(match["pid"])
             stale = pid != os.getpid() and not _pid_alive(pid)
         else:
-            legacy = _LEGACY.match(entry.name)
+            legacy = _LEGACY.match(entry.name) is not None or (_SAFETENSORS_OWN.match(entry.name) is not None
+                                                              and _is_safetensors(entry))
             try:
-                stale = legacy is not None and entry.is_file() and now - entry.stat().st_mtime > LEGACY_AGE_S
+                stale = legacy and entry.is_file() and now - entry.stat().st_mtime > LEGACY_AGE_S
             except OSError:
                 stale = False
         if not stale:
@@ -151,6 +159,16 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
         except OSError:
             pass  # not ours to fight over: a later start tries again
     return removed
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether the file starts as a safetensors file does: an 8-byte header length, then the JSON header's '{'."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:] == b"{"
 
 
 def refuse_non_folder(path: str | Path, role: str) -> Path:

@@ -101,9 +101,9 @@ def batch_to_tensors(frames: Sequence[StoredFrame], device: torch.device,
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stored frames -> rgb (B, 3, H, W) float 0..255, depth_m (B, 1, H, W), tags (B, K) float."""
     rgb = torch.from_numpy(np.stack([f.rgb for f in frames])).to(device).permute(0, 3, 1, 2).float()
-    depth_mm = torch.from_numpy(np.stack([f.depth_mm for f in frames]).astype(np.float32)).to(device)
+    depth_m = torch.from_numpy(np.stack([f.depth_m for f in frames])).to(device)
     tags = torch.from_numpy(np.stack([f.tags for f in frames]).astype(np.float32)).to(device)
-    return rgb, depth_mm[:, None] / 1000.0, tags
+    return rgb, depth_m[:, None], tags
 
 
 class OnlineTrainer:

@@ -1,9 +1,18 @@
-"""Colour maps for label images: the overlay topic, the demo's figures and the label command."""
+"""Colour maps for label images (the overlay topic, the demo's figures, the label command), and writing figures.
+
+Figures and pictures go through deal_ros.files' atomic writer like every other output: a full disk
+leaves the previous file, never half a PNG.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import cv2
 import numpy as np
+
+from deal_ros.files import atomic_write
 
 IGNORE_COLOUR = (255, 255, 255)
 
@@ -41,3 +50,24 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarr
     blended = cv2.addWeighted(np.ascontiguousarray(rgb), 1.0 - alpha, colorize(labels), alpha, 0.0)
     np.copyto(blended, rgb, where=(labels == 0)[..., None])
     return blended
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
+    """fig.savefig(path) atomically (the format from path's suffix), then close the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(str(tmp), dpi=dpi), suffix=Path(path).suffix)
+    finally:
+        plt.close(fig)
+
+
+def save_png(path: str | Path, rgb: np.ndarray) -> None:
+    """An (H, W, 3) uint8 RGB image as PNG, atomically; cv2.imwrite's failure (it returns False) is an OSError."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+    def write(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), bgr):
+            raise OSError(f"cannot write {path} (disk full or not writable?)")
+
+    atomic_write(path, write, suffix=".png")

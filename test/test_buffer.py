@@ -13,7 +13,7 @@ def _frame(rng: np.random.Generator, size=(48, 64)) -> tuple[np.ndarray, np.ndar
     return rgb, depth
 
 
-def test_stores_at_training_resolution_with_mm_depth_and_holes() -> None:
+def test_stores_at_training_resolution_with_metric_depth_and_holes() -> None:
     buffer = FrameBuffer(BufferConfig(), num_classes=2, size=(24, 32))
     rng = np.random.default_rng(0)
     rgb, depth = _frame(rng)
@@ -22,10 +22,23 @@ def test_stores_at_training_resolution_with_mm_depth_and_holes() -> None:
     buffer.add(rgb, depth, np.array([1, 0]))
     (frame,) = buffer.sample(1, rng)
     assert frame.rgb.shape == (24, 32, 3) and frame.rgb.dtype == np.uint8
-    assert frame.depth_mm.dtype == np.uint16 and frame.depth_mm.shape == (24, 32)
-    assert (frame.depth_mm[:5] == 0).all(), "NaN and 0 become holes"
-    valid = frame.depth_mm[7:] > 0
-    assert valid.all() and frame.depth_mm[7:].max() <= 3000
+    assert frame.depth_m.dtype == np.float32 and frame.depth_m.shape == (24, 32)
+    assert (frame.depth_m[:5] == 0).all(), "NaN and 0 become holes"
+    valid = frame.depth_m[7:] > 0
+    assert valid.all() and frame.depth_m[7:].max() <= 3.0
+
+
+@pytest.mark.parametrize("value_m", [0.0004, 70.0, 812.0])
+def test_keeps_depth_that_uint16_millimetres_cannot_hold(value_m: float) -> None:
+    """Depth below 0.5 mm or beyond 65.5 m used to become holes in the buffer (train saw no depth, label did)."""
+    buffer = FrameBuffer(BufferConfig(), num_classes=1, size=(24, 32))
+    rng = np.random.default_rng(3)
+    rgb, _ = _frame(rng, (24, 32))
+    depth = np.full((24, 32), value_m, np.float32)
+    depth[:, 16:] *= 2
+    buffer.add(rgb, depth, np.array([1]))
+    (frame,) = buffer.sample(1, rng)
+    np.testing.assert_array_equal(frame.depth_m, depth)
 
 
 def test_bounded_by_frames_and_bytes() -> None:
@@ -38,7 +51,7 @@ def test_bounded_by_frames_and_bytes() -> None:
     for _ in range(12):
         big.add(*_frame(rng, (240, 320)), np.array([1]))
     assert big.nbytes <= 2**20
-    assert len(big) == 2**20 // (240 * 320 * 5 + 1)
+    assert len(big) == 2**20 // (240 * 320 * 7 + 1)
 
 
 def test_eviction_keeps_rare_classes_and_sampling_is_balanced() -> None:

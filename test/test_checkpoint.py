@@ -78,10 +78,12 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> No
     path = save_checkpoint(tmp_path / "m.safetensors", model, CFG, 1)
     before = path.read_bytes()
 
-    def boom(*args, **kwargs):
+    def half_then_full(self, data):
+        with open(self, "wb") as handle:
+            handle.write(data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    monkeypatch.setattr("pathlib.Path.write_bytes", half_then_full)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, model, CFG, 2)
     assert path.read_bytes() == before
@@ -128,19 +130,44 @@ def test_diverged_weights_never_replace_a_good_checkpoint(tmp_path) -> None:
     assert not (tmp_path / "new.safetensors").exists()
 
 
-def test_storage_errors_become_oserrors_naming_the_file(tmp_path, monkeypatch) -> None:
-    """safetensors reports a full disk as its own error type; callers that retry or rescue need an OSError."""
+def test_storage_errors_are_oserrors_naming_the_file(tmp_path, monkeypatch) -> None:
+    """A full disk while writing: an OSError naming the checkpoint (callers retry or rescue), nothing left behind."""
     model, _ = _model_and_optimizer()
 
-    def full_disk(*args, **kwargs):
-        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("safetensors.torch.save_file", full_disk)
+    monkeypatch.setattr("pathlib.Path.write_bytes", full_disk)
     with pytest.raises(OSError) as info:
         save_checkpoint(tmp_path / "m.safetensors", model, CFG, 1)
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
 
+
+def test_saving_never_goes_through_safetensors_own_temporary(tmp_path, monkeypatch) -> None:
+    """save_file writes a .tmpXXXXXX of its own, which a SIGKILL during the save leaves behind (26.6 MB)."""
+    model, optimizer = _model_and_optimizer()
+
+    def own_temporary(*args, **kwargs):
+        raise AssertionError("safetensors.torch.save_file called")
+
+    monkeypatch.setattr("safetensors.torch.save_file", own_temporary)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, CFG, 3, optimizer)
+    assert load_checkpoint(path).step == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+
+def test_a_save_removes_what_a_killed_save_left(tmp_path) -> None:
+    """A SIGKILL during a save (safetensors' own .tmpXXXXXX of earlier versions) left 26.6 MB that nothing removed."""
+    import time
+
+    model, _ = _model_and_optimizer()
+    leftover = tmp_path / ".tmpk2J9xQ"
+    leftover.write_bytes((16).to_bytes(8, "little") + b'{"__metadata__":{}}' + bytes(1000))
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
+    save_checkpoint(tmp_path / "m.safetensors", model, CFG, 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 
 def test_checkpoint_permissions_follow_the_umask(tmp_path) -> None:
     model, _ = _model_and_optimizer()

@@ -132,6 +132,49 @@ def test_cli_exports_checks_and_refuses_bad_paths(checkpoint, frames, tmp_path, 
     assert "multiples of 16" in capsys.readouterr().err
 
 
+
+def test_export_refuses_to_write_over_its_checkpoint(checkpoint, tmp_path, capsys):
+    """`--onnx model/model.safetensors` overwrote the trained checkpoint and exited 0."""
+    from deal_ros.cli import main
+
+    trained = tmp_path / "model" / "model.safetensors"
+    trained.parent.mkdir()
+    trained.write_bytes(checkpoint.read_bytes())
+    assert main(["export", str(trained), "--onnx", str(trained), "--no-check"]) == 2
+    assert f"--onnx {trained} would overwrite the checkpoint" in capsys.readouterr().err
+    assert trained.read_bytes() == checkpoint.read_bytes()
+
+
+def test_a_failed_export_keeps_the_previous_model_and_names_it(checkpoint, tmp_path, monkeypatch, capsys):
+    """On a full disk the previous valid model.onnx became a truncated file, and the message named no path."""
+    import errno
+    import os
+    import shutil
+    from collections import namedtuple
+
+    from deal_ros.cli import main
+
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", str(checkpoint), "--onnx", str(onnx_path), "--no-check"]) == 0
+    before = onnx_path.read_bytes()
+    capsys.readouterr()
+
+    def full_disk(model, args, f, **kwargs):
+        Path(f).write_bytes(b"half a model")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch.onnx, "export", full_disk)
+    assert main(["export", str(checkpoint), "--onnx", str(onnx_path), "--no-check"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {onnx_path}: No space left on device (ENOSPC); the file there is unchanged" in err
+    assert onnx_path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    assert main(["export", str(checkpoint), "--onnx", str(onnx_path), "--no-check"]) == 2
+    assert "has 0.0 MB free but the ONNX model" in capsys.readouterr().err  # refused before exporting
+
 def test_robot_install_imports_no_onnx_package():
     code = ("import sys, deal_ros.export, deal_ros.cli.export, deal_ros.segmenter; "
             "print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from deal_ros.errors import OutputError
+from deal_ros.errors import OutputError, describe_os_error
 from deal_ros.files import (
     atomic_write,
     atomic_write_text,
@@ -74,6 +74,40 @@ def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live_file.name, legacy_new.name, user_file.name])
     assert str(live) in live_file.name
 
+
+
+def test_safetensors_own_temporaries_left_by_a_killed_save_are_removed(tmp_path) -> None:
+    """safetensors' save_file writes .tmpXXXXXX first: a SIGKILL during a save left 26.6 MB that nothing removed."""
+    header = (16).to_bytes(8, "little") + b'{"__metadata__":{}}'
+    old = time.time() - 3600
+    leftover = tmp_path / ".tmpa8Zk2Q"
+    leftover.write_bytes(header + b"\0" * 100)
+    fresh = tmp_path / ".tmpQ2kZ8a"  # maybe a save still running
+    fresh.write_bytes(header)
+    foreign = tmp_path / ".tmpB0b0b0"  # another program's temporary of the same name form
+    foreign.write_bytes(b"not a checkpoint")
+    for path in (leftover, foreign):
+        os.utime(path, (old, old))
+    assert remove_stale_temp_files(tmp_path) == [leftover]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, foreign.name])
+
+
+def test_a_failed_write_names_the_target(tmp_path) -> None:
+    """A write on a full disk raises an OSError without a file name: the message must still say where."""
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"the previous, valid model")
+
+    def full_disk(tmp) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as info:
+        atomic_write(target, full_disk)
+    assert info.value.filename == str(target)
+    assert describe_os_error(info.value) == f"{target}: No space left on device (ENOSPC)"
+    assert target.read_bytes() == b"the previous, valid model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 def test_output_folder_checks_name_the_problem(tmp_path) -> None:
     a_file = tmp_path / "file"

@@ -116,7 +116,9 @@ def test_mostly_invalid_depth_and_untagged_frames_train_without_nan() -> None:
     rgb = rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8)
     for depth, reason in ((np.full(SIZE, np.nan, np.float32), "no valid depth pixel"),
                           (np.zeros(SIZE, np.float32), "no valid depth pixel"),
-                          (np.full(SIZE, 65.535, np.float32), "65.535 m at every valid pixel")):
+                          (np.full(SIZE, 65.535, np.float32), "65.535 m at every valid pixel"),
+                          (np.linspace(500.0, 2000.0, SIZE[0] * SIZE[1], dtype=np.float32).reshape(SIZE),
+                           r"median depth 12\d\d cannot be metres \(likely millimetres")):
         with pytest.raises(DegenerateDataError, match=reason):  # DEAL would be 0: refused where it enters
             trainer.add_frame(rgb, depth, ["mug"])
     depth = np.full(SIZE, np.nan, np.float32)

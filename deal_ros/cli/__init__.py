@@ -5,27 +5,109 @@ Each subcommand module has `register(subparsers)`, which adds its parser and set
 every :class:`~deal_ros.errors.DealRosError` and every OSError becomes one line naming the path and
 the cause, exit code 2; Ctrl-C exits 130 quietly, even while the heavy modules are still importing
 (they are imported inside main, and only the chosen subcommand's). Tracebacks only with ``-v``.
+
+SIGTERM (what `timeout`, `docker stop`, systemd and Slurm preemption send) stops a command as the first
+Ctrl-C does (:class:`Stopped`, a KeyboardInterrupt: `train` saves what it trained), exit code 143. Once a
+command that saves when stopped (:func:`save_on_stop`) is stopping, further SIGINT / SIGTERM are ignored
+with one line each, so that a second Ctrl-C cannot abort the final save; only SIGKILL (kill -9) ends it
+then, and loses what was not saved. Elsewhere (e.g. while torch imports) a second Ctrl-C stops again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from deal_ros.errors import DealRosError, UserError, describe_os_error, one_line
 
-__all__ = ["SUBCOMMANDS", "UserError", "add_set_argument", "build_parser", "config_keys_text", "main",
-           "parse_overrides"]
+__all__ = ["SUBCOMMANDS", "Stopped", "UserError", "add_set_argument", "build_parser", "config_keys_text", "main",
+           "parse_overrides", "save_on_stop", "stop_exit_code", "stop_reason"]
 
 SUBCOMMANDS = ("demo", "info", "train", "label", "eval", "bench", "ablate", "export")
 INTERRUPTED = 130
 """Exit code after Ctrl-C (128 + SIGINT), what shells report for an interrupted command."""
 USER_ERROR = 2
 INTERNAL_ERROR = 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class _StopState:
+    """What the signal handler of main knows about the command it runs."""
+
+    first: int | None = None
+    """The signal that is stopping the command."""
+    saves: bool = False
+    """The command saves its work when stopped (save_on_stop)."""
+
+
+_STOP = _StopState()
+
+
+def save_on_stop() -> None:
+    """Declare that from now on this command saves its work when stopped: a later signal must not abort that save."""
+    _STOP.first, _STOP.saves = None, True  # a signal swallowed before (inside an import) does not count
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread by the first SIGINT or SIGTERM, so that SIGTERM stops a command as Ctrl-C does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_exit_code(exc: KeyboardInterrupt) -> int:
+    """128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), what shells report for a stopped command."""
+    return 128 + exc.signum if isinstance(exc, Stopped) else INTERRUPTED
+
+
+def stop_reason(exc: KeyboardInterrupt) -> str:
+    """'interrupted' (Ctrl-C) or 'stopped by SIGTERM', for the line that says what was saved."""
+    if isinstance(exc, Stopped) and exc.signum != signal.SIGINT:
+        return f"stopped by {signal.Signals(exc.signum).name}"
+    return "interrupted"
+
+
+@contextlib.contextmanager
+def _stop_signals(prog: str) -> Iterator[None]:
+    """The first SIGINT / SIGTERM raises Stopped; after save_on_stop, later ones are ignored with one line.
+
+    Signals ignored when the command started (`nohup`, a background job's SIGINT) stay ignored. The previous
+    handlers come back afterwards (main also runs in-process, in tests).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if _STOP.first is None or not _STOP.saves:
+            _STOP.first = signum
+            raise Stopped(signum)
+        print(f"\n{prog}: {signal.Signals(signum).name} ignored: still stopping after "
+              f"{signal.Signals(_STOP.first).name} and saving what was done (kill -9 would lose it)",
+              file=sys.stderr, flush=True)
+
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    _STOP.first, _STOP.saves = None, False
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, handle)
+    try:
+        yield
+    finally:
+        _STOP.first, _STOP.saves = None, False
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -120,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _chosen_command(argv)
     prog = f"deal-ros {command}" if command else "deal-ros"
     verbose = any(a in ("-v", "--verbose") for a in argv)
+    with _stop_signals(prog):
+        return _run(argv, prog, command, verbose)
+
+
+def _run(argv: list[str], prog: str, command: str | None, verbose: bool) -> int:
+    """main without the signal handlers: the one place that turns errors into messages and exit codes."""
     try:
         parser = build_parser(command)
         args = parser.parse_args(argv)
@@ -129,9 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(levelname)s %(name)s: %(message)s",
         )
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        return INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print(f"\n{prog}: {stop_reason(exc)}", file=sys.stderr)
+        return stop_exit_code(exc)
     except BrokenPipeError:  # `deal-ros info bag | head`: the reader left, nothing to report
         _silence_stdout()
         return INTERNAL_ERROR

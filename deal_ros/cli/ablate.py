@@ -12,8 +12,11 @@ Data: the demo's built-in RGB-D scenes (default), a folder with rgb/, depth/ and
 by colour stamp in nanoseconds. Tags come from the ground truth (classes present).
 
 Writes to --out: ablation.json (per set: mIoUs, per-class IoU, step times, overhead, history),
-ablation.md (the table) and ablation_miou.png (bars). Step-time overhead is relative to cls+deal
-(or to the first set when cls+deal is not run); on a shared CPU it is noisy.
+ablation.md (the table) and ablation_miou.png (bars), atomically, after every set (ablation.json says
+which are done), so that a stopped or failed run keeps every set that finished. The folder is checked
+(writable, some room) before anything trains; a folder that stops taking the files mid-run is replaced
+by a rescue folder that the log names. Step-time overhead is relative to cls+deal (or to the first set
+when cls+deal is not run); on a shared CPU it is noisy.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from deal_ros.buffer import resize_frame
 from deal_ros.cli import UserError, add_set_argument, parse_overrides
 from deal_ros.config import IGNORE_INDEX, DealRosConfig
 from deal_ros.data_checks import check_same_size
+from deal_ros.files import atomic_write_text, check_free_space, check_output_dir, write_or_rescue
 from deal_ros.io.image_codec import raw_depth_to_metres
 from deal_ros.online.parameters import load_parameter_file
 
@@ -55,6 +59,8 @@ TOKENS: dict[str, dict[str, Any]] = {
 ALL_OFF = {f"loss.{name}.enabled": False for name in ("deal", "isl", "fsl", "smoothness", "boundary", "ssc", "recon")}
 DEFAULT_SETS = ("cls", "cls+deal", "cls+deal+isl+fsl", "cls+deal+smooth", "cls+deal+boundary", "cls+deal+ssc")
 REFERENCE_SET = "cls+deal"
+REPORT_BYTES = 5_000_000
+"""About what the report files take (the JSON holds every set's loss history), for the free-space check."""
 
 
 @dataclass
@@ -159,15 +165,17 @@ def load_folder(folder: str | Path, size: tuple[int, int], classes: list[str]) -
     return frames
 
 
-def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], limit: int) -> list[Frame]:
-    """Frames of a bag that have a ground-truth mask (gt_dir/<index:06d>.png or gt_dir/<stamp_ns>.png)."""
+def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], limit: int,
+             depth_float_unit: str = "m") -> list[Frame]:
+    """Frames of a bag that have a ground-truth mask (gt_dir/<index:06d>.png or gt_dir/<stamp_ns>.png);
+    32FC1 depth in `depth_float_unit` (the setting depth.float_unit)."""
     from deal_ros.io.bag import iter_rgbd_frames
 
     gt_root = Path(gt_dir)
     if not gt_root.is_dir():
         raise UserError(f"--gt-dir {gt_dir} is not a folder")
     frames = []
-    for frame in iter_rgbd_frames(bag, require_tags=False):
+    for frame in iter_rgbd_frames(bag, require_tags=False, depth_float_unit=depth_float_unit):
         gt_path = next((p for p in (gt_root / f"{frame.index:06d}.png", gt_root / f"{frame.stamp_ns}.png")
                         if p.exists()), None)
         if gt_path is None:
@@ -200,7 +208,7 @@ def _frames(args: argparse.Namespace, base: DealRosConfig) -> tuple[list[Frame],
     elif args.bag:
         if not args.gt_dir:
             raise UserError("--bag needs --gt-dir with the ground-truth masks")
-        frames = load_bag(args.bag, args.gt_dir, size, base.classes, total)
+        frames = load_bag(args.bag, args.gt_dir, size, base.classes, total, base.depth.float_unit)
     else:
         frames = make_closeup_scenes(total, *size, base.classes, seed=args.seed)
     if len(frames) < 2:
@@ -213,14 +221,48 @@ def format_table(rows: list[dict[str, Any]], reference: str) -> str:
     lines = [f"| loss set | pseudo-label mIoU | mask mIoU | s/step | overhead vs {reference} |",
              "|---|---|---|---|---|"]
     for r in rows:
-        overhead = "—" if r["name"] == reference else f"{100 * r['step_time_overhead']:+.0f} %"
+        overhead = ("—" if r["name"] == reference or r["step_time_overhead"] is None
+                    else f"{100 * r['step_time_overhead']:+.0f} %")
         lines.append(f"| {r['name']} | {r['pseudo_miou']:.3f} | {r['mask_miou']:.3f} | "
                      f"{r['mean_step_time_s']:.3f} | {overhead} |")
     return "\n".join(lines)
 
 
+def summary_rows(results: list[Any], reference: str) -> list[dict[str, Any]]:
+    """Each set's summary with its step-time overhead vs `reference` (None until the reference has run)."""
+    ref_time = next((r.mean_step_time_s for r in results if r.name == reference), None)
+    rows = []
+    for r in results:
+        row = r.summary()
+        row["step_time_overhead"] = (None if ref_time is None else
+                                     r.mean_step_time_s / ref_time - 1.0 if ref_time > 0 else 0.0)
+        rows.append(row)
+    return rows
+
+
+def write_report(out: Path, report: dict[str, Any], results: list[Any]) -> Path:
+    """ablation.json, ablation.md and ablation_miou.png of the sets done so far, atomically; returns the folder they
+    are in: `out`, or a rescue folder (warned) when `out` stops taking them, where the later sets go too."""
+    from deal_ros.experiment import plot_bars
+
+    header = (f"# deal-ros ablation\n\n{report['train_frames']} training / {report['eval_frames']} held-out frames "
+              f"({report['source']}) at {report['size'][0]}x{report['size'][1]}, {report['steps']} steps per set, "
+              f"seed {report['seed']}, weights: {report['weights'] or 'random init'}; sets done: "
+              f"{report['sets_done']}. Step times are wall-clock means over all steps.\n\n")
+    table = format_table(report["sets"], report["reference"])
+    written = write_or_rescue(out, {
+        "ablation.json": lambda p: atomic_write_text(p, json.dumps(report, indent=1)),
+        "ablation.md": lambda p: atomic_write_text(p, header + table + "\n\n![mIoU](ablation_miou.png)\n"),
+        "ablation_miou.png": lambda p: plot_bars(results, p),
+    })
+    if written.rescued:
+        LOG.warning("cannot write the report into %s (%s): the sets done so far, and those to come, are in %s",
+                    out, written.failure, written.folder)
+    return written.folder
+
+
 def run(args: argparse.Namespace) -> int:
-    from deal_ros.experiment import plot_bars, run_arm
+    from deal_ros.experiment import run_arm
 
     if args.steps < 1 or args.train_frames < 1 or args.eval_frames < 0:
         raise UserError("need --steps >= 1, --train-frames >= 1 and --eval-frames >= 0")
@@ -229,38 +271,27 @@ def run(args: argparse.Namespace) -> int:
     base = _base_config(args)
     for name in sets:
         configs[name] = base.updated(set_overrides(name))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(args.out, "--out folder")  # read-only or misnamed: refused before any training
+    check_free_space(out, REPORT_BYTES, "--out folder", "the report")
     train_frames, eval_frames = _frames(args, base)
     LOG.info("%d training + %d held-out frames at %dx%d; %d steps per set", len(train_frames), len(eval_frames),
              *args.size, args.steps)
     start = time.perf_counter()
+    reference = REFERENCE_SET if REFERENCE_SET in sets else sets[0]
+    source = args.folder or args.bag or "built-in scenes"
     results = []
     for name in sets:
         result, _ = run_arm(name, configs[name], train_frames, eval_frames, args.steps)
         LOG.info("%s: pseudo-label mIoU %.3f, mask mIoU %.3f, %.3f s/step", name, result.pseudo_miou,
                  result.mask_miou, result.mean_step_time_s)
         results.append(result)
-    reference = REFERENCE_SET if REFERENCE_SET in sets else sets[0]
-    ref_time = next(r.mean_step_time_s for r in results if r.name == reference)
-    rows = []
-    for r in results:
-        row = r.summary()
-        row["step_time_overhead"] = r.mean_step_time_s / ref_time - 1.0 if ref_time > 0 else 0.0
-        rows.append(row)
-    table = format_table(rows, reference)
-    plot_bars(results, str(out / "ablation_miou.png"))
-    source = args.folder or args.bag or "built-in scenes"
-    report = {"sets": rows, "reference": reference, "steps": args.steps, "size": list(args.size), "seed": args.seed,
-              "source": source, "train_frames": len(train_frames), "eval_frames": len(eval_frames),
-              "weights": args.weights, "wall_time_s": time.perf_counter() - start,
-              "config_overrides": {name: set_overrides(name) for name in sets},
-              "history": {r.name: r.history for r in results}}
-    (out / "ablation.json").write_text(json.dumps(report, indent=1))
-    header = (f"# deal-ros ablation\n\n{len(train_frames)} training / {len(eval_frames)} held-out frames "
-              f"({source}) at {args.size[0]}x{args.size[1]}, {args.steps} steps per set, seed {args.seed}, "
-              f"weights: {args.weights or 'random init'}. Step times are wall-clock means over all steps.\n\n")
-    (out / "ablation.md").write_text(header + table + "\n\n![mIoU](ablation_miou.png)\n")
-    print(table)
+        report = {"sets": summary_rows(results, reference), "reference": reference, "steps": args.steps,
+                  "size": list(args.size), "seed": args.seed, "source": source, "train_frames": len(train_frames),
+                  "eval_frames": len(eval_frames), "weights": args.weights,
+                  "wall_time_s": time.perf_counter() - start, "sets_done": f"{len(results)} of {len(sets)}",
+                  "config_overrides": {r.name: set_overrides(r.name) for r in results},
+                  "history": {r.name: r.history for r in results}}
+        out = write_report(out, report, results)
+    print(format_table(summary_rows(results, reference), reference))
     print(f"\nreport: {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation_miou.png'}")
     return 0

@@ -153,7 +153,7 @@ def bench_train_io(bag: str | Path, cfg: Any, steps: int, rounds: int = 2) -> Tr
     from deal_ros.io.bag import iter_rgbd_frames
 
     def read() -> Any:
-        return iter_rgbd_frames(bag, classes=cfg.classes)
+        return iter_rgbd_frames(bag, classes=cfg.classes, depth_float_unit=cfg.depth.float_unit)
 
     in_memory = list(read())
     if not in_memory:
@@ -190,6 +190,12 @@ def run_train_io(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.rounds < 1:
         raise UserError("--steps and --rounds must be >= 1")
+    if args.json_out:  # a folder that cannot take the report is refused before the benchmark, not after
+        from deal_ros.files import check_output_dir
+
+        if Path(args.json_out).is_dir():
+            raise UserError(f"--json {args.json_out} is a folder; give a file name")
+        check_output_dir(Path(args.json_out).parent, "--json folder")
     with tempfile.TemporaryDirectory(prefix="deal_ros_bench_") as tmp:
         try:
             if args.bag is None:
@@ -215,5 +221,7 @@ def run_train_io(args: argparse.Namespace) -> int:
     if args.json_out:
         report = {**asdict(result), "ratio": result.ratio, "cpu_ratio": result.cpu_ratio,
                   "frames_per_step": result.frames_per_step, "read_cpu_ms_per_frame": result.read_cpu_ms_per_frame}
-        Path(args.json_out).write_text(json.dumps(report, indent=1))
+        from deal_ros.files import atomic_write_text
+
+        atomic_write_text(args.json_out, json.dumps(report, indent=1))
     return 0 if result.ratio >= TRAIN_IO_TARGET else 1

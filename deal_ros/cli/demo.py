@@ -16,18 +16,18 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from deal_ros.cli.progress import progress_bar
 from deal_ros.cli.quality import RECIPES
 from deal_ros.config import BUILTIN_WEIGHTS, DealRosConfig
 from deal_ros.experiment import ArmResult, plot_bars, plot_losses, run_arm
+from deal_ros.files import atomic_write_text, check_output_dir
 from deal_ros.models import describe_weights
 from deal_ros.online.parameters import load_parameter_file
 from deal_ros.segmenter import Segmenter
 from deal_ros.synthetic import CLOSEUP_CLASSES, make_closeup_scenes
-from deal_ros.visualize import colorize, overlay
+from deal_ros.visualize import colorize, overlay, save_png
 
 DEMO_ARMS = {
     "cls only": RECIPES["cls-only"],
@@ -97,7 +97,7 @@ def _write_overlays(out: Path, arms: list[tuple[ArmResult, Segmenter]], frames: 
             tiles += [colorize(result.pseudo_label), overlay(frame.rgb, result.mask)]
         row = np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1)
         path = out / f"overlay_{index:02d}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
+        save_png(path, row)
         paths.append(path.name)
     return paths
 
@@ -105,8 +105,7 @@ def _write_overlays(out: Path, arms: list[tuple[ArmResult, Segmenter]], frames: 
 def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("deal_ros.demo")
     start = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(args.out, "--out folder")  # before any training
     height, width = args.size
     weights = resolve_weights(args.weights)
     if not weights:
@@ -130,15 +129,15 @@ def run(args: argparse.Namespace) -> int:
                  result.mask_miou, result.mean_step_time_s)
     results = [r for r, _ in arms]
     weights_used = describe_weights(arms[0][1].model)
-    plot_losses({r.name: r.history for r in results}, str(out / "loss_curves.png"))
-    plot_bars(results, str(out / "miou.png"))
+    plot_losses({r.name: r.history for r in results}, out / "loss_curves.png")
+    plot_bars(results, out / "miou.png")
     overlays = _write_overlays(out, arms, eval_frames)
     wall = time.perf_counter() - start
     report = {"wall_time_s": wall, "steps": args.steps, "size": [height, width], "seed": args.seed,
               "train_frames": len(train_frames), "eval_frames": len(eval_frames), "weights": weights,
               "weights_loaded": weights_used,
               "arms": [r.summary() for r in results], "history": {r.name: r.history for r in results}}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     lines = ["# deal-ros demo report", "",
              f"{len(train_frames)} training / {len(eval_frames)} held-out built-in close-up scenes "
              f"at {height}x{width}, "
@@ -150,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
               "Overlays (RGB | ground truth | then per arm: pseudo-label, mask overlay):", ""]
     lines += [f"![{p}]({p})" for p in overlays]
     lines += ["", f"Wall time: {wall:.0f} s."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     print(lines[3] + "\n")
     print("\n".join(lines[6: 8 + len(results)]))
     print(f"\nreport: {out / 'report.md'} (wall time {wall:.0f} s)")

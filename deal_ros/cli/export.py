@@ -41,12 +41,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deal_ros.export import DEFAULT_OPSET, export_onnx
+    from deal_ros.files import check_output_dir, remove_stale_temp_files
 
     onnx_path = Path(args.onnx)
     if onnx_path.is_dir():
         raise UserError(f"--onnx {onnx_path} is a folder; give a file name, e.g. {onnx_path / 'model.onnx'}")
     if not onnx_path.parent.is_dir():
         raise UserError(f"--onnx: folder {onnx_path.parent} does not exist")
+    checkpoint = Path(args.checkpoint)
+    for target in (onnx_path, onnx_path.with_name(onnx_path.name + ".json")):
+        if target.resolve() == checkpoint.resolve():
+            raise UserError(f"--onnx {onnx_path} would overwrite the checkpoint {checkpoint} (with the "
+                            f"{'model' if target == onnx_path else 'sidecar JSON'}); choose another file, e.g. "
+                            f"{checkpoint.with_suffix('.onnx')}")
+    check_output_dir(onnx_path.parent, "--onnx folder")  # read-only: refused before the export
+    remove_stale_temp_files(onnx_path.parent)
     height, width = args.size if args.size else (None, None)
     frames = _read_frames(args.frames) if args.frames else None
     result = export_onnx(args.checkpoint, onnx_path, height=height, width=width, dynamic=args.dynamic,

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deal_ros.cli import UserError
 from deal_ros.errors import one_line
+
+if TYPE_CHECKING:
+    from deal_ros.config import DealRosConfig
 
 MAX_EXAMPLE_CHARS = 240
 """Length of the example message per skip reason in a one-line error."""
@@ -78,13 +81,15 @@ def keyframe_gate(args: argparse.Namespace) -> Any:
     return KeyframeGate(min_interval_s=args.min_gap, max_interval_s=0.0, motion_threshold=args.min_motion)
 
 
-def read_frames(bags: str | Sequence[str], args: argparse.Namespace, classes: Sequence[str], tags: Any, stats: Any,
+def read_frames(bags: str | Sequence[str], args: argparse.Namespace, cfg: DealRosConfig, tags: Any, stats: Any,
                 **kwargs: Any) -> Any:
-    """iter_rgbd_frames for the parsed topic / tag / sync options (bad values: BagError / TagError, one line)."""
+    """iter_rgbd_frames for the parsed topic / tag / sync options and the config's classes and depth unit, so that
+    train and label read a bag alike (bad values: BagError / TagError, one line)."""
     from deal_ros.io.bag import iter_rgbd_frames
 
     return iter_rgbd_frames(bags, args.rgb_topic, args.depth_topic, tags_topic=args.tags_topic,
-                            slop_s=args.slop, tags=tags, classes=classes, stats=stats, **kwargs)
+                            slop_s=args.slop, tags=tags, classes=cfg.classes, stats=stats,
+                            depth_float_unit=cfg.depth.float_unit, **kwargs)
 
 
 def skips_line(stats: Any) -> str:

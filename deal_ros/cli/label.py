@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter(cfg, device=resolve_device(args.device))
     step = segmenter.load(args.checkpoint)
     read_stats = ReadStats()
-    frames = read_frames(args.bag, args, cfg.classes, tag_source(args), read_stats, require_tags=False,
+    frames = read_frames(args.bag, args, cfg, tag_source(args), read_stats, require_tags=False,
                          skip_degenerate_depth=False)
     check_output_dir(out, "--out folder")  # writable, before the first frame is labelled
     for stale in remove_stale_temp_files(out):

@@ -13,7 +13,10 @@ Data: built-in close-up scenes (default: one or two objects covering 8-35 % of t
 depth/ and gt/ subfolders. Built-in training and held-out scenes come from different seeds.
 
 Writes to --out: quality.json (everything), quality.md (tables) and quality.png (per-class IoU bars
-and the learning curves).
+and the learning curves), atomically, after every recipe (quality.json says which are done), so that a
+stopped or failed run keeps every recipe that finished. The folder is checked (writable, some room)
+before anything trains; a folder that stops taking the files mid-run is replaced by a rescue folder
+that the log names.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from deal_ros.cli import UserError, add_set_argument, parse_overrides
+from deal_ros.files import atomic_write_text, check_free_space, check_output_dir, write_or_rescue
 
 LOG = logging.getLogger("deal_ros.quality")
 
@@ -55,6 +59,9 @@ DEFAULT_RECIPES = ("cls-only", "paper-map", "robust-map", "plane", "plane+robust
 MAX_SCENE_SIDE = 4096
 """Largest height and width of a built-in scene: the largest network input (model.input_height/width); beyond it
 a scene only costs memory (100000x100000 needs 75 GiB)."""
+
+REPORT_BYTES = 5_000_000
+"""About what the report files take (the PNG and the JSON with the learning curves), for the free-space check."""
 
 SCENES = {
     "closeup": {"train_seed": 100, "val_seed": 200},
@@ -104,7 +111,7 @@ def parse_recipe(spec: str) -> tuple[str, dict[str, Any]]:
     return spec, dict(RECIPES[spec])
 
 
-def _frames(args: argparse.Namespace, classes: list[str]) -> tuple[list[Any], list[Any], str]:
+def _frames(args: argparse.Namespace, classes: list[str], depth_float_unit: str) -> tuple[list[Any], list[Any], str]:
     from deal_ros.cli.ablate import load_bag, load_folder
 
     size = tuple(args.size)
@@ -114,8 +121,8 @@ def _frames(args: argparse.Namespace, classes: list[str]) -> tuple[list[Any], li
         if args.folder and not args.val_folder:
             raise UserError("--folder needs --val-folder (held-out data the recipe never saw)")
         if args.bag:
-            train = load_bag(args.bag, args.gt_dir, size, classes, 10**9)
-            val = load_bag(args.val_bag, args.val_gt, size, classes, 10**9)
+            train = load_bag(args.bag, args.gt_dir, size, classes, 10**9, depth_float_unit)
+            val = load_bag(args.val_bag, args.val_gt, size, classes, 10**9, depth_float_unit)
             source = f"{args.bag} -> {args.val_bag}"
         else:
             train, val = load_folder(args.folder, size, classes), load_folder(args.val_folder, size, classes)
@@ -169,6 +176,8 @@ def plot(rows: list[dict[str, Any]], classes: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from deal_ros.visualize import save_figure
+
     names = ["background", *classes]
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [2, 1]})
     width = 0.8 / max(len(rows), 1)
@@ -187,8 +196,29 @@ def plot(rows: list[dict[str, Any]], classes: list[str], path: Path) -> None:
     for ax in (bars, curves):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def write_report(out: Path, report: dict[str, Any], classes: list[str]) -> Path:
+    """quality.json, quality.md and quality.png of the recipes done so far, atomically; returns the folder they are
+    in: `out`, or a rescue folder (warned) when `out` stops taking them, where the later recipes go too."""
+    rows = report["recipes"]
+    header = (f"# deal-ros quality benchmark\n\n{report['source']}: {report['train_frames']} training / "
+              f"{report['val_frames']} held-out frames, {report['steps']} steps at {report['size'][0]}x"
+              f"{report['size'][1]}, seeds {report['seeds']}, weights: {report['weights']}; recipes done: "
+              f"{report['recipes_done']}. Mask mIoU: segmentation head, no tags. Pseudo-label mIoU: CAMs + tags, "
+              "255 = background. Max class cover: the largest mean fraction of the frame a class's pseudo-label "
+              "covers in the frames tagged with it.\n\n")
+    written = write_or_rescue(out, {
+        "quality.json": lambda p: atomic_write_text(p, json.dumps(report, indent=1)),
+        "quality.md": lambda p: atomic_write_text(p, header + format_tables(rows, classes)
+                                                  + "\n\n![quality](quality.png)\n"),
+        "quality.png": lambda p: plot(rows, classes, p),
+    })
+    if written.rescued:
+        LOG.warning("cannot write the report into %s (%s): the recipes done so far, and those to come, are in %s",
+                    out, written.failure, written.folder)
+    return written.folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,9 +241,9 @@ def run(args: argparse.Namespace) -> int:
                                                 **parse_overrides(args.overrides)})
     configs = {name: {seed: base.updated({**overrides, "train.seed": seed}) for seed in args.seeds}
                for name, overrides in recipes}  # every recipe validated before any training
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    train, val, source = _frames(args, classes)
+    out = check_output_dir(args.out, "--out folder")  # read-only or misnamed: refused before any training
+    check_free_space(out, REPORT_BYTES, "--out folder", "the report")
+    train, val, source = _frames(args, classes, base.depth.float_unit)
     LOG.info("%s: %d training / %d held-out frames; %d recipes x %d seeds x %d steps at %dx%d", source, len(train),
              len(val), len(recipes), len(args.seeds), args.steps, height, width)
     start = time.perf_counter()
@@ -240,18 +270,10 @@ def run(args: argparse.Namespace) -> int:
             "s_per_step": float(np.mean([r.mean_step_time_s for r in results])),
             "curves": [r.curve for r in results],
         })
-    tables = format_tables(rows, classes)
-    plot(rows, classes, out / "quality.png")
-    report = {"source": source, "steps": args.steps, "seeds": args.seeds, "size": [height, width],
-              "weights": weights or "random init", "train_frames": len(train), "val_frames": len(val),
-              "wall_time_s": time.perf_counter() - start, "recipes": rows}
-    (out / "quality.json").write_text(json.dumps(report, indent=1))
-    header = (f"# deal-ros quality benchmark\n\n{source}: {len(train)} training / {len(val)} held-out frames, "
-              f"{args.steps} steps at {height}x{width}, seeds {args.seeds}, weights: {weights or 'random init'}. "
-              "Mask mIoU: segmentation head, no tags. Pseudo-label mIoU: CAMs + tags, 255 = background. "
-              "Max class cover: the largest mean fraction of the frame a class's pseudo-label covers in the "
-              "frames tagged with it.\n\n")
-    (out / "quality.md").write_text(header + tables + "\n\n![quality](quality.png)\n")
-    print(tables)
+        out = write_report(out, {"source": source, "steps": args.steps, "seeds": args.seeds, "size": [height, width],
+                                 "weights": weights or "random init", "train_frames": len(train),
+                                 "val_frames": len(val), "wall_time_s": time.perf_counter() - start,
+                                 "recipes_done": f"{len(rows)} of {len(recipes)}", "recipes": rows}, classes)
+    print(format_tables(rows, classes))
     print(f"\nreport: {out / 'quality.md'}, {out / 'quality.json'}, {out / 'quality.png'}")
     return 0

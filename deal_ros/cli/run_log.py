@@ -151,9 +151,8 @@ def checkpoint_step(path: Path) -> int | None:
 def plot_losses_file(history: list[dict[str, Any]], path: Path) -> None:
     """loss_curves.png, atomically; a picture that cannot be written is a warning (the log holds the numbers)."""
     from deal_ros.experiment import plot_losses
-    from deal_ros.files import atomic_write
 
     try:
-        atomic_write(path, lambda tmp: plot_losses({"train": history}, str(tmp)), suffix=".png")
+        plot_losses({"train": history}, path)
     except OSError as exc:
         LOG.warning("could not write %s (%s); the numbers are in train_log.json", path, one_line(exc, 200))

@@ -13,9 +13,10 @@ Without --config the classes are --classes, or else the tags given.
 
 Writes to --out: model.safetensors and train_log.json (loss history, read statistics), both atomically
 and together, every --checkpoint-every steps and at the end, and loss_curves.png. Ctrl-C saves and exits
-130. Nothing trained is lost: the folder is checked (writable, room for a checkpoint) before any work; a
-save that keeps failing goes to a rescue folder that the error names; weights that diverged to NaN/inf
-are never saved over a good checkpoint. A new train.lr (etc.) given with --resume takes effect.
+130, SIGTERM (timeout, docker stop, Slurm) saves and exits 143; a second signal does not abort the save.
+Nothing trained is lost: the folder is checked (writable, room for a checkpoint) before any work; a save
+that keeps failing goes to a rescue folder that the error names; weights that diverged to NaN/inf are
+never saved over a good checkpoint. A new train.lr (etc.) given with --resume takes effect.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError, add_set_argument, parse_overrides
+from deal_ros.cli import UserError, add_set_argument, parse_overrides, save_on_stop, stop_exit_code, stop_reason
 from deal_ros.cli.feeding import FrameFeeder, LossDivergedError, train_until
 from deal_ros.cli.frames import (
     NoFramesError,
@@ -106,7 +107,7 @@ class Validation:
         from deal_ros.cli.ablate import load_bag
 
         size = (cfg.model.input_height, cfg.model.input_width)
-        self.frames = load_bag(bag, gt_dir, size, list(cfg.classes), 10**9)
+        self.frames = load_bag(bag, gt_dir, size, list(cfg.classes), 10**9, cfg.depth.float_unit)
         if not self.frames:
             raise UserError(f"--val-bag {bag}: no frame has a ground-truth mask in {gt_dir}")
         self.cfg, self.every = cfg, every
@@ -134,7 +135,7 @@ class Validation:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from deal_ros.files import atomic_write
+        from deal_ros.visualize import save_figure
 
         steps = [p["step"] for p in self.curve]
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -147,10 +148,9 @@ class Validation:
         ax.set_title(f"held-out: {len(self.frames)} frames")
         fig.tight_layout()
         try:
-            atomic_write(path, lambda tmp: fig.savefig(str(tmp), dpi=100), suffix=".png")
+            save_figure(fig, path)
         except OSError as exc:
             LOG.warning("could not write %s (%s); the numbers are in train_log.json", path, one_line(exc, 200))
-        plt.close(fig)
 
 
 def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
@@ -220,7 +220,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError("--val-bag and --val-gt go together (held-out frames and their ground-truth masks)")
     validation = Validation(args.val_bag, args.val_gt, cfg, args.val_every) if args.val_bag else None
     read_stats = ReadStats()
-    frames = select_keyframes(read_frames(args.bags, args, cfg.classes, tags, read_stats),
+    frames = select_keyframes(read_frames(args.bags, args, cfg, tags, read_stats),
                               keyframe_gate(args), lambda reason: read_stats.skip("keyframe", reason))
     if job is not None:
         frames = job.shard(frames)  # frame i trains on rank i % N only
@@ -289,13 +289,14 @@ def _train(args: argparse.Namespace) -> int:
             validation.plot(out / "val_miou.png")
         return path
 
+    save_on_stop()  # a second signal must not abort the save below
     try:
         train_until(trainer, feeder, args.steps, on_step)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM; later signals cannot abort this save (deal_ros.cli)
         path = finish("interrupted")
         if main:
-            print(f"\ninterrupted at step {trainer.step}: checkpoint saved to {path}", file=sys.stderr)
-        return 130
+            print(f"\n{stop_reason(stop)} at step {trainer.step}: checkpoint saved to {path}", file=sys.stderr)
+        return stop_exit_code(stop)
     except BaseException as exc:
         bar.close()
         feeder.stop()

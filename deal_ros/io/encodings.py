@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 __all__ = ["COLOR_ENCODINGS", "DEPTH_ENCODINGS", "DEPTH_UNITS_M", "DEPTH_UNIT_NAMES", "ENCODINGS",
-           "RGB_INPUT_ENCODINGS", "EncodingSpec", "is_compressed"]
+           "FLOAT_DEPTH_UNITS_M", "RGB_INPUT_ENCODINGS", "EncodingSpec", "is_compressed"]
 
 
 class EncodingSpec(NamedTuple):
@@ -36,6 +36,9 @@ RGB_INPUT_ENCODINGS = (*COLOR_ENCODINGS, "mono8", "8UC1")
 """Raw encodings accepted as colour input (mono is replicated to RGB)."""
 DEPTH_UNITS_M = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
 """Metres per raw unit for each depth encoding (16-bit depth is millimetres by ROS convention)."""
+FLOAT_DEPTH_UNITS_M = {"m": 1.0, "mm": 0.001}
+"""Metres per unit of float (32FC1) depth, by the name of the setting depth.float_unit: REP 118 says metres,
+but some drivers publish millimetres as float."""
 DEPTH_ENCODINGS = tuple(DEPTH_UNITS_M)
 DEPTH_UNIT_NAMES = {encoding: "metres" if m == 1.0 else "millimetres" for encoding, m in DEPTH_UNITS_M.items()}
 """Depth encoding -> its unit in words, for messages."""

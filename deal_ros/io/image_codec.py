@@ -22,6 +22,7 @@ from deal_ros.io.encodings import (
     DEPTH_ENCODINGS,
     DEPTH_UNITS_M,
     ENCODINGS,
+    FLOAT_DEPTH_UNITS_M,
     is_compressed,
 )
 
@@ -50,9 +51,10 @@ _TO_RGB = {
 _COMPRESSED_DEPTH_HEADER = struct.Struct("<iff")  # ConfigHeader: format, depthParam[2]
 
 
-def raw_depth_to_metres(raw: np.ndarray, encoding: str) -> np.ndarray:
-    """Raw depth (16UC1/mono16 millimetres or 32FC1 metres) -> new float32 (H, W) metres, every hole
-    (0, NaN, +-inf, negative) = 0.0. The one unit conversion of the project (decoder, bag reader, nodes)."""
+def raw_depth_to_metres(raw: np.ndarray, encoding: str, float_unit: str = "m") -> np.ndarray:
+    """Raw depth (16UC1/mono16 millimetres or 32FC1 in `float_unit`, metres by REP 118) -> new float32 (H, W)
+    metres, every hole (0, NaN, +-inf, negative) = 0.0. The one unit conversion of the project (decoder, bag
+    reader, nodes); `float_unit` is the setting depth.float_unit ('m' or 'mm')."""
     if encoding not in DEPTH_UNITS_M:
         raise ValueError(f"depth encoding {encoding!r} is not supported; use one of {sorted(DEPTH_UNITS_M)}")
     if raw.ndim != 2:
@@ -65,6 +67,8 @@ def raw_depth_to_metres(raw: np.ndarray, encoding: str) -> np.ndarray:
     _, metres = cv2.threshold(raw.astype(np.float32, copy=False), 0.0, 0.0, cv2.THRESH_TOZERO)  # <= 0 -> 0
     cv2.threshold(metres, float(np.finfo(np.float32).max), 0.0, cv2.THRESH_TOZERO_INV, dst=metres)  # inf -> 0
     cv2.patchNaNs(metres, 0.0)
+    if FLOAT_DEPTH_UNITS_M[float_unit] != 1.0:
+        metres *= np.float32(FLOAT_DEPTH_UNITS_M[float_unit])
     return metres
 
 
@@ -202,11 +206,12 @@ def decode_rgb(msg: Any, topic: str = "") -> np.ndarray:
     raise ImageDecodeError(f"{_where(topic, encoding)}: not a colour image")
 
 
-def decode_depth_m(msg: Any, topic: str = "") -> np.ndarray:
+def decode_depth_m(msg: Any, topic: str = "", float_unit: str = "m") -> np.ndarray:
     """Depth Image / CompressedImage -> (H, W) float32 metres, holes (0, NaN, inf, < 0) = 0.0.
 
-    Units come from the encoding (pitfall 5): 16UC1 / mono16 are millimetres, 32FC1 metres. Always a
-    new array (a conversion, not a view); 0.0 is the single hole marker callers need to test.
+    Units come from the encoding (pitfall 5): 16UC1 / mono16 are millimetres, 32FC1 metres unless
+    `float_unit` (depth.float_unit) says 'mm'. Always a new array (a conversion, not a view); 0.0 is the
+    single hole marker callers need to test.
     """
     if is_compressed(msg):
         image, kind = _decode_compressed(msg, topic)
@@ -222,7 +227,7 @@ def decode_depth_m(msg: Any, topic: str = "") -> np.ndarray:
             )
         image = decode_image(msg, topic)
         kind = "depth_m" if encoding == "32FC1" else "depth_mm"
-    return raw_depth_to_metres(image, "16UC1" if kind == "depth_mm" else "32FC1")
+    return raw_depth_to_metres(image, "16UC1" if kind == "depth_mm" else "32FC1", float_unit)
 
 
 def image_fields(array: np.ndarray, encoding: str) -> dict[str, Any]:

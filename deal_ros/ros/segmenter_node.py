@@ -200,7 +200,7 @@ class SegmenterNode(RGBDNode):
         header = rgb_msg.header
         start = time.perf_counter()
         rgb = decode_rgb(rgb_msg, self.topics["rgb"])
-        depth_m = decode_depth_m(depth_msg, self.topics["depth"])
+        depth_m = decode_depth_m(depth_msg, self.topics["depth"], self.cfg.depth.float_unit)
         want_pseudo = (self.values["publish_pseudo_label"] and self.tag_state.known
                        and self.pubs["pseudo_label"].get_subscription_count() > 0)
         tags = list(self.tag_state.tags) if want_pseudo else None

@@ -95,9 +95,11 @@ class TrainerNode(RGBDNode):
         if not self.tag_state.known:
             return
         try:
+            unit = self.config.depth.float_unit
             result = self.intake.offer(ru.stamp_s(rgb_msg.header.stamp),
                                        lambda: decode_rgb(rgb_msg, self.topics["rgb"]),
-                                       lambda: decode_depth_m(depth_msg, self.topics["depth"]), self.tag_state.tags)
+                                       lambda: decode_depth_m(depth_msg, self.topics["depth"], unit),
+                                       self.tag_state.tags)
         except DealRosError as exc:  # undecodable image, sizes that differ: this pair only
             self.skip("RGB-D pair", exc)
             return

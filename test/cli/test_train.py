@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from bagfactory import write_empty_bag, write_rgbd_bag
@@ -70,7 +71,8 @@ def test_held_out_masks_of_another_aspect_are_refused_not_stretched(realsense_ba
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
-def test_ctrl_c_saves_and_exits_130(realsense_bag, tmp_path):
+def _stop_training(realsense_bag, tmp_path, *signals: signal.Signals) -> tuple[subprocess.Popen, str, Path]:
+    """Start a long `deal-ros train`, send `signals` back to back once step 1 is done; (process, stderr, out)."""
     out = tmp_path / "model"
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err:
@@ -84,17 +86,42 @@ def test_ctrl_c_saves_and_exits_130(realsense_bag, tmp_path):
             while "1/100000" not in err_path.read_text() and time.monotonic() < deadline:
                 assert proc.poll() is None, err_path.read_text()
                 time.sleep(0.2)
-            proc.send_signal(signal.SIGINT)
+            for signum in signals:
+                proc.send_signal(signum)
             proc.wait(timeout=120)  # a fresh venv builds matplotlib's font cache on first use
         finally:
             if proc.poll() is None:
                 proc.kill()
-    text = err_path.read_text()
+    return proc, err_path.read_text(), out
+
+
+def _assert_saved(out: Path) -> None:
+    assert load_checkpoint(out / "model.safetensors").step >= 1
+    assert json.loads((out / "train_log.json").read_text())["status"] == "interrupted"
+
+
+def test_ctrl_c_saves_and_exits_130(realsense_bag, tmp_path):
+    proc, text, out = _stop_training(realsense_bag, tmp_path, signal.SIGINT)
     assert proc.returncode == 130, text
     assert "Traceback" not in text and "interrupted at step" in text
-    step = load_checkpoint(out / "model.safetensors").step
-    assert step >= 1
-    assert json.loads((out / "train_log.json").read_text())["status"] == "interrupted"
+    _assert_saved(out)
+
+
+def test_sigterm_saves_like_ctrl_c_and_exits_143(realsense_bag, tmp_path):
+    """timeout, docker stop, systemd and Slurm send SIGTERM (was: exit 143, no word, nothing saved)."""
+    proc, text, out = _stop_training(realsense_bag, tmp_path, signal.SIGTERM)
+    assert proc.returncode == 143, text
+    assert "Traceback" not in text and "stopped by SIGTERM at step" in text and "checkpoint saved to" in text
+    _assert_saved(out)
+
+
+def test_a_second_signal_does_not_abort_the_final_save(realsense_bag, tmp_path):
+    """Ctrl-C then SIGTERM at once (was: exit 143, only 'interrupted', nothing saved): the first one decides."""
+    proc, text, out = _stop_training(realsense_bag, tmp_path, signal.SIGINT, signal.SIGTERM)
+    assert proc.returncode == 130, text
+    assert "SIGTERM ignored: still stopping after SIGINT" in text and "checkpoint saved to" in text, text
+    assert "Traceback" not in text
+    _assert_saved(out)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +160,16 @@ def test_user_errors(realsense_bag, late_tags_bag, tmp_path, capsys):
     assert_user_error(*_train([bag, "--tags", "mug", "--set", "model.nope=1", *out], capsys), "model.nope")
     assert_user_error(*_train([bag, "--tags", "mug", "--resume", "--out", str(tmp_path / "none")], capsys),
                       "--resume", "checkpoint not found")
+
+
+def test_float_depth_in_millimetres_is_refused_or_converted_by_the_setting(tmp_path, capsys):
+    """32FC1 depth in millimetres: one line naming the unit (was: exit 0, every depth pixel a hole in the buffer)."""
+    metres = write_rgbd_bag(tmp_path / "m", num_frames=NUM_FRAMES, size=SIZE)
+    frames = [(rgb, depth * 1000) for rgb, depth in zip(metres.rgb, metres.depth_m, strict=True)]
+    bag = str(write_rgbd_bag(tmp_path / "mm", num_frames=NUM_FRAMES, frames=frames, depth_encoding="32FC1").path)
+    rc, err = _train([bag, "--tags", "mug,box", "--out", str(tmp_path / "refused")], capsys)
+    assert_user_error(rc, err, "cannot be metres (likely millimetres", "depth.float_unit=mm")
+    out = tmp_path / "converted"
+    rc, err = _train([bag, "--tags", "mug,box", "--out", str(out), "--set", "depth.float_unit=mm"], capsys)
+    assert rc == 0, err
+    assert load_checkpoint(out / "model.safetensors").config.depth.float_unit == "mm"  # label reads it alike

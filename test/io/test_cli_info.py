@@ -54,3 +54,14 @@ def test_info_corrupt_bag_exits_2(tmp_path, capsys):
     (bag / "b.db3").write_bytes(b"garbage" * 100)
     assert main(["info", str(bag)]) == 2
     assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_info_names_float_depth_in_millimetres(tmp_path, capsys):
+    """32FC1 depth holding millimetres is not USABLE: train would refuse it (or read it with depth.float_unit=mm)."""
+    metres = write_rgbd_bag(tmp_path / "m", num_frames=3)
+    frames = [(rgb, depth * 1000) for rgb, depth in zip(metres.rgb, metres.depth_m, strict=True)]
+    bag = write_rgbd_bag(tmp_path / "mm", num_frames=3, frames=frames, depth_encoding="32FC1").path
+    assert main(["info", str(bag)]) == 1
+    out = capsys.readouterr().out
+    assert "cannot be metres (likely millimetres" in out and "depth.float_unit=mm" in out
+    assert "verdict: USABLE" not in out

@@ -367,3 +367,10 @@ def test_raw_depth_refuses_bad_input():
         raw_depth_to_metres(np.zeros((2, 2), np.uint16), "8UC1")
     with pytest.raises(ValueError, match="2-D"):
         raw_depth_to_metres(np.zeros((2, 2, 1), np.uint16), "16UC1")
+
+
+def test_float_depth_in_millimetres_by_setting():
+    """depth.float_unit=mm: 32FC1 millimetres become metres; holes stay 0."""
+    raw = np.array([[1500.0, 0.0], [np.nan, 800.0]], np.float32)
+    np.testing.assert_allclose(raw_depth_to_metres(raw, "32FC1", "mm"), [[1.5, 0.0], [0.0, 0.8]], rtol=1e-6)
+    np.testing.assert_array_equal(raw_depth_to_metres(raw, "32FC1"), [[1500.0, 0.0], [0.0, 800.0]])

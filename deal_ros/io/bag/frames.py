@@ -17,7 +17,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from deal_ros.data_checks import depth_problem
+from deal_ros.data_checks import DEPTH_NOT_METRES, depth_problem
 from deal_ros.io.bag.errors import BagError, deserialize_errors
 from deal_ros.io.bag.reader import (
     camera_intrinsics,
@@ -29,6 +29,7 @@ from deal_ros.io.bag.reader import (
     topic_types,
 )
 from deal_ros.io.bag.topics import STRING, TopicChoice, select_topics
+from deal_ros.io.encodings import FLOAT_DEPTH_UNITS_M
 from deal_ros.io.image_codec import ImageDecodeError, decode_depth_m, decode_rgb
 from deal_ros.io.sync import ApproximateTimeSync
 from deal_ros.tags import TagSchedule, UnknownTagError, parse_tags
@@ -122,10 +123,15 @@ class FrameQuery:
     depth_size_policy: DepthSizePolicy = "resize"
     require_tags: bool = True
     skip_degenerate_depth: bool = True
+    depth_float_unit: str = "m"
+    """Unit of 32FC1 depth (the setting depth.float_unit): 'm' (REP 118) or 'mm'."""
 
     def __post_init__(self) -> None:
         if self.depth_size_policy not in ("resize", "refuse"):
             raise BagError(f"depth_size_policy must be 'resize' or 'refuse', got {self.depth_size_policy!r}")
+        if self.depth_float_unit not in FLOAT_DEPTH_UNITS_M:
+            raise BagError(f"depth_float_unit must be one of {list(FLOAT_DEPTH_UNITS_M)}, "
+                           f"got {self.depth_float_unit!r}")
         if self.slop_s < 0 or self.queue_size < 1:
             raise BagError("need slop_s >= 0 and queue_size >= 1")
         if self.classes is not None:
@@ -154,6 +160,7 @@ def iter_rgbd_frames(
     require_tags: bool = True,
     stats: ReadStats | None = None,
     skip_degenerate_depth: bool = True,
+    depth_float_unit: str = "m",
 ) -> Generator[RGBDFrame, None, None]:
     """Synchronised, tagged RGB-D frames from one or more bags (read one after the other).
 
@@ -164,7 +171,9 @@ def iter_rgbd_frames(
     or with require_tags=False give them no tags (tags_known=False, warned once per name set).
     Frames without tags are skipped ('no_tags') unless require_tags=False (then tags = []).
     Depth with no valid pixel or one value everywhere trains nothing: such frames are skipped
-    ('depth_no_valid', 'depth_constant') unless skip_degenerate_depth=False (then warned once).
+    ('depth_no_valid', 'depth_constant') unless skip_degenerate_depth=False (then warned once). Depth that
+    cannot be metres (32FC1 millimetres read with depth_float_unit 'm') stops the read with a BagError that
+    names the likely unit, whatever skip_degenerate_depth says: train and label read it alike.
     Every pair is a frame: choosing keyframes is deal_ros.online.keyframes' job, as on the robot. When
     depth and RGB sizes differ, 'resize' resizes depth (nearest, warned once), 'refuse' raises BagError.
     Pass a ReadStats to get the counts. Arguments are checked here, the bags when iterated.
@@ -175,6 +184,7 @@ def iter_rgbd_frames(
         tags=tags if tags is None or isinstance(tags, TagSchedule) else tuple(parse_tags(tags)),
         classes=None if classes is None else tuple(classes),
         depth_size_policy=depth_size_policy, require_tags=require_tags, skip_degenerate_depth=skip_degenerate_depth,
+        depth_float_unit=depth_float_unit,
     )
     bag_paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not bag_paths:
@@ -296,12 +306,14 @@ class _BagPass:
         choice, stats = self.choice, self.stats
         try:
             rgb = decode_rgb(rgb_msg, choice.rgb_topic)
-            depth_m = decode_depth_m(depth_msg, choice.depth_topic)
+            depth_m = decode_depth_m(depth_msg, choice.depth_topic, self.query.depth_float_unit)
         except ImageDecodeError as exc:
             stats.skip("decode_error", str(exc))
             return None
         depth_m = _fit_depth(depth_m, rgb, self.query.depth_size_policy, choice, stats, self.path)
         problem = depth_problem(depth_m, f"{choice.depth_topic} at {frame_stamp_ns / 1e9:.3f} s")
+        if problem is not None and problem.reason == DEPTH_NOT_METRES:
+            raise BagError(f"{self.path}: {problem}")
         if problem is not None:
             if self.query.skip_degenerate_depth:
                 stats.skip(problem.reason, str(problem))

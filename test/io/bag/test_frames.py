@@ -198,3 +198,32 @@ def test_tags_topic_in_parameter_syntax_reads_as_the_node_reads_it(tmp_path):
     assert scan_tag_names(str(written.path), None) == ("/tags", ["mug", "box"])
     frames = list(iter_rgbd_frames(written.path, classes=CLASSES))
     assert len(frames) == 3 and all(frame.tags == ["mug", "box"] for frame in frames)
+
+
+def _millimetre_float_bag(path: Path) -> tuple[Path, list[np.ndarray]]:
+    """A bag whose 32FC1 depth holds millimetres (some drivers publish mm as float), and the depth in metres."""
+    rng = np.random.default_rng(5)
+    metres = [np.where(rng.random((24, 32)) < 0.02, 0.0, np.full((24, 32), 1.5, np.float32)) for _ in range(3)]
+    for depth in metres:
+        depth[4:12, 6:18] = 0.8
+    frames = [(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), (d * 1000).astype(np.float32)) for d in metres]
+    return write_rgbd_bag(path, num_frames=3, frames=frames, depth_encoding="32FC1").path, metres
+
+
+@pytest.mark.parametrize("skip_degenerate_depth", [True, False])
+def test_float_depth_in_millimetres_is_refused_naming_the_unit(tmp_path, skip_degenerate_depth):
+    """Train (skips degenerate depth) and label (keeps it) refuse the same bag with the same line."""
+    path, _ = _millimetre_float_bag(tmp_path / "mm")
+    with pytest.raises(BagError, match=r"median depth 1500 cannot be metres \(likely millimetres, 1\.5 m\).*"
+                                       r"depth\.float_unit=mm"):
+        list(iter_rgbd_frames(path, tags="mug", skip_degenerate_depth=skip_degenerate_depth))
+
+
+def test_float_depth_unit_setting_converts_millimetres(tmp_path):
+    path, metres = _millimetre_float_bag(tmp_path / "mm")
+    frames = list(iter_rgbd_frames(path, tags="mug", depth_float_unit="mm"))
+    assert len(frames) == 3
+    for frame, expected in zip(frames, metres, strict=True):
+        np.testing.assert_allclose(frame.depth_m, expected, rtol=1e-6)
+    with pytest.raises(BagError, match="depth_float_unit"):
+        iter_rgbd_frames(path, tags="mug", depth_float_unit="cm")
