@@ -1,6 +1,6 @@
 """The package's rooms and the arrows between them: imports only go down, rclpy only in deal_ros.ros.
 
-Rooms, bottom up: errors; the vocabulary (files, tags, config); the core (networks, losses, training,
+Rooms, bottom up: errors; the vocabulary (files, tags, config, YAML reading); the core (networks, losses, training,
 inference, depth, checkpoints: knows nothing of messages); io (messages, bags); online (what a node
 decides, without rclpy, shared with `deal-ros train`); the applications (cli, ros, benchmarks). A
 module may import its own room and the rooms below. The light modules start in a fraction of a second
@@ -20,7 +20,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "deal_ros"
 
 ROOMS = ("errors", "vocabulary", "core", "io", "online", "apps")
-VOCABULARY = {"files", "tags", "config"}
+VOCABULARY = {"files", "tags", "config", "strict_yaml"}
 APPS = {"cli", "ros", "benchmarks", "__main__"}
 ROS_IMPORTS = {"rclpy", "message_filters", "sensor_msgs", "sensor_msgs_py", "std_msgs", "std_srvs", "diagnostic_msgs",
                "rcl_interfaces", "vision_msgs", "cv_bridge", "launch", "launch_ros", "ament_index_python"}
