@@ -132,8 +132,23 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: DealRosCon
         tensors.update(optim_tensors)
         metadata["optimizer"] = json.dumps({"type": type(optimizer).__name__, **optim_meta})
 
-    data = save(tensors, metadata=metadata)
+    data = with_sorted_metadata(save(tensors, metadata=metadata))
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def with_sorted_metadata(data: bytes) -> bytes:
+    """The safetensors file `data` with its metadata keys in sorted order, tensors and their bytes unchanged.
+
+    safetensors writes the metadata in hash order, which changes from process to process: without this,
+    two saves of bit-identical weights with the same metadata differ in their bytes (and checksums).
+    """
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_len])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    ordered = {"__metadata__": header.pop("__metadata__"), **header}
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data start stays 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + data[8 + header_len:]
 
 
 def _step_of(path: Path) -> str:

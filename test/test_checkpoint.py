@@ -3,7 +3,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +195,25 @@ def test_a_state_dict_that_does_not_fit_is_one_short_line() -> None:
     assert "\n" not in message and len(message) < 400, message
     assert f"1 tensor(s) missing: {second}" in message and "1 tensor(s) unexpected: extra.weight" in message
     assert f"1 tensor(s) of another shape: {first} (7, 7) vs model" in message
+
+
+_SAVE_IN_A_FRESH_PROCESS = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from test_checkpoint import _model_and_optimizer, CFG
+from deal_ros.checkpoint import save_checkpoint
+model, optimizer = _model_and_optimizer()
+save_checkpoint(sys.argv[1], model, CFG, step=7, optimizer=optimizer, extra={"b": 1, "a": 2})
+"""
+
+
+def test_the_same_weights_give_the_same_file_bytes_in_every_process(tmp_path) -> None:
+    # safetensors orders the metadata by a per-process hash seed: the same save differed in its bytes
+    files = [tmp_path / f"run{i}" / "model.safetensors" for i in range(3)]
+    for path in files:
+        subprocess.run([sys.executable, "-c", _SAVE_IN_A_FRESH_PROCESS, str(path), str(Path(__file__).parent)],
+                       check=True, timeout=300)
+    contents = [path.read_bytes() for path in files]
+    assert contents[0] == contents[1] == contents[2]
+    loaded = load_checkpoint(files[0])
+    assert loaded.step == 7 and loaded.extra == {"b": 1, "a": 2} and loaded.config == CFG
