@@ -40,9 +40,9 @@ from deal_ros.files import atomic_write, atomic_write_text, check_free_space
 from deal_ros.models import CAMNet
 
 DEFAULT_OPSET = 17
+"""ONNX opset of the export: TensorRT 8.5+ (JetPack 5 and later) parses it."""
 ONNX_OVERHEAD_BYTES = 1_000_000
 """Graph and names on top of the weights, for the free-space check."""
-"""ONNX opset of the export: TensorRT 8.5+ (JetPack 5 and later) parses it."""
 OPSETS = range(11, 21)
 """Opsets the network exports exactly at, checked before exporting (torch's exporter prints the whole graph,
 ~300 KB, before failing): from 11 (Resize with PyTorch's interpolation modes; 9-10 only approximate the

@@ -23,6 +23,7 @@ from typing import Any
 
 from deal_ros.cli import UserError, add_set_argument, parse_overrides, quality
 from deal_ros.cli.feeding import ALL_FRAMES, FrameFeeder, train_until
+from deal_ros.files import atomic_write_text, check_output_dir
 
 TRAIN_IO_TARGET = 0.9
 """Least allowed (bag steps/s) / (memory steps/s)."""
@@ -191,8 +192,6 @@ def run_train_io(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.rounds < 1:
         raise UserError("--steps and --rounds must be >= 1")
     if args.json_out:  # a folder that cannot take the report is refused before the benchmark, not after
-        from deal_ros.files import check_output_dir
-
         if Path(args.json_out).is_dir():
             raise UserError(f"--json {args.json_out} is a folder; give a file name")
         check_output_dir(Path(args.json_out).parent, "--json folder")
@@ -221,7 +220,5 @@ def run_train_io(args: argparse.Namespace) -> int:
     if args.json_out:
         report = {**asdict(result), "ratio": result.ratio, "cpu_ratio": result.cpu_ratio,
                   "frames_per_step": result.frames_per_step, "read_cpu_ms_per_frame": result.read_cpu_ms_per_frame}
-        from deal_ros.files import atomic_write_text
-
         atomic_write_text(args.json_out, json.dumps(report, indent=1))
     return 0 if result.ratio >= TRAIN_IO_TARGET else 1
