@@ -5,6 +5,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "deal_ros"
+LAB = ["matplotlib>=3.5", "tqdm>=4.60", "scikit-image>=0.19"]
 EXPORT = ["onnx==1.23.2", "onnxruntime==1.32.0", "ml_dtypes==0.5.4"]
 
 setup(
@@ -27,15 +28,14 @@ setup(
         "safetensors>=0.4",
         "PyYAML>=5.4",
         "rosbags>=0.10",
-        "matplotlib>=3.5",
-        "tqdm>=4.60",
-        "scikit-image>=0.19",
     ],
     extras_require={
         # ONNX export and its onnxruntime check, never needed on the robot. onnx 1.23 needs ml_dtypes, whose 0.6
         # wants numpy 2: 0.5.4 is the last that keeps numpy < 2 (cv_bridge). Checked together on Python 3.11.
         "export": EXPORT,
-        "test": ["pytest>=7", "ruff==0.17.6", "mypy==2.4.1", *EXPORT],
+        # The lab (deal_ros.lab: demo, ablate, bench; plots of `deal-ros train`; the SSC loss), never the robot.
+        "lab": LAB,
+        "test": ["pytest>=7", "ruff==0.17.6", "mypy==2.4.1", *EXPORT, *LAB],
     },
     zip_safe=True,
     maintainer="deal_ros maintainers",

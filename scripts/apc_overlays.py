@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from deal_ros.config import DealRosConfig
+from deal_ros.depth.support_plane import fit_support_plane
 from deal_ros.errors import DealRosError, one_line
-from deal_ros.segmenter import Segmenter
-from deal_ros.support_plane import fit_support_plane
-from deal_ros.trainer import OnlineTrainer
-from deal_ros.visualize import colorize, overlay
+from deal_ros.inference.segmenter import Segmenter
+from deal_ros.labels.colors import colorize, overlay
+from deal_ros.training.trainer import OnlineTrainer
 
 CLASSES = ["creativity_chenille_stems", "i_am_a_bunny_book", "kleenex_tissue_box", "laugh_out_loud_joke_book"]
 

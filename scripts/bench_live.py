@@ -27,15 +27,15 @@ import time
 import numpy as np
 import torch
 
+from deal_ros.compute.live import WeightHandoff
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import DealRosError, one_line
-from deal_ros.live import WeightHandoff
+from deal_ros.inference.segmenter import Segmenter
+from deal_ros.lab.synthetic import make_tabletop_scenes
 from deal_ros.online.keyframes import KeyframeGate
 from deal_ros.online.slot import LatestSlot
 from deal_ros.online.training_loop import KeyframeIntake, TrainingLoop
-from deal_ros.segmenter import Segmenter
-from deal_ros.synthetic import make_tabletop_scenes
-from deal_ros.trainer import OnlineTrainer
+from deal_ros.training.trainer import OnlineTrainer
 
 LOG = logging.getLogger("bench_live")
 

@@ -23,10 +23,10 @@ import torch
 
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import DealRosError, one_line
+from deal_ros.inference.segmenter import Segmenter
 from deal_ros.io.image_codec import decode_depth_m, decode_rgb
+from deal_ros.lab.synthetic import make_tabletop_scenes
 from deal_ros.online.outputs import output_image_fields, semantic_points
-from deal_ros.segmenter import Segmenter
-from deal_ros.synthetic import make_tabletop_scenes
 
 
 def to_msg(array_: np.ndarray, encoding: str, frame_id: str = "camera_color_optical_frame") -> SimpleNamespace:

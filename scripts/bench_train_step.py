@@ -58,7 +58,7 @@ def worker(frames_path: str, overrides_json: str, tree: str, threads: str) -> No
 
     import deal_ros
     from deal_ros.config import DealRosConfig, ModelConfig
-    from deal_ros.trainer import OnlineTrainer
+    from deal_ros.training.trainer import OnlineTrainer
 
     if not Path(deal_ros.__file__).resolve().is_relative_to(Path(tree).resolve()):
         raise SystemExit(f"worker imported deal_ros from {deal_ros.__file__}, not from {tree}")
@@ -120,7 +120,7 @@ def make_baseline(ref: str, paths: list[str], dest: Path) -> Path:
 def write_frames(path: Path, count: int, height: int, width: int) -> None:
     import numpy as np
 
-    from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
+    from deal_ros.lab.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 
     scenes = make_tabletop_scenes(count, height, width, list(DEFAULT_CLASSES), seed=0)
     np.savez(path, rgb=np.stack([s.rgb for s in scenes]), depth_m=np.stack([s.depth_m for s in scenes]),

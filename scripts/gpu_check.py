@@ -66,8 +66,8 @@ def cuda_tests(table: Table) -> None:
 def training(table: Table, device: torch.device, size: tuple[int, int], batch: int, steps: int, rounds: int,
              ) -> dict[tuple[bool, bool], float]:
     from deal_ros.config import DealRosConfig
-    from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
-    from deal_ros.trainer import OnlineTrainer
+    from deal_ros.lab.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
+    from deal_ros.training.trainer import OnlineTrainer
 
     scenes = make_tabletop_scenes(max(2 * batch, 4), *size, list(DEFAULT_CLASSES), seed=0)
     arms: dict[tuple[bool, bool], Any] = {}
@@ -115,8 +115,8 @@ def training(table: Table, device: torch.device, size: tuple[int, int], batch: i
 
 def segmenter(table: Table, device: torch.device, size: tuple[int, int], frames: int) -> None:
     from deal_ros.config import DealRosConfig
-    from deal_ros.segmenter import Segmenter
-    from deal_ros.synthetic import DEFAULT_CLASSES
+    from deal_ros.inference.segmenter import Segmenter
+    from deal_ros.lab.synthetic import DEFAULT_CLASSES
 
     cfg = DealRosConfig(classes=list(DEFAULT_CLASSES)).updated({
         "model.input_height": size[0], "model.input_width": size[1], "train.device": device.type})
@@ -144,8 +144,14 @@ def onnx_runtime(table: Table, seg: Any, cfg: Any, size: tuple[int, int], frames
     except ImportError:
         table.add("segmenter (onnxruntime)", "not run", "onnxruntime not installed: pip install 'deal_ros[export]'")
         return
-    from deal_ros.checkpoint import save_checkpoint
-    from deal_ros.export import check_parity, export_onnx, frame_times, model_from_checkpoint, onnxruntime_session
+    from deal_ros.inference.export import (
+        check_parity,
+        export_onnx,
+        frame_times,
+        model_from_checkpoint,
+        onnxruntime_session,
+    )
+    from deal_ros.storage.checkpoint import save_checkpoint
 
     providers = ort.get_available_providers()
     provider = "CUDAExecutionProvider" if "CUDAExecutionProvider" in providers else "CPUExecutionProvider"
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and counts (the CPU check in CI)")
     parser.add_argument("--skip-tests", action="store_true", help="leave out the pytest run")
     args = parser.parse_args(argv)
-    from deal_ros.device import DeviceError, describe_device, resolve_device
+    from deal_ros.compute.device import DeviceError, describe_device, resolve_device
 
     try:
         device = resolve_device(args.device)

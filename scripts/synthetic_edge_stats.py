@@ -4,7 +4,7 @@
 Why: method.md §2 reports that with the DEAL paper's per-image max normalisation only ~15 % of
 object-boundary pixels on real tabletops pass the 7.6 % edge threshold (the table-to-floor jump
 sets the scale). The `deal-ros demo` scenes must reproduce that failure mode, or the demo shows
-nothing. This script measures the package's own depth-edge maps (deal_ros.depth.depth_edge_map)
+nothing. This script measures the package's own depth-edge maps (deal_ros.depth.maps.depth_edge_map)
 on the scenes' ground-truth geometry: the paper's setting, the robust default and some variants.
 
 Usage: python scripts/synthetic_edge_stats.py [--frames 32] [--seed 0] [--stride 4]
@@ -19,20 +19,20 @@ import cv2
 import numpy as np
 import torch
 
-from deal_ros.depth import depth_edge_map
-from deal_ros.losses import DEAL_PRESETS
-from deal_ros.synthetic import (
+from deal_ros.depth.maps import depth_edge_map
+from deal_ros.lab.synthetic import (
     SURFACE_OBJECT0,
     SURFACE_TABLE,
     SyntheticFrame,
     make_tabletop_scenes,
 )
+from deal_ros.losses import DEAL_PRESETS
 
 EDGE_THRESHOLD = 0.0759  # sigmoid(-2.5): where the DEAL soft binarisation crosses zero
 
 
 def edge_map(depth_m: np.ndarray, stride: int, **options) -> np.ndarray:
-    """The package's DEAL depth-edge map a in [0, 1] on the stride grid (deal_ros.depth.depth_edge_map)."""
+    """The package's DEAL depth-edge map a in [0, 1] on the stride grid (deal_ros.depth.maps.depth_edge_map)."""
     depth = torch.from_numpy(depth_m)[None, None]
     size = (depth_m.shape[0] // stride, depth_m.shape[1] // stride)
     a, _ = depth_edge_map(depth, size, **options)

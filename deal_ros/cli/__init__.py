@@ -110,24 +110,6 @@ def _stop_signals(prog: str) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """['loss.deal.weight=0.5', ...] -> {'loss.deal.weight': 0.5}; values are YAML scalars."""
-    import yaml
-
-    from deal_ros.strict_yaml import load_yaml
-
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: expected key=value, e.g. train.batch_size=4")
-        try:
-            overrides[key.strip()] = load_yaml(text) if text.strip() else text
-        except yaml.YAMLError:
-            overrides[key.strip()] = text
-    return overrides
-
-
 class _ConfigOverride(argparse.Action):
     """Collects --set KEY=VALUE items; `--set help` prints every config key instead and exits."""
 

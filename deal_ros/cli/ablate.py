@@ -4,7 +4,7 @@ A loss set is '+'-joined tokens starting with 'cls' (the classification loss, al
 deal (DEAL, method.md §2), isl, fsl, smooth (boundary-guided smoothness, S = depth edges),
 smooth-pl (S = pseudo-label boundaries), boundary (semantic boundary branch + smoothness with the
 learned S), ssc (SSC self-modulation + reconstruction), ssc-sm / recon (either alone). Everything not
-named is off. Each set trains with deal_ros.experiment.run_arm on the same frames from the same seed.
+named is off. Each set trains with deal_ros.lab.experiment.run_arm on the same frames from the same seed.
 
 Data: the demo's built-in RGB-D scenes (default), a folder with rgb/, depth/ and gt/ subfolders
 (files matched by name; depth as 16-bit PNG in millimetres or .npy in metres; gt as 8-bit class ids,
@@ -25,66 +25,21 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
-from deal_ros.buffer import resize_frame
-from deal_ros.cli import UserError, add_set_argument, parse_overrides
-from deal_ros.config import IGNORE_INDEX, DealRosConfig
-from deal_ros.data_checks import check_same_size
-from deal_ros.files import atomic_write_text, check_free_space, check_output_dir, write_or_rescue
-from deal_ros.io.image_codec import raw_depth_to_metres
+from deal_ros.cli import UserError, add_set_argument
+from deal_ros.config import DealRosConfig
+from deal_ros.config.loading import parse_overrides
+from deal_ros.io.ground_truth import GroundTruthFrame, load_bag, load_folder
+from deal_ros.lab.recipes import DEFAULT_SETS, REFERENCE_SET, TOKENS, set_overrides
 from deal_ros.online.parameters import load_parameter_file
+from deal_ros.storage.files import atomic_write_text, check_free_space, check_output_dir, write_or_rescue
 
 LOG = logging.getLogger("deal_ros.ablate")
 
-TOKENS: dict[str, dict[str, Any]] = {
-    "cls": {},
-    "deal": {"loss.deal.enabled": True},
-    "isl": {"loss.isl.enabled": True},
-    "fsl": {"loss.fsl.enabled": True},
-    "smooth": {"loss.smoothness.enabled": True, "loss.smoothness.source": "depth"},
-    "smooth-pl": {"loss.smoothness.enabled": True, "loss.smoothness.source": "pseudo_label"},
-    "boundary": {"loss.boundary.enabled": True, "loss.smoothness.enabled": True, "loss.smoothness.source": "learned"},
-    "ssc": {"loss.ssc.enabled": True, "loss.recon.enabled": True},
-    "ssc-sm": {"loss.ssc.enabled": True},
-    "recon": {"loss.recon.enabled": True},
-}
-"""Token -> config overrides; a set's overrides are the union of its tokens' on top of everything off."""
-
-ALL_OFF = {f"loss.{name}.enabled": False for name in ("deal", "isl", "fsl", "smoothness", "boundary", "ssc", "recon")}
-DEFAULT_SETS = ("cls", "cls+deal", "cls+deal+isl+fsl", "cls+deal+smooth", "cls+deal+boundary", "cls+deal+ssc")
-REFERENCE_SET = "cls+deal"
 REPORT_BYTES = 5_000_000
 """About what the report files take (the JSON holds every set's loss history), for the free-space check."""
-
-
-@dataclass
-class Frame:
-    """A labelled RGB-D frame (the experiment.LabelledFrame protocol)."""
-
-    rgb: np.ndarray
-    depth_m: np.ndarray
-    gt_mask: np.ndarray
-    tags: list[str] = field(default_factory=list)
-
-
-def set_overrides(name: str) -> dict[str, Any]:
-    """'cls+deal+fsl' -> config overrides (everything else off); unknown tokens are a UserError."""
-    tokens = [t.strip() for t in name.split("+") if t.strip()]
-    if not tokens or tokens[0] != "cls":
-        raise UserError(f"loss set {name!r} must start with 'cls' (e.g. 'cls+deal+fsl')")
-    unknown = [t for t in tokens if t not in TOKENS]
-    if unknown:
-        raise UserError(f"unknown loss token(s) {unknown} in {name!r}; known: {sorted(TOKENS)}")
-    overrides = dict(ALL_OFF)
-    for token in tokens:
-        overrides.update(TOKENS[token])
-    return overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -111,83 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _tags(gt: np.ndarray, classes: list[str], min_fraction: float = 0.001) -> list[str]:
-    counts = np.bincount(gt.ravel(), minlength=len(classes) + 1)
-    return [c for k, c in enumerate(classes, start=1) if counts[k] >= max(1, min_fraction * gt.size)]
-
-
-def _fit(rgb: np.ndarray, depth_m: np.ndarray, gt_path: Path, size: tuple[int, int], classes: list[str]) -> Frame:
-    """The frame at the network's input `size`; its ground truth must be at the frame's own size."""
-    height, width = size
-    gt = _read_gt(gt_path)
-    check_same_size(str(gt_path), "ground truth", gt, "its frame", rgb)
-    if rgb.shape[:2] != (height, width):
-        rgb, depth_m = resize_frame(rgb, depth_m, size)
-        gt = cv2.resize(gt, (width, height), interpolation=cv2.INTER_NEAREST)
-    if int(gt[gt != IGNORE_INDEX].max(initial=0)) > len(classes):
-        raise UserError(f"ground truth holds class id {int(gt.max())} but only {len(classes)} classes are known")
-    return Frame(rgb, depth_m.astype(np.float32), gt, _tags(gt, classes))
-
-
-def _read_depth(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return raw_depth_to_metres(np.load(path), "32FC1")
-    raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
-    if raw is None:
-        raise UserError(f"cannot read depth {path}")
-    return raw_depth_to_metres(raw, "16UC1" if raw.dtype == np.uint16 else "32FC1")
-
-
-def _read_gt(path: Path) -> np.ndarray:
-    gt = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if gt is None:
-        raise UserError(f"cannot read ground truth {path}")
-    return gt
-
-
-def load_folder(folder: str | Path, size: tuple[int, int], classes: list[str]) -> list[Frame]:
-    """rgb/NAME.(png|jpg), depth/NAME.(png|npy), gt/NAME.png -> frames, sorted by name."""
-    root = Path(folder)
-    for sub in ("rgb", "depth", "gt"):
-        if not (root / sub).is_dir():
-            raise UserError(f"{root} needs rgb/, depth/ and gt/ subfolders ({sub}/ is missing)")
-    frames = []
-    for rgb_path in sorted(p for p in (root / "rgb").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
-        depth_path = next((p for p in (root / "depth" / f"{rgb_path.stem}{e}" for e in (".png", ".npy"))
-                           if p.exists()), None)
-        gt_path = root / "gt" / f"{rgb_path.stem}.png"
-        if depth_path is None or not gt_path.exists():
-            LOG.warning("%s: no matching depth or gt, skipped", rgb_path.name)
-            continue
-        bgr = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
-        frames.append(_fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), _read_depth(depth_path), gt_path,
-                           size, classes))
-    return frames
-
-
-def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], limit: int,
-             depth_float_unit: str = "m") -> list[Frame]:
-    """Frames of a bag that have a ground-truth mask (gt_dir/<index:06d>.png or gt_dir/<stamp_ns>.png);
-    32FC1 depth in `depth_float_unit` (the setting depth.float_unit)."""
-    from deal_ros.io.bag import iter_rgbd_frames
-
-    gt_root = Path(gt_dir)
-    if not gt_root.is_dir():
-        raise UserError(f"--gt-dir {gt_dir} is not a folder")
-    frames = []
-    for frame in iter_rgbd_frames(bag, require_tags=False, depth_float_unit=depth_float_unit):
-        gt_path = next((p for p in (gt_root / f"{frame.index:06d}.png", gt_root / f"{frame.stamp_ns}.png")
-                        if p.exists()), None)
-        if gt_path is None:
-            continue
-        frames.append(_fit(np.array(frame.rgb), np.array(frame.depth_m), gt_path, size, classes))
-        if len(frames) >= limit:
-            break
-    return frames
-
-
 def _base_config(args: argparse.Namespace) -> DealRosConfig:
-    from deal_ros.cli.demo import demo_config, resolve_weights
+    from deal_ros.lab.recipes import demo_config, resolve_weights
 
     height, width = args.size
     args.weights = resolve_weights(args.weights)
@@ -198,8 +78,8 @@ def _base_config(args: argparse.Namespace) -> DealRosConfig:
     return base.updated({**overrides, **parse_overrides(args.overrides)})
 
 
-def _frames(args: argparse.Namespace, base: DealRosConfig) -> tuple[list[Frame], list[Any]]:
-    from deal_ros.synthetic import make_closeup_scenes
+def _frames(args: argparse.Namespace, base: DealRosConfig) -> tuple[list[GroundTruthFrame], list[Any]]:
+    from deal_ros.lab.synthetic import make_closeup_scenes
 
     size = tuple(args.size)
     total = args.train_frames + args.eval_frames
@@ -243,7 +123,7 @@ def summary_rows(results: list[Any], reference: str) -> list[dict[str, Any]]:
 def write_report(out: Path, report: dict[str, Any], results: list[Any]) -> Path:
     """ablation.json, ablation.md and ablation_miou.png of the sets done so far, atomically; returns the folder they
     are in: `out`, or a rescue folder (warned) when `out` stops taking them, where the later sets go too."""
-    from deal_ros.experiment import plot_bars
+    from deal_ros.lab.plots import plot_bars
 
     header = (f"# deal-ros ablation\n\n{report['train_frames']} training / {report['eval_frames']} held-out frames "
               f"({report['source']}) at {report['size'][0]}x{report['size'][1]}, {report['steps']} steps per set, "
@@ -262,7 +142,7 @@ def write_report(out: Path, report: dict[str, Any], results: list[Any]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deal_ros.experiment import run_arm
+    from deal_ros.lab.experiment import run_arm
 
     if args.steps < 1 or args.train_frames < 1 or args.eval_frames < 0:
         raise UserError("need --steps >= 1, --train-frames >= 1 and --eval-frames >= 0")

@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError, add_set_argument, parse_overrides, quality
+from deal_ros.cli import UserError, add_set_argument, quality
 from deal_ros.cli.feeding import ALL_FRAMES, FrameFeeder, train_until
-from deal_ros.files import atomic_write_text, check_output_dir
+from deal_ros.config.loading import parse_overrides
+from deal_ros.storage.files import atomic_write_text, check_output_dir
 
 TRAIN_IO_TARGET = 0.9
 """Least allowed (bag steps/s) / (memory steps/s)."""
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    from deal_ros.benchmarks import bench_decode
+    from deal_ros.lab.benchmarks import bench_decode
 
     if min(args.width, args.height, args.repeat) < 1:
         raise UserError("--width, --height and --repeat must be >= 1")
@@ -128,7 +129,7 @@ def _timed_run(cfg: Any, frames: Any, steps: int, preload: bool) -> tuple[float,
     the clock starts when the feeder opens the bag, as in `deal-ros train`.
     """
     from deal_ros.cli.feeding import wait_for_batch
-    from deal_ros.trainer import OnlineTrainer
+    from deal_ros.training.trainer import OnlineTrainer
 
     trainer = OnlineTrainer(cfg)
     if preload:
@@ -184,10 +185,10 @@ def bench_train_io(bag: str | Path, cfg: Any, steps: int, rounds: int = 2) -> Tr
 
 
 def run_train_io(args: argparse.Namespace) -> int:
-    from deal_ros.benchmarks import write_scene_bag
     from deal_ros.config import DealRosConfig
     from deal_ros.io.bag import BagError, scan_tag_names
-    from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
+    from deal_ros.lab.benchmarks import write_scene_bag
+    from deal_ros.lab.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 
     if args.steps < 1 or args.rounds < 1:
         raise UserError("--steps and --rounds must be >= 1")

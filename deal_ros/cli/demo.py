@@ -1,7 +1,7 @@
 """`deal-ros demo`: the main job on built-in defaults. No ROS, no GPU, no downloads.
 
 Makes built-in close-up RGB-D scenes with ground truth (one or two of 8 objects covering 8-35 % of the frame,
-deal_ros.synthetic.make_closeup_scenes), trains the same model from tags alone, with DEAL
+deal_ros.lab.synthetic.make_closeup_scenes), trains the same model from tags alone, with DEAL
 (the paper's depth-edge map and the robot-robust one) and with the default recipe (the support-plane prior)
 for the same budget, and writes a report:
 pseudo-label and mask mIoU per arm, loss curves and overlay images.
@@ -12,59 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from deal_ros.cli.progress import progress_bar
-from deal_ros.cli.quality import RECIPES
-from deal_ros.config import BUILTIN_WEIGHTS, DealRosConfig
-from deal_ros.experiment import ArmResult, plot_bars, plot_losses, run_arm
-from deal_ros.files import atomic_write_text, check_output_dir
+from deal_ros.inference.segmenter import Segmenter
+from deal_ros.lab.experiment import ArmResult, run_arm
+from deal_ros.lab.plots import plot_bars, plot_losses
+from deal_ros.lab.recipes import DEMO_ARMS, demo_config, resolve_weights
+from deal_ros.lab.synthetic import make_closeup_scenes
+from deal_ros.labels.colors import colorize, overlay, save_png
 from deal_ros.models import describe_weights
 from deal_ros.online.parameters import load_parameter_file
-from deal_ros.segmenter import Segmenter
-from deal_ros.synthetic import CLOSEUP_CLASSES, make_closeup_scenes
-from deal_ros.visualize import colorize, overlay, save_png
-
-DEMO_ARMS = {
-    "cls only": RECIPES["cls-only"],
-    "cls + DEAL (paper)": RECIPES["paper-map"],
-    "cls + DEAL (robust)": RECIPES["robust-map"],
-    "default (support plane)": RECIPES["default"],
-}
-"""Arm name -> config overrides on top of the demo config: tags alone, + DEAL with the paper's and with the robust
-depth-edge map (no support-plane prior), and the package's default recipe (deal_ros.cli.quality.RECIPES)."""
-
-
-def resolve_weights(option: str) -> str:
-    """--weights -> model.pretrained_path: 'auto' = $DEAL_ROS_WEIGHTS if set, else 'builtin'; 'none' = ''."""
-    if option == "auto":
-        return os.environ.get("DEAL_ROS_WEIGHTS", "") or BUILTIN_WEIGHTS
-    return "" if option == "none" else option
-
-
-def demo_config(height: int, width: int, weights: str, seed: int) -> DealRosConfig:
-    """The demo's base configuration: small input, CPU-sized batch, short warm-ups.
-
-    With ImageNet weights the backbone trains at a tenth of the heads' rate (its BatchNorm frozen, as
-    the weights' profile says); from random init everything trains at the same rate.
-    """
-    return DealRosConfig(classes=list(CLOSEUP_CLASSES)).updated({
-        "model.input_height": height,
-        "model.input_width": width,
-        "model.output_stride": 16,
-        "model.pretrained_path": weights,
-        "train.batch_size": 8,
-        "train.lr": 1e-3,
-        "train.backbone_lr_scale": 0.1 if weights else 1.0,
-        "train.seed": seed,
-        "train.device": "auto",
-        "loss.deal.warmup_steps": 50,
-        "loss.seg_warmup_steps": 60,
-    })
+from deal_ros.storage.files import atomic_write_text, check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

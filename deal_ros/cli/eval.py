@@ -2,7 +2,7 @@
 
 Files are matched by name (e.g. `deal-ros label`'s mask/000042.png against a hand-labelled
 000042.png); both are single-channel PNGs of class ids with 255 = ignore. Counts are accumulated
-over all frames before taking IoU (deal_ros.metrics.ConfusionMatrix, the VOC protocol). Class
+over all frames before taking IoU (deal_ros.labels.metrics.ConfusionMatrix, the VOC protocol). Class
 names come from --classes-json, or classes.json beside or above PRED_DIR (what `label` writes),
 else the ids found are numbered. Ground-truth files without a prediction are an error; predictions
 without ground truth are reported and left out.
@@ -20,7 +20,7 @@ import numpy as np
 
 from deal_ros.cli import UserError
 from deal_ros.config import IGNORE_INDEX as IGNORE
-from deal_ros.data_checks import check_same_size
+from deal_ros.frames.checks import check_same_size
 
 MAX_LISTED = 5
 
@@ -101,7 +101,7 @@ def read_label_png(path: Path) -> np.ndarray:
 def evaluate_folders(pred_dir: Path, gt_dir: Path, class_names: list[str] | None,
                      ignore_as_background: bool = True) -> tuple[Any, dict[str, Any]]:
     """Confusion matrix over all matched files, and what was matched (for the report)."""
-    from deal_ros.metrics import ConfusionMatrix
+    from deal_ros.labels.metrics import ConfusionMatrix
 
     names, extra = match_files(pred_dir, gt_dir)
     # count into a matrix wide enough for any uint8 id, then keep the ids that exist
@@ -129,7 +129,7 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, class_names: list[str] | None
 
 def check_json_path(path: str) -> Path:
     """--json must name a file in a writable folder: checked before the evaluation, not after it."""
-    from deal_ros.files import check_output_dir
+    from deal_ros.storage.files import check_output_dir
 
     target = Path(path)
     if target.is_dir():
@@ -139,7 +139,7 @@ def check_json_path(path: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deal_ros.files import atomic_write_text
+    from deal_ros.storage.files import atomic_write_text
 
     pred_dir, gt_dir = Path(args.pred_dir), Path(args.gt_dir)
     json_out = check_json_path(args.json_out) if args.json_out else None

@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deal_ros.export import DEFAULT_OPSET, export_onnx
-    from deal_ros.files import check_output_dir, remove_stale_temp_files
+    from deal_ros.inference.export import DEFAULT_OPSET, export_onnx
+    from deal_ros.storage.files import check_output_dir, remove_stale_temp_files
 
     onnx_path = Path(args.onnx)
     if onnx_path.is_dir():
@@ -84,7 +84,13 @@ def _read_frames(paths: list[str]) -> list[Any]:
 
 def check(checkpoint: str, onnx_path: Path, height: int, width: int, frames: list[Any] | None) -> int:
     """Parity and a 640x480 frame's time, onnxruntime vs torch; 0 when parity holds."""
-    from deal_ros.export import ExportError, check_parity, frame_times, model_from_checkpoint, onnxruntime_session
+    from deal_ros.inference.export import (
+        ExportError,
+        check_parity,
+        frame_times,
+        model_from_checkpoint,
+        onnxruntime_session,
+    )
 
     try:
         session = onnxruntime_session(onnx_path)
@@ -93,7 +99,7 @@ def check(checkpoint: str, onnx_path: Path, height: int, width: int, frames: lis
         return 0
     model, cfg, _ = model_from_checkpoint(checkpoint)
     if frames is None:
-        from deal_ros.synthetic import make_tabletop_scenes
+        from deal_ros.lab.synthetic import make_tabletop_scenes
 
         frames = [s.rgb for s in make_tabletop_scenes(CHECK_FRAMES, 480, 640, cfg.classes, seed=0)]
     parity = check_parity(onnx_path, model, frames, height, width, session)

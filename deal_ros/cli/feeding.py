@@ -133,7 +133,7 @@ def train_until(trainer: Any, feeder: FrameFeeder, steps: int, on_step: Callable
     (checked after every step, before on_step may save them), or `max_skipped` steps in a row had a
     non-finite loss.
     """
-    from deal_ros.checkpoint import MAX_WEIGHT_ABS
+    from deal_ros.storage.checkpoint import MAX_WEIGHT_ABS
 
     wait_for_batch(trainer, feeder)
     train = trainer.cfg.train

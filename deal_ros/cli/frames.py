@@ -43,7 +43,7 @@ def add_topic_options(parser: argparse.ArgumentParser) -> None:
 
 def tag_source(args: argparse.Namespace) -> Any:
     """The `tags` argument of iter_rgbd_frames for the parsed options (None = from a topic)."""
-    from deal_ros.tags import TagSchedule
+    from deal_ros.frames.tags import TagSchedule
 
     if args.tags is not None:
         return args.tags
@@ -54,7 +54,7 @@ def tag_source(args: argparse.Namespace) -> Any:
 
 def default_classes(args: argparse.Namespace, tags: Any) -> list[str]:
     """Class names when no config names them: the tags given, in order of appearance."""
-    from deal_ros.tags import TagSchedule, parse_tags
+    from deal_ros.frames.tags import TagSchedule, parse_tags
 
     if isinstance(tags, str):
         names = parse_tags(tags)

@@ -42,7 +42,7 @@ from deal_ros.cli import UserError
 from deal_ros.cli.frames import add_tag_options, add_topic_options, read_frames, skips_line, tag_source
 from deal_ros.config import IGNORE_INDEX
 from deal_ros.errors import OutputError, describe_os_error
-from deal_ros.visualize import overlay
+from deal_ros.labels.colors import overlay
 
 LABEL_TOPICS = {"mask": "mono8", "pseudo_label": "mono8", "confidence": "32FC1", "overlay": "rgb8"}
 """Label topic suffix -> sensor_msgs/Image encoding."""
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deal_ros.files import check_output_dir, refuse_non_folder, remove_stale_temp_files, staging_dir
+    from deal_ros.storage.files import check_output_dir, refuse_non_folder, remove_stale_temp_files, staging_dir
 
     prefix = "/" + args.topic_prefix.strip("/")
     if prefix == "/":
@@ -74,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
     out = refuse_non_folder(args.out, "--out folder")
     bag_out = out / "labelled_bag"
 
-    from deal_ros.checkpoint import load_checkpoint
-    from deal_ros.device import resolve_device
+    from deal_ros.compute.device import resolve_device
+    from deal_ros.inference.segmenter import Segmenter
     from deal_ros.io.bag import ReadStats
-    from deal_ros.segmenter import Segmenter
+    from deal_ros.storage.checkpoint import load_checkpoint
 
     cfg = load_checkpoint(args.checkpoint).config
     segmenter = Segmenter(cfg, device=resolve_device(args.device))

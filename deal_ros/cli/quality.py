@@ -7,7 +7,7 @@ frame's tags, 255 counted as background: what `deal-ros label` writes), per clas
 curve every --eval-every steps.
 
 Data: built-in close-up scenes (default: one or two objects covering 8-35 % of the frame, 8 classes,
-`deal_ros.synthetic.make_closeup_scenes`), built-in tabletop scenes (small objects), or your own:
+`deal_ros.lab.synthetic.make_closeup_scenes`), built-in tabletop scenes (small objects), or your own:
 --bag/--gt-dir for training and --val-bag/--val-gt for evaluation (masks named by frame index
 000012.png or by colour stamp in ns; tags from the ground truth), or --folder/--val-folder with rgb/,
 depth/ and gt/ subfolders. Built-in training and held-out scenes come from different seeds.
@@ -30,31 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from deal_ros.cli import UserError, add_set_argument, parse_overrides
-from deal_ros.files import atomic_write_text, check_free_space, check_output_dir, write_or_rescue
+from deal_ros.cli import UserError, add_set_argument
+from deal_ros.config.loading import parse_overrides
+from deal_ros.lab.recipes import DEFAULT_RECIPES, RECIPES, parse_recipe
+from deal_ros.storage.files import atomic_write_text, check_free_space, check_output_dir, write_or_rescue
 
 LOG = logging.getLogger("deal_ros.quality")
 
-PAPER_MAP = {"loss.deal.edge_operator": "sobel", "loss.deal.log_depth": False, "loss.deal.edge_norm": "max",
-             "loss.deal.hole_fill": "far"}
-"""The paper's depth-edge map (Sobel of metric depth over its per-image maximum), holes filled."""
-
-NO_PLANE = {"pseudo_label.support_plane": False}
-RECIPES: dict[str, dict[str, Any]] = {
-    "cls-only": {"loss.deal.enabled": False, **NO_PLANE},
-    "paper-map": {"loss.deal.enabled": True, **PAPER_MAP, **NO_PLANE},
-    "robust-map": {"loss.deal.enabled": True, **NO_PLANE},
-    "plane": {"loss.deal.enabled": False, "pseudo_label.support_plane": True},
-    "plane+robust-map": {"loss.deal.enabled": True, "pseudo_label.support_plane": True},
-    "plane+paper-map": {"loss.deal.enabled": True, "pseudo_label.support_plane": True, **PAPER_MAP},
-    "default": {},
-    "isl+fsl": {"loss.isl.enabled": True, "loss.fsl.enabled": True},
-    "ssc": {"loss.ssc.enabled": True, "loss.recon.enabled": True},
-}
-"""Named recipes: overrides on top of the package defaults (plus --set); each says whether DEAL (and which
-depth-edge map) and the support-plane prior are on, whatever the defaults are. A recipe may also be given
-inline as NAME:KEY=VALUE,KEY=VALUE (e.g. 'lr3:train.lr=3e-3')."""
-DEFAULT_RECIPES = ("cls-only", "paper-map", "robust-map", "plane", "plane+robust-map")
 
 MAX_SCENE_SIDE = 4096
 """Largest height and width of a built-in scene: the largest network input (model.input_height/width); beyond it
@@ -98,21 +80,8 @@ def register(which: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_recipe(spec: str) -> tuple[str, dict[str, Any]]:
-    """'default' -> ('default', {}); 'lr3:train.lr=3e-3,train.optimizer=sgd' -> ('lr3', {...})."""
-    if ":" in spec:
-        name, _, body = spec.partition(":")
-        items = [item for item in body.split(",") if item.strip()]
-        if not name or not items:
-            raise UserError(f"recipe {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
-        return name, parse_overrides(items)
-    if spec not in RECIPES:
-        raise UserError(f"unknown recipe {spec!r}; known: {sorted(RECIPES)} (or NAME:KEY=VALUE,...)")
-    return spec, dict(RECIPES[spec])
-
-
 def _frames(args: argparse.Namespace, classes: list[str], depth_float_unit: str) -> tuple[list[Any], list[Any], str]:
-    from deal_ros.cli.ablate import load_bag, load_folder
+    from deal_ros.io.ground_truth import load_bag, load_folder
 
     size = tuple(args.size)
     if args.bag or args.folder:
@@ -128,7 +97,7 @@ def _frames(args: argparse.Namespace, classes: list[str], depth_float_unit: str)
             train, val = load_folder(args.folder, size, classes), load_folder(args.val_folder, size, classes)
             source = f"{args.folder} -> {args.val_folder}"
     else:
-        from deal_ros.synthetic import make_closeup_scenes, make_tabletop_scenes
+        from deal_ros.lab.synthetic import make_closeup_scenes, make_tabletop_scenes
 
         seeds = SCENES[args.scenes]
         make = make_closeup_scenes if args.scenes == "closeup" else make_tabletop_scenes
@@ -147,7 +116,7 @@ def _classes(args: argparse.Namespace) -> list[str]:
         return [c.strip() for c in args.classes.split(",") if c.strip()]
     if args.bag or args.folder:
         raise UserError("your own data needs --classes (in the order of the ground-truth ids 1, 2, ...)")
-    from deal_ros.synthetic import CLOSEUP_CLASSES, DEFAULT_CLASSES
+    from deal_ros.lab.synthetic import CLOSEUP_CLASSES, DEFAULT_CLASSES
 
     return list(CLOSEUP_CLASSES if args.scenes == "closeup" else DEFAULT_CLASSES)
 
@@ -169,39 +138,11 @@ def format_tables(rows: list[dict[str, Any]], classes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], classes: list[str], path: Path) -> None:
-    """Per-class mask IoU bars (one group per class) and the held-out mask mIoU learning curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from deal_ros.visualize import save_figure
-
-    names = ["background", *classes]
-    fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [2, 1]})
-    width = 0.8 / max(len(rows), 1)
-    x = np.arange(len(names))
-    for i, r in enumerate(rows):
-        bars.bar(x + (i - (len(rows) - 1) / 2) * width, [r["mask_iou"][n] for n in names], width, label=r["name"])
-        for curve in r["curves"]:
-            curves.plot([c["step"] for c in curve], [c["mask_miou"] for c in curve], color=f"C{i % 10}", alpha=0.8)
-    bars.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-    bars.set_ylim(0, 1)
-    bars.set_title("mask IoU per class (held-out)")
-    bars.legend(fontsize=7)
-    curves.set_title("held-out mask mIoU")
-    curves.set_xlabel("step")
-    curves.set_ylim(0, 1)
-    for ax in (bars, curves):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def write_report(out: Path, report: dict[str, Any], classes: list[str]) -> Path:
     """quality.json, quality.md and quality.png of the recipes done so far, atomically; returns the folder they are
     in: `out`, or a rescue folder (warned) when `out` stops taking them, where the later recipes go too."""
+    from deal_ros.lab.plots import plot_quality
+
     rows = report["recipes"]
     header = (f"# deal-ros quality benchmark\n\n{report['source']}: {report['train_frames']} training / "
               f"{report['val_frames']} held-out frames, {report['steps']} steps at {report['size'][0]}x"
@@ -213,7 +154,7 @@ def write_report(out: Path, report: dict[str, Any], classes: list[str]) -> Path:
         "quality.json": lambda p: atomic_write_text(p, json.dumps(report, indent=1)),
         "quality.md": lambda p: atomic_write_text(p, header + format_tables(rows, classes)
                                                   + "\n\n![quality](quality.png)\n"),
-        "quality.png": lambda p: plot(rows, classes, p),
+        "quality.png": lambda p: plot_quality(rows, classes, p),
     })
     if written.rescued:
         LOG.warning("cannot write the report into %s (%s): the recipes done so far, and those to come, are in %s",
@@ -222,10 +163,10 @@ def write_report(out: Path, report: dict[str, Any], classes: list[str]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deal_ros.cli.demo import resolve_weights
     from deal_ros.config import DealRosConfig
-    from deal_ros.experiment import run_arm
-    from deal_ros.synthetic import MIN_IMAGE_SIDE
+    from deal_ros.lab.experiment import run_arm
+    from deal_ros.lab.recipes import resolve_weights
+    from deal_ros.lab.synthetic import MIN_IMAGE_SIDE
 
     if args.steps < 1 or args.train_frames < 1 or args.val_frames < 1 or args.eval_every < 0:
         raise UserError("need --steps >= 1, --train-frames >= 1, --val-frames >= 1 and --eval-every >= 0")

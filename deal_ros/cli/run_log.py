@@ -19,7 +19,7 @@ from deal_ros.errors import one_line
 
 if TYPE_CHECKING:
     from deal_ros.cli.feeding import FrameFeeder
-    from deal_ros.cli.train import Validation
+    from deal_ros.cli.validation import Validation
 
 LOG = logging.getLogger("deal_ros.train")
 
@@ -100,8 +100,8 @@ def save_outputs(trainer: Any, run_log: RunLog, history: list[dict[str, Any]], s
     raises SaveError naming it; weights that are NaN/inf are refused (the old checkpoint is kept) and
     the log says 'diverged'.
     """
-    from deal_ros.checkpoint import CHECKPOINT_NAME, NonFiniteWeightsError
-    from deal_ros.files import SAVE_ATTEMPTS, atomic_write_text, write_or_rescue
+    from deal_ros.storage.checkpoint import CHECKPOINT_NAME, NonFiniteWeightsError
+    from deal_ros.storage.files import SAVE_ATTEMPTS, atomic_write_text, write_or_rescue
 
     out = run_log.out
     step = trainer.step
@@ -126,8 +126,8 @@ def save_outputs(trainer: Any, run_log: RunLog, history: list[dict[str, Any]], s
 
 def log_divergence(run_log: RunLog, history: list[dict[str, Any]]) -> str:
     """Write train_log.json with status 'diverged' beside the kept checkpoint; returns what the user should know."""
-    from deal_ros.checkpoint import CHECKPOINT_NAME
-    from deal_ros.files import atomic_write_text, write_or_rescue
+    from deal_ros.storage.checkpoint import CHECKPOINT_NAME
+    from deal_ros.storage.files import atomic_write_text, write_or_rescue
 
     kept = checkpoint_step(run_log.out / CHECKPOINT_NAME)
     try:
@@ -140,7 +140,7 @@ def log_divergence(run_log: RunLog, history: list[dict[str, Any]]) -> str:
 
 def checkpoint_step(path: Path) -> int | None:
     """The step of the checkpoint at `path`, None when there is none (or it is unreadable)."""
-    from deal_ros.checkpoint import CheckpointError, read_manifest
+    from deal_ros.storage.checkpoint import CheckpointError, read_manifest
 
     try:
         return int(read_manifest(path)["step"]) if path.is_file() else None
@@ -150,8 +150,12 @@ def checkpoint_step(path: Path) -> int | None:
 
 def plot_losses_file(history: list[dict[str, Any]], path: Path) -> None:
     """loss_curves.png, atomically; a picture that cannot be written is a warning (the log holds the numbers)."""
-    from deal_ros.experiment import plot_losses
-
+    try:
+        from deal_ros.lab.plots import plot_losses
+    except ImportError:
+        LOG.info("%s not written: plots need matplotlib (pip install deal_ros[lab]); the numbers are in "
+                 "train_log.json", path.name)
+        return
     try:
         plot_losses({"train": history}, path)
     except OSError as exc:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError, add_set_argument, parse_overrides, save_on_stop, stop_exit_code, stop_reason
+from deal_ros.cli import UserError, add_set_argument, save_on_stop, stop_exit_code, stop_reason
 from deal_ros.cli.feeding import FrameFeeder, LossDivergedError, train_until
 from deal_ros.cli.frames import (
     NoFramesError,
@@ -51,7 +51,9 @@ from deal_ros.cli.run_log import (
     read_history,
     save_outputs,
 )
+from deal_ros.cli.validation import Validation
 from deal_ros.config import DealRosConfig
+from deal_ros.config.loading import parse_overrides
 from deal_ros.errors import one_line
 from deal_ros.online.parameters import load_parameter_file
 
@@ -100,62 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-class Validation:
-    """Held-out frames with ground truth, scored during training: mask and pseudo-label mIoU per class."""
-
-    def __init__(self, bag: str, gt_dir: str, cfg: DealRosConfig, every: int) -> None:
-        from deal_ros.cli.ablate import load_bag
-
-        size = (cfg.model.input_height, cfg.model.input_width)
-        self.frames = load_bag(bag, gt_dir, size, list(cfg.classes), 10**9, cfg.depth.float_unit)
-        if not self.frames:
-            raise UserError(f"--val-bag {bag}: no frame has a ground-truth mask in {gt_dir}")
-        self.cfg, self.every = cfg, every
-        self.curve: list[dict[str, Any]] = []
-
-    def due(self, step: int, last_step: int) -> bool:
-        return step == last_step or (self.every > 0 and step % self.every == 0)
-
-    def evaluate(self, trainer: Any) -> dict[str, Any]:
-        """Score the trainer's current weights on the held-out frames; the point is appended to `curve`."""
-        from deal_ros.experiment import evaluate, per_class_iou
-        from deal_ros.segmenter import Segmenter
-
-        # The segmenter switches a shared training model to eval for each frame and back.
-        result = evaluate(self.cfg, Segmenter(self.cfg, trainer.model, model_lock=trainer.model_lock),
-                          self.frames, self.frames)
-        point = {"step": trainer.step, "mask_miou": result.masks.miou(), "pseudo_miou": result.pseudo.miou(),
-                 "mask_iou": per_class_iou(result.masks, ["background", *self.cfg.classes])}
-        self.curve.append(point)
-        return point
-
-    def plot(self, path: Path) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from deal_ros.visualize import save_figure
-
-        steps = [p["step"] for p in self.curve]
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(steps, [p["mask_miou"] for p in self.curve], "o-", label="mask mIoU")
-        ax.plot(steps, [p["pseudo_miou"] for p in self.curve], "s-", label="pseudo-label mIoU")
-        ax.set_xlabel("step")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(f"held-out: {len(self.frames)} frames")
-        fig.tight_layout()
-        try:
-            save_figure(fig, path)
-        except OSError as exc:
-            LOG.warning("could not write %s (%s); the numbers are in train_log.json", path, one_line(exc, 200))
-
-
 def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
     """Config from --config / the resumed checkpoint / defaults, then --classes, --out and --set."""
-    from deal_ros.tags import parse_tags
+    from deal_ros.frames.tags import parse_tags
 
     overrides = parse_overrides(args.overrides)
     if args.out is not None:
@@ -167,7 +116,7 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
     if args.config is not None:
         return load_parameter_file(args.config, overrides)
     if args.resume:
-        from deal_ros.checkpoint import CheckpointError, checkpoint_file, load_checkpoint  # torch: when needed
+        from deal_ros.storage.checkpoint import CheckpointError, checkpoint_file, load_checkpoint  # torch: when needed
 
         try:
             base = load_checkpoint(checkpoint_file(args.out or DealRosConfig().checkpoint.directory)).config
@@ -183,13 +132,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _train(args)
     finally:
-        distributed = sys.modules.get("deal_ros.distributed")  # not imported (torch!) by a refusal before it
+        distributed = sys.modules.get("deal_ros.training.distributed")  # not imported (torch!) by a refusal before it
         if distributed is not None:
             distributed.shutdown()  # leave the torchrun job, if any
 
 
 def _train(args: argparse.Namespace) -> int:
-    from deal_ros.files import check_output_dir, refuse_non_folder, remove_stale_temp_files
+    from deal_ros.storage.files import check_output_dir, refuse_non_folder, remove_stale_temp_files
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
@@ -202,7 +151,7 @@ def _train(args: argparse.Namespace) -> int:
             check_output_dir(args.out, role)  # e.g. read-only: refused in the first second
     tags = tag_source(args)
     cfg = build_config(args, tags)
-    from deal_ros.distributed import PeerLostError, attach, join_job
+    from deal_ros.training.distributed import PeerLostError, attach, join_job
 
     job = join_job(cfg.train.device, args.peer_timeout)  # None unless started by torchrun
     main = job is None or job.is_main  # rank 0 alone touches the output folder
@@ -210,11 +159,11 @@ def _train(args: argparse.Namespace) -> int:
     for stale in remove_stale_temp_files(out) if main else ():
         LOG.info("removed %s, left by a run that was killed", stale)
 
-    from deal_ros.checkpoint import estimate_checkpoint_bytes
-    from deal_ros.files import check_free_space
     from deal_ros.io.bag import ReadStats
     from deal_ros.online.keyframes import select_keyframes
-    from deal_ros.trainer import OnlineTrainer
+    from deal_ros.storage.checkpoint import estimate_checkpoint_bytes
+    from deal_ros.storage.files import check_free_space
+    from deal_ros.training.trainer import OnlineTrainer
 
     if bool(args.val_bag) != bool(args.val_gt):
         raise UserError("--val-bag and --val-gt go together (held-out frames and their ground-truth masks)")

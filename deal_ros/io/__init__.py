@@ -1,7 +1,7 @@
 """Message I/O without rclpy: the image codec, offline time sync, bag reading and writing (``deal_ros.io.bag``).
 
 Importing this package imports neither rosbags (``deal_ros.io.bag`` imports it when a bag is opened
-or written) nor the image codec (cv2, and torch through deal_ros.depth) until one of them is used,
+or written) nor the image codec (cv2, and torch through deal_ros.depth.maps) until one of them is used,
 so that a command refuses a bad option in a fraction of a second.
 """
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.config import IGNORE_INDEX
-from deal_ros.depth import fill_holes, valid_depth
+from deal_ros.depth.maps import fill_holes, valid_depth
 from deal_ros.losses.common import check_cam_and_tags, require, spatial_size, zero_loss
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from deal_ros.filters import normalize_cam
+from deal_ros.depth.filters import normalize_cam
 
 
 def check_cam_and_tags(cam_logits: torch.Tensor, tags: torch.Tensor, name: str) -> None:

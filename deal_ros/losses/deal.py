@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.config import DealLossConfig, EdgeNorm, EdgeOperator, GridStride, HoleFill
-from deal_ros.depth import depth_edge_map, normalize_by_max
-from deal_ros.filters import gradient_magnitude, normalize_cam, sobel_xy
+from deal_ros.depth.filters import gradient_magnitude, normalize_cam, sobel_xy
+from deal_ros.depth.maps import depth_edge_map, normalize_by_max
 from deal_ros.losses.common import grid_size as cell_grid
 
 DEFAULTS = DealLossConfig()
@@ -98,7 +98,7 @@ def deal_loss(
         tags: (B, K) image-level tags in {0, 1}. Images without tags are skipped; if none is left the
             loss is 0. Untagged classes get exactly zero gradient; depth gets none.
         grid_stride: the loss grid is (H // grid_stride, W // grid_stride) unless grid_size is given.
-        The other keywords choose the depth-edge map (see :func:`deal_ros.depth.depth_edge_map`) and
+        The other keywords choose the depth-edge map (see :func:`deal_ros.depth.maps.depth_edge_map`) and
         the CAM normalisation; their defaults and meaning are those of ``deal_ros.config.DealLossConfig``
         (``loss.deal``), and ``DEAL_PRESETS`` names the paper's and the robust setting.
     """

@@ -11,7 +11,7 @@ cells one step off it).
 The paper's text weights the second-order term 10x the first; its released code does the opposite
 (10:1). Both weights are configurable; defaults first 1.0, second 0.1 (the code's ratio).
 
-S comes from (ours, for robots): ``'depth'`` (the depth-edge map of :func:`deal_ros.depth.depth_edge_map`,
+S comes from (ours, for robots): ``'depth'`` (the depth-edge map of :func:`deal_ros.depth.maps.depth_edge_map`,
 the same operator as DEAL), ``'pseudo_label'`` (1 on the current pseudo-label's boundaries and ignore
 band) or ``'learned'`` (the semantic boundary branch's prediction, context key ``boundary``).
 Untagged classes get exactly zero gradient; S never receives one.
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.config import IGNORE_INDEX
-from deal_ros.depth import depth_edge_map
+from deal_ros.depth.maps import depth_edge_map
 from deal_ros.losses.common import (
     check_cam_and_tags,
     grid_size,
@@ -113,7 +113,7 @@ class SmoothnessLoss(nn.Module):
 
     Context: ``pseudo_labels`` (B, H', W') for source 'pseudo_label', ``boundary`` (B, 1, H', W') in [0, 1]
     for 'learned'; when the needed entry is None (e.g. before the pseudo-labels start) the loss is 0.
-    depth_edge_kwargs: options of :func:`deal_ros.depth.depth_edge_map` (the trainer passes DEAL's).
+    depth_edge_kwargs: options of :func:`deal_ros.depth.maps.depth_edge_map` (the trainer passes DEAL's).
     """
 
     def __init__(self, source: str = "depth", alpha: float = 10.0, first_order_weight: float = 1.0,

@@ -29,11 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage.color import rgb2lab
-from skimage.segmentation import slic
 from torch import nn
 
-from deal_ros.depth import fill_holes, valid_depth
+from deal_ros.depth.maps import fill_holes, valid_depth
+from deal_ros.errors import UserError
 from deal_ros.losses.common import (
     check_cam_and_tags,
     grid_size,
@@ -56,6 +55,11 @@ def superpixels(rgb: torch.Tensor, size: tuple[int, int], n_segments: int = 64, 
     Ids are made unique over the batch (image b's ids are offset), so one scatter pools all images.
     With depth_m, SLIC runs on Lab + depth_scale * log-depth (holes filled from the far side).
     """
+    try:  # the lab extra's: the robot's install (pip install .) has no scikit-image, and SSC is off by default
+        from skimage.color import rgb2lab
+        from skimage.segmentation import slic
+    except ImportError:
+        raise UserError("loss.ssc needs scikit-image: pip install 'deal_ros[lab]' (or turn loss.ssc off)") from None
     small = F.interpolate(rgb.detach().float(), size=size, mode="bilinear", align_corners=False, antialias=True)
     images = small.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
     extra = None

@@ -2,7 +2,7 @@
 
 A GAP classifier is free to recognise a class from its context (the textured table it is always
 seen on) and then its CAM is high over the whole frame. Pixels on or behind the support plane
-(deal_ros.support_plane) are known background, so every class's CAM logit there is pushed
+(deal_ros.depth.support_plane) are known background, so every class's CAM logit there is pushed
 below zero, like a negative label for those cells.
 """
 

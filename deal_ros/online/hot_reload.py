@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from deal_ros.checkpoint import CheckpointError, read_manifest
+from deal_ros.storage.checkpoint import CheckpointError, read_manifest
 
 
 @dataclass

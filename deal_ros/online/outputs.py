@@ -17,10 +17,10 @@ import numpy as np
 
 from deal_ros.config import IGNORE_INDEX
 from deal_ros.io.image_codec import image_fields
-from deal_ros.visualize import overlay
+from deal_ros.labels.colors import overlay
 
 if TYPE_CHECKING:
-    from deal_ros.segmenter import SegmentationResult
+    from deal_ros.inference.segmenter import SegmentationResult
 
 # sensor_msgs/PointField datatype constants (REP: INT8=1 UINT8=2 INT16=3 UINT16=4 INT32=5 UINT32=6 FLOAT32=7)
 POINTFIELD_UINT32 = 6

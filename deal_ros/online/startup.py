@@ -71,7 +71,7 @@ def check_environment(requested_device: str | None = None) -> EnvironmentReport:
 def device_notes(requested_device: str, resolved_type: str) -> tuple[list[str], list[str]]:
     """(info lines, warning lines) about the device a node resolved from its train.device parameter.
 
-    'auto' without CUDA is warned about by deal_ros.device itself (routed into the ROS log).
+    'auto' without CUDA is warned about by deal_ros.compute.device itself (routed into the ROS log).
     """
     if resolved_type != "cpu":
         return [], []

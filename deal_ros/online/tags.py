@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deal_ros.tags import TagError, parse_tags
+from deal_ros.frames.tags import TagError, parse_tags
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@
 `KeyframeIntake` runs in the synchronised-pair callback for every pair: the keyframe gate (a time
 check, then a 32x24 thumbnail) and, for the few accepted frames, the depth check and the buffer,
 so no keyframe waits for a training step. A keyframe whose depth has no valid pixel or one constant
-value is counted and left out (deal_ros.data_checks: DEAL would learn "no edges" from it).
+value is counted and left out (deal_ros.frames.checks: DEAL would learn "no edges" from it).
 `TrainingLoop` is the worker: it trains at a capped rate while allowed, applies run-time config
 between steps, hands weights to an in-process segmenter after every N steps and checkpoints
-periodically; pause and stop abandon the step in flight at its next layer (deal_ros.live), so
+periodically; pause and stop abandon the step in flight at its next layer (deal_ros.compute.live), so
 neither waits for a step that takes seconds on a CPU.
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from deal_ros.compute.live import WeightHandoff
 from deal_ros.config import ConfigError
-from deal_ros.data_checks import depth_problem
-from deal_ros.live import WeightHandoff
+from deal_ros.frames.checks import depth_problem
 from deal_ros.online.keyframes import KeyframeGate
 from deal_ros.online.status import RateLimiter, RateMeter
 

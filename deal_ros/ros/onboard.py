@@ -1,7 +1,7 @@
 """Trainer and segmenter in one process (the default on the robot): no checkpoint round trip.
 
 The segmenter runs its own copy of the network on the trainer's device and swaps in the trainer's
-weight snapshot after every `weights_sync_steps` steps (deal_ros.live): inference never waits for a
+weight snapshot after every `weights_sync_steps` steps (deal_ros.compute.live): inference never waits for a
 training step, which takes seconds on a CPU. The copy costs one model's weights in memory (~15 MB for
 MobileNetV2), not activations. On the CPU a training step stands aside, layer by layer, while a frame
 is segmented (`inference_priority`); on CUDA the segmenter has its own stream. A MultiThreadedExecutor

@@ -2,7 +2,7 @@
 
 Inference runs in its own thread on the newest synchronised pair only (no backlog). Standalone it
 hot-reloads the trainer's checkpoint; in the onboard process it runs its own copy of the network and
-swaps in the trainer's weights between frames (deal_ros.live), so a frame never waits for a training
+swaps in the trainer's weights between frames (deal_ros.compute.live), so a frame never waits for a training
 step. Until the weights have trained `mask.min_model_step` steps the node is "warming up": masks are
 withheld (or flagged) and every frame's deal/mask_info says which model step it came from.
 """
@@ -19,11 +19,10 @@ from sensor_msgs_py import point_cloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from deal_ros.checkpoint import checkpoint_file
+from deal_ros.compute.live import StepControl, WeightHandoff
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import DealRosError
 from deal_ros.io.image_codec import decode_depth_m, decode_rgb
-from deal_ros.live import StepControl, WeightHandoff
 from deal_ros.online.hot_reload import CheckpointPoller
 from deal_ros.online.outputs import (
     POINT_FIELDS,
@@ -48,6 +47,7 @@ from deal_ros.online.status import (
 from deal_ros.online.tags import TagState
 from deal_ros.ros import _rclpy_util as ru
 from deal_ros.ros.rgbd_node import CAMERA_INFO, RGBDNode
+from deal_ros.storage.checkpoint import checkpoint_file
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass
@@ -66,8 +66,8 @@ class SegmenterNode(RGBDNode):
                  control: StepControl | None = None, device: Any = None, tag_state: TagState | None = None,
                  **kwargs: Any) -> None:
         super().__init__(node_name, SEGMENTER, **kwargs)
-        from deal_ros.device import describe_device
-        from deal_ros.segmenter import Segmenter
+        from deal_ros.compute.device import describe_device
+        from deal_ros.inference.segmenter import Segmenter
 
         log = self.get_logger()
         self.cfg = config_from_parameters(self.values)
@@ -236,7 +236,7 @@ class SegmenterNode(RGBDNode):
 
     # -- status -------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        from deal_ros.device import describe_device
+        from deal_ros.compute.device import describe_device
 
         return segmenter_status(
             model_step=self.segmenter.step, min_model_step=self.values["mask.min_model_step"],

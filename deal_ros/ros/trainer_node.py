@@ -12,10 +12,10 @@ from typing import Any
 
 from std_srvs.srv import SetBool, Trigger
 
+from deal_ros.compute.live import WeightHandoff
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import DealRosError
 from deal_ros.io.image_codec import decode_depth_m, decode_rgb
-from deal_ros.live import WeightHandoff
 from deal_ros.online.keyframes import KeyframeGate
 from deal_ros.online.parameters import TRAINER, ParameterUpdate, config_from_parameters
 from deal_ros.online.startup import device_notes, weights_line
@@ -31,8 +31,8 @@ class TrainerNode(RGBDNode):
 
     def __init__(self, node_name: str = "deal_trainer", tag_state: TagState | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, TRAINER, **kwargs)
-        from deal_ros.device import describe_device
-        from deal_ros.trainer import OnlineTrainer
+        from deal_ros.compute.device import describe_device
+        from deal_ros.training.trainer import OnlineTrainer
 
         log = self.get_logger()
         cfg = config_from_parameters(self.values)
@@ -146,7 +146,7 @@ class TrainerNode(RGBDNode):
     def _save(self, why: str) -> tuple[bool, str]:
         """Write the checkpoint; the period save (worker) and a service call never write at once, and one waits for
         the other at most SAVE_LOCK_TIMEOUT_S (a write stuck on a dead disk must not hang the service or shutdown)."""
-        from deal_ros.trainer import SAVE_LOCK_TIMEOUT_S  # loaded with the trainer: torch is not imported here
+        from deal_ros.training.trainer import SAVE_LOCK_TIMEOUT_S  # loaded with the trainer: torch is not imported here
 
         if not self._save_lock.acquire(timeout=SAVE_LOCK_TIMEOUT_S):
             message = f"checkpoint ({why}) not written: another save has not finished in {SAVE_LOCK_TIMEOUT_S:g} s"
@@ -171,7 +171,7 @@ class TrainerNode(RGBDNode):
     def status(self) -> dict[str, Any]:
         import torch
 
-        from deal_ros.device import describe_device
+        from deal_ros.compute.device import describe_device
 
         trainer = self.trainer
         device = trainer.device

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 
 from bagfactory import WrittenBag, write_rgbd_bag
 
-from deal_ros.synthetic import make_tabletop_scenes
+from deal_ros.lab.synthetic import make_tabletop_scenes
 
 CLASSES = ["mug", "box"]
 SIZE = (48, 64)

@@ -10,7 +10,7 @@ import pytest
 from clitools import assert_user_error
 
 from deal_ros.cli import main
-from deal_ros.cli.ablate import set_overrides
+from deal_ros.lab.recipes import set_overrides
 
 pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
 

@@ -56,7 +56,7 @@ def test_bench_quality_refuses_bad_recipe(capsys):
     import pytest
 
     from deal_ros.cli import UserError
-    from deal_ros.cli.quality import parse_recipe
+    from deal_ros.lab.recipes import parse_recipe
 
     with pytest.raises(UserError, match="unknown recipe"):
         parse_recipe("nope")

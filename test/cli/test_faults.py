@@ -27,7 +27,7 @@ import pytest
 from bagfactory import RS_DEPTH, RS_RGB, write_rgbd_bag
 from clitools import DEAL_ROS, SIZE, TINY, assert_user_error
 
-from deal_ros.checkpoint import load_checkpoint
+from deal_ros.storage.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
 

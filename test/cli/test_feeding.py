@@ -11,8 +11,8 @@ import torch
 
 from deal_ros.cli.feeding import FrameFeeder, frames_before_step, train_until
 from deal_ros.config import DealRosConfig
-from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
-from deal_ros.trainer import OnlineTrainer
+from deal_ros.lab.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
+from deal_ros.training.trainer import OnlineTrainer
 
 SIZE = (64, 80)
 STEPS = 6

@@ -10,7 +10,7 @@ from collections import namedtuple
 import pytest
 
 from deal_ros.cli import main
-from deal_ros.experiment import ArmResult
+from deal_ros.lab.experiment import ArmResult
 
 QUALITY = ["bench", "quality", "--recipes", "cls-only", "plane", "--steps", "2", "--train-frames", "2",
            "--val-frames", "2", "--scene-size", "48", "64", "--size", "32", "48", "--weights", "none",
@@ -42,7 +42,7 @@ class StandIn:
 def test_a_full_out_folder_is_refused_before_any_training(command, tmp_path, monkeypatch, capsys):
     """It was found only at the end, after every recipe had trained (34 min each)."""
     stand_in = StandIn()
-    monkeypatch.setattr("deal_ros.experiment.run_arm", stand_in)
+    monkeypatch.setattr("deal_ros.lab.experiment.run_arm", stand_in)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
     assert main([*command, "--out", str(tmp_path / "out")]) == 2
@@ -56,7 +56,7 @@ def test_a_full_out_folder_is_refused_before_any_training(command, tmp_path, mon
                          ids=["quality", "ablate"])
 def test_each_recipe_is_written_as_it_finishes(command, report, key, first, tmp_path, monkeypatch):
     """All results were lost when anything failed before the end."""
-    monkeypatch.setattr("deal_ros.experiment.run_arm", StandIn())
+    monkeypatch.setattr("deal_ros.lab.experiment.run_arm", StandIn())
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="the second recipe crashed"):
         _run_raising([*command, "--out", str(out)])

@@ -13,8 +13,8 @@ import pytest
 from bagfactory import write_empty_bag, write_rgbd_bag
 from clitools import CLASSES, DEAL_ROS, NUM_FRAMES, SIZE, TINY, assert_user_error
 
-from deal_ros.checkpoint import load_checkpoint
 from deal_ros.cli import main
+from deal_ros.storage.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from deal_ros.config import DealLossConfig
-from deal_ros.depth import depth_edge_map, fill_holes
+from deal_ros.depth.maps import depth_edge_map, fill_holes
 from deal_ros.losses.deal import DEAL_PRESETS, DEALLoss, cam_edge_map, deal_loss, soft_binarize
 
 PRESETS = ("paper", "robust")
@@ -709,7 +709,7 @@ def test_reference_matches_paper_preset_on_random_inputs(seed, b, k, dsize, csiz
 
 
 def test_sobel_scale_does_not_matter_under_max_normalisation():
-    """The 1/4 Sobel scale of deal_ros.filters vs the textbook kernel.
+    """The 1/4 Sobel scale of deal_ros.depth.filters vs the textbook kernel.
 
     Exactly scale-free without the eps of the magnitude; with the CAM-side eps = 1e-6 (an absolute
     floor of sqrt(eps) = 1e-3 in CAM units) the loss moves by ~2e-3 on random CAMs.
@@ -766,7 +766,7 @@ def test_apc_depth_decoding(apc_scene):
 
 @pytest.mark.parametrize("hole_fill", ["row_far", "far", "pyramid"])
 def test_reference_matches_paper_preset_on_real_apc_frames(apc_scene, hole_fill):
-    """Real RealSense frames: the reference gets the depth filled by deal_ros.depth.fill_holes (the fill is
+    """Real RealSense frames: the reference gets the depth filled by deal_ros.depth.maps.fill_holes (the fill is
     tested in test_depth.py) and rebuilds the valid mask itself; everything else is independent."""
     cam, depth, tags = _apc_batch(apc_scene)
     valid = depth > 0

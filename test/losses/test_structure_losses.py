@@ -307,8 +307,8 @@ def test_config_keys_and_validation() -> None:
 
 
 def test_trainer_reports_every_term_and_trains_the_auxiliary_modules() -> None:
-    from deal_ros.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
-    from deal_ros.trainer import OnlineTrainer
+    from deal_ros.lab.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
+    from deal_ros.training.trainer import OnlineTrainer
 
     overrides = {"model.input_height": 64, "model.input_width": 80, "model.pretrained_path": "",
                  "model.output_stride": 8, "train.batch_size": 2, "train.device": "cpu",

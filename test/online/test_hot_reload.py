@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from deal_ros.checkpoint import save_checkpoint
 from deal_ros.config import DealRosConfig
 from deal_ros.online.hot_reload import CheckpointPoller
+from deal_ros.storage.checkpoint import save_checkpoint
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ from types import SimpleNamespace as Ns
 import numpy as np
 import pytest
 
+from deal_ros.inference.segmenter import SegmentationResult
 from deal_ros.io.image_codec import decode_image
 from deal_ros.online.outputs import (
     POINT_DTYPE,
@@ -20,7 +21,6 @@ from deal_ros.online.outputs import (
     scale_intrinsics,
     semantic_points,
 )
-from deal_ros.segmenter import SegmentationResult
 
 H, W = 48, 64
 
@@ -64,7 +64,7 @@ def test_optional_outputs():
 
 
 def test_overlay_matches_a_float_blend():
-    from deal_ros.visualize import colorize, overlay
+    from deal_ros.labels.colors import colorize, overlay
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)

@@ -21,7 +21,7 @@ def test_check_environment_here():
 
 def test_device_notes():
     assert device_notes("auto", "cuda") == ([], [])
-    info, warnings = device_notes("auto", "cpu")  # deal_ros.device warns itself; the node adds what to do
+    info, warnings = device_notes("auto", "cpu")  # deal_ros.compute.device warns itself; the node adds what to do
     assert not warnings and "train.device: cpu" in info[0]
     info, warnings = device_notes("cpu", "cpu")  # device:=cpu: said as intended, no warning
     assert not warnings and "as requested" in info[0]

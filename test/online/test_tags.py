@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from deal_ros.frames.tags import parse_tags
 from deal_ros.online.tags import TagState, tags_parameter_value
-from deal_ros.tags import parse_tags
 
 CLASSES = ["mug", "box", "ball"]
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from deal_ros.compute.live import StepControl, TrainingInterrupted, WeightHandoff
 from deal_ros.config import DealRosConfig
-from deal_ros.live import StepControl, TrainingInterrupted, WeightHandoff
+from deal_ros.inference.segmenter import Segmenter
 from deal_ros.online.keyframes import KeyframeGate
 from deal_ros.online.training_loop import KeyframeIntake, TrainingLoop
-from deal_ros.segmenter import Segmenter
-from deal_ros.trainer import OnlineTrainer
+from deal_ros.training.trainer import OnlineTrainer
 
 TINY = {"model.pretrained_path": "", "model.input_height": 64, "model.input_width": 80,
         "model.seg_head_channels": 16, "train.batch_size": 2, "train.device": "cpu", "loss.seg_warmup_steps": 0,
@@ -190,7 +190,7 @@ def test_handoff_gives_the_segmenter_its_own_copy(trainer):
 def test_snapshot_is_detached():
     model = torch.nn.Linear(2, 2)
     handoff = WeightHandoff()
-    from deal_ros.live import snapshot_state
+    from deal_ros.compute.live import snapshot_state
 
     handoff.publish(snapshot_state(model, step=3))
     with torch.no_grad():

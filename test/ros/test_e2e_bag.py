@@ -32,9 +32,9 @@ from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from deal_ros.checkpoint import load_checkpoint  # noqa: E402
+from deal_ros.lab.synthetic import make_tabletop_scenes  # noqa: E402
 from deal_ros.online.parameters import render_parameter_file  # noqa: E402
-from deal_ros.synthetic import make_tabletop_scenes  # noqa: E402
+from deal_ros.storage.checkpoint import load_checkpoint  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 from bagfactory import write_rgbd_bag  # noqa: E402

@@ -32,11 +32,11 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from deal_ros.checkpoint import load_checkpoint, read_manifest  # noqa: E402
 from deal_ros.config import DealRosConfig  # noqa: E402
 from deal_ros.io.image_codec import image_fields  # noqa: E402
+from deal_ros.lab.synthetic import make_tabletop_scenes  # noqa: E402
 from deal_ros.online.parameters import render_parameter_file  # noqa: E402
-from deal_ros.synthetic import make_tabletop_scenes  # noqa: E402
+from deal_ros.storage.checkpoint import load_checkpoint, read_manifest  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from deal_ros.data_checks import DEPTH_NOT_METRES, depth_problem
+from deal_ros.frames.checks import DEPTH_NOT_METRES, depth_problem
+from deal_ros.frames.tags import TagSchedule, UnknownTagError, parse_tags
 from deal_ros.io.bag.errors import BagError, deserialize_errors
 from deal_ros.io.bag.reader import (
     camera_intrinsics,
@@ -32,7 +33,6 @@ from deal_ros.io.bag.topics import STRING, TopicChoice, select_topics
 from deal_ros.io.encodings import FLOAT_DEPTH_UNITS_M
 from deal_ros.io.image_codec import ImageDecodeError, decode_depth_m, decode_rgb
 from deal_ros.io.sync import ApproximateTimeSync
-from deal_ros.tags import TagSchedule, UnknownTagError, parse_tags
 
 __all__ = ["FrameQuery", "RGBDFrame", "ReadStats", "iter_rgbd_frames"]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from deal_ros.frames.tags import parse_tags
 from deal_ros.io.bag.errors import RECOVERY_HINT, BagError, reader_errors
 from deal_ros.io.bag.topics import STRING, find_tags_topic, require_topic
-from deal_ros.tags import parse_tags
 
 __all__ = [
     "Warn",

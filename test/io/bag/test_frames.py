@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from bagfactory import BASE_NS, K, write_rgbd_bag
 
+from deal_ros.frames.tags import TagSchedule, UnknownTagError, parse_tags
 from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames, scan_tag_names
-from deal_ros.tags import TagSchedule, UnknownTagError, parse_tags
 
 CLASSES = ["mug", "box", "bottle"]
 

@@ -1,0 +1,515 @@
+"""The schema: every config section and field of deal_ros, with its default and declaration.
+
+It loads from a plain YAML file or from a ROS 2 parameter file (deal_ros.config.loading), is validated
+on construction, and round-trips through ``to_dict`` (checkpoints store it as JSON). A section's
+``check_relations`` holds only the rules between fields; what one field allows is in its :func:`setting`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from deal_ros.config.fields import Section, build, check, merge_into, schema_root, setting
+
+IGNORE_INDEX = 255
+"""The label id of 'ignore' in pseudo-labels and label images (mono8: ids 0..254 are background + classes)."""
+
+
+ARCHITECTURE_FIELDS = ("backbone", "output_stride", "padding", "input_norm", "seg_head_channels")
+"""ModelConfig fields that a checkpoint must share with the configuration it is loaded into (compared after
+:meth:`ModelConfig.resolved`, so 'auto' means what the weights need)."""
+
+BUILTIN_WEIGHTS = "builtin"
+"""``model.pretrained_path`` of the package's own ImageNet MobileNetV2 (``deal_ros/models/data``)."""
+
+
+class WeightsProfile(typing.TypedDict):
+    """What a kind of weights needs for ModelConfig's 'auto' fields."""
+
+    input_norm: Literal["tf", "imagenet"]
+    padding: Literal["tf_same", "symmetric"]
+
+
+BUILTIN_PROFILE: WeightsProfile = {"input_norm": "tf", "padding": "tf_same"}
+"""What the built-in weights need: TF-trained, so pixel/128 - 1 and TF 'SAME' padding (with symmetric
+padding their ImageNet top-1 agreed with TFLite on 11 of 24 photos instead of 24)."""
+
+FILE_PROFILE: WeightsProfile = {"input_norm": "imagenet", "padding": "symmetric"}
+"""What torchvision/timm weight files (and random init) get for 'auto': ImageNet mean/std, symmetric padding."""
+
+GridStride = Literal[1, 2, 4, 8, 16]
+"""Stride of a loss grid relative to the network input."""
+EdgeOperator = Literal["sobel", "plane_sobel", "laplacian"]
+"""Depth edge operators of deal_ros.depth.maps.edge_strength."""
+EdgeNorm = Literal["max", "percentile", "fixed"]
+"""Depth edge normalisations of deal_ros.depth.maps.normalize_depth_edges."""
+HoleFill = Literal["row_far", "far", "pyramid", "none"]
+"""Hole fillings of deal_ros.depth.maps.fill_holes."""
+
+
+@dataclass
+class ModelConfig(Section):
+    """The CAM network: backbone + CAM head (K maps) + segmentation head (K + 1 classes)."""
+
+    backbone: Literal["mobilenet_v2", "resnet18", "resnet50"] = setting(
+        "mobilenet_v2", "Backbone name from the registry: mobilenet_v2, resnet18, resnet50.")
+    output_stride: Literal[8, 16] = setting(16, "Stride of the last feature map (8 or 16, via dilation).")
+    pretrained_path: str = setting(
+        BUILTIN_WEIGHTS, """ImageNet weights: 'builtin' (the package's MobileNetV2, checksum-verified), a
+        torchvision/timm file (path to a .pth/.safetensors state dict, or its file name in the torch hub cache), or
+        '' = random init.""")
+    freeze_stages: int = setting(
+        3, """Number of early backbone stages of pretrained weights kept frozen (3 = up to stride 8: generic edges
+        and textures that a few hundred steps on one robot's frames should not re-learn; also a cheaper backward).
+        A randomly initialised backbone trains every stage.""", ge=0, le=5)
+    freeze_bn: bool = setting(
+        True, """Keep pretrained BatchNorm in eval mode, affine frozen (must stay true for the built-in weights:
+        their BN is folded). A randomly initialised backbone always trains its BatchNorm.""")
+    padding: Literal["auto", "tf_same", "symmetric"] = setting(
+        "auto", """MobileNetV2's stride-2 convs: 'tf_same' (TF 'SAME'), 'symmetric' (torchvision), 'auto' = what
+        the weights need (tf_same for builtin, symmetric for files and random init).""")
+    input_norm: Literal["auto", "tf", "imagenet"] = setting(
+        "auto", """Input normalisation: 'tf' (pixel/128 - 1), 'imagenet' (mean/std), 'auto' = what the weights
+        need (tf for builtin, imagenet for torchvision/timm files and random init).""")
+    input_height: int = setting(
+        240, "Network input height in pixels; frames are resized to this for training and inference.",
+        ge=32, le=4096, step=16)
+    input_width: int = setting(320, "Network input width in pixels.", ge=32, le=4096, step=16)
+    seg_head_channels: int = setting(64, "Channels of the light segmentation head.", ge=8, le=1024)
+    seg_head_detach: bool = setting(
+        False, """Train the segmentation head on detached backbone features, so its cross-entropy cannot reshape
+        the CAM features. Off by default: with the support-plane pseudo-labels the head's loss improves the shared
+        features (held-out close-up mask mIoU 0.63 -> 0.69 at 300 steps, README); on when pseudo-labels are poor
+        (no depth plane), where early noisy labels degraded the CAMs.""")
+
+    def check_relations(self) -> None:
+        check(self.padding != "tf_same" or self.backbone == "mobilenet_v2", "model.padding",
+               f"'tf_same' exists for mobilenet_v2 only, not {self.backbone}")
+        if self.pretrained_path == BUILTIN_WEIGHTS and self.backbone == "mobilenet_v2":
+            for key, needed in BUILTIN_PROFILE.items():
+                value = getattr(self, key)
+                check(value in ("auto", needed), f"model.{key}",
+                       f"the built-in weights need {needed!r}, got {value!r} (leave it 'auto')")
+            check(self.freeze_bn, "model.freeze_bn", "the built-in weights have folded BatchNorm (an identity plus "
+                   "bias), which training-mode BatchNorm breaks: it must be true")
+
+    def resolved(self) -> ModelConfig:
+        """A copy with 'auto' replaced by what the weights need, freeze_bn and freeze_stages as applied (off for
+    random init).
+
+        Pure (no file is read): 'builtin' gets BUILTIN_PROFILE, anything else FILE_PROFILE; a weights file that
+        needs other settings (a TF conversion with folded BatchNorm) is refused when loaded, saying which.
+        """
+        builtin = self.pretrained_path == BUILTIN_WEIGHTS and self.backbone == "mobilenet_v2"
+        profile = BUILTIN_PROFILE if builtin else FILE_PROFILE
+        return dataclasses.replace(
+            self,
+            input_norm=profile["input_norm"] if self.input_norm == "auto" else self.input_norm,
+            padding=profile["padding"] if self.padding == "auto" else self.padding,
+            freeze_bn=self.freeze_bn and bool(self.pretrained_path),
+            freeze_stages=self.freeze_stages if self.pretrained_path else 0,
+        )
+
+    def architecture(self) -> dict[str, Any]:
+        """The resolved ARCHITECTURE_FIELDS: what a checkpoint must share with the model it is loaded into."""
+        resolved = self.resolved()
+        return {k: getattr(resolved, k) for k in ARCHITECTURE_FIELDS}
+
+
+def _migrate_model_keys(data: Any) -> Any:
+    """Configs from before 'model.padding' (checkpoints, YAML files) load meaning what they meant.
+
+    The boolean ``model.tf_same_padding`` became ``model.padding`` ('tf_same' / 'symmetric'); its old
+    files also spell out input_norm, so they keep the normalisation and padding they were trained with.
+    """
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or "tf_same_padding" not in model:
+        return data
+    value = model["tf_same_padding"]
+    check(isinstance(value, bool), "model.tf_same_padding", f"expected true/false, got {value!r}")
+    check("padding" not in model, "model.tf_same_padding", "replaced by model.padding: give only model.padding")
+    migrated = {k: v for k, v in model.items() if k != "tf_same_padding"}
+    migrated["padding"] = "tf_same" if value else "symmetric"
+    return {**data, "model": migrated}
+
+
+@dataclass
+class DepthConfig(Section):
+    """How raw depth becomes metres + validity (method.md §2 step 1)."""
+
+    min_m: float = setting(0.1, "Depth below this (metres) is treated as a hole.", ge=0)
+    max_m: float = setting(10.0, "Depth above this (metres) is treated as a hole.")
+    float_unit: Literal["m", "mm"] = setting(
+        "m", "Unit of float (32FC1) depth: 'm' as REP 118 says, or 'mm' for drivers that publish millimetres "
+             "as float. Depth read as metres with a median of more than 100 m is refused, naming the likely unit.")
+
+    def check_relations(self) -> None:
+        check(self.min_m < self.max_m, "depth.min_m", "need 0 <= min_m < max_m")
+
+
+ENABLED_DOC = "Switch this loss term on."
+WEIGHT_DOC = "Weight of this loss term in the total loss."
+
+
+@dataclass
+class DealLossConfig(Section):
+    """Depth Edge Alignment Loss settings; every '(ours)' choice of method.md §2 is here.
+
+    The defaults of :func:`deal_ros.losses.deal_loss` and :class:`~deal_ros.losses.DEALLoss` are these (the
+    robust depth-edge map); ``DEAL_PRESETS`` are overrides of them.
+    """
+
+    enabled: bool = setting(
+        False, """Off by default, by measurement: with the support-plane pseudo-labels (pseudo_label.support_plane)
+        DEAL lowered held-out close-up mask mIoU at 300 steps (0.68 -> 0.63, two seeds, README); without that prior
+        (no plane in view, or support_plane: false) the robust map raised it (0.19 -> 0.28). Turn it on where no
+        support plane is in view (shelves, clutter).""", runtime=True)
+    weight: float = setting(1.0, "lambda: L = L_cls + lambda * L_DEAL.", ge=0, runtime=True)
+    warmup_steps: int = setting(
+        100, "lambda ramps linearly from 0 to `weight` over these steps (a flat CAM scores well under DEAL).",
+        ge=0, le=1_000_000, runtime=True)
+    mu: float = setting(
+        2.5, "Soft-binarisation sharpness; an edge is anything above sigmoid(-mu) = 7.6 % of the scale.",
+        ge=0.01, le=100, runtime=True)
+    grid_stride: GridStride = setting(
+        4, "Loss grid stride relative to the network input (the CAM is upsampled to it).", runtime=True)
+    edge_operator: EdgeOperator = setting(
+        "plane_sobel", "Depth edge operator: 'sobel' (paper), 'plane_sobel' (Sobel minus local-plane gradient), "
+        "'laplacian'.", runtime=True)
+    log_depth: bool = setting(
+        True, "Take edges of log-depth (relative jumps) instead of metric depth (paper: False).", runtime=True)
+    edge_norm: EdgeNorm = setting(
+        "fixed", "Depth edge normalisation: 'max' (paper, per image), 'percentile', 'fixed' (threshold in units).",
+        runtime=True)
+    edge_threshold: float = setting(
+        0.0125, """For edge_norm='fixed': the jump across a cell that counts as an edge, in log-depth units (a
+        relative step: 0.0125 = 1.25 %) or metres. Our Sobel is scaled by 1/4 so a step of t reads as t; method.md's
+        t = 0.05 is stated for the unscaled Sobel and is the same threshold.""", gt=0, runtime=True)
+    edge_percentile: float = setting(
+        99.0, "For edge_norm='percentile': the percentile of valid edge strengths used as the scale.",
+        gt=0, le=100, runtime=True)
+    plane_window: int = setting(
+        7, "For plane_sobel: window (cells) of the median that estimates the local plane gradient.", ge=3,
+        runtime=True)
+    hole_fill: HoleFill = setting(
+        "row_far", "Hole filling: 'row_far' (farther row neighbour), 'far' (farthest of row/column), 'pyramid', "
+        "'none'.", runtime=True)
+    hole_exclude_window: int = setting(
+        5, "Cells whose window x window neighbourhood is all hole are excluded (0 = exclude every hole).", ge=0,
+        runtime=True)
+    cam_norm: Literal["minmax", "max"] = setting(
+        "minmax", "CAM normalisation before edges: 'minmax' (ReLU + per-map min-max, from SEAM) or 'max'.",
+        runtime=True)
+
+    def check_relations(self) -> None:
+        check(self.plane_window % 2 == 1, "loss.deal.plane_window", "must be odd >= 3")
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`deal_ros.losses.deal_loss` / :class:`DEALLoss`."""
+        skip = {"enabled", "weight", "warmup_steps"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+@dataclass
+class ISLConfig(Section):
+    """Importance-sampling loss (Jonnarth et al., method.md §3): L_cls = (1 - weight) L_gap + weight L_isl."""
+
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(
+        0.2, "Mixing weight of L_isl into the classification loss (paper: 0.2, i.e. 0.8 L_gap + 0.2 L_isl).",
+        ge=0, le=1)
+    num_samples: int = setting(
+        10, "Pixels sampled per (image, class) from the CAM's pmf sigmoid(s) + eps, normalised.", ge=1, le=10000)
+    eps: float = setting(1e-5, "Added to sigmoid(s) so that no pixel has zero probability.", gt=0)
+
+
+@dataclass
+class FSLConfig(Section):
+    """Feature-similarity loss, local-window form (method.md §3): L += weight * L_fsl."""
+
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(1.0, WEIGHT_DOC, ge=0)
+    mu: float = setting(
+        2.5, "Soft-binarisation of the colour distance: pairs closer than sigmoid(-mu) (7.6 %) count as similar.",
+        gt=0)
+    sigma: float = setting(5.0, "Gaussian pixel-distance weight, in CAM-grid cells.", gt=0)
+    radius: int = setting(
+        10, "Only pairs within this distance (cells) are used: memory O(h * w * radius^2), not O((h w)^2).",
+        ge=1, le=64)
+
+
+@dataclass
+class SmoothnessConfig(Section):
+    """Boundary-guided Charbonnier smoothness of the CAM (structure-aware WSSS, method.md §3)."""
+
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(1.0, WEIGHT_DOC, ge=0)
+    source: Literal["depth", "pseudo_label", "learned"] = setting(
+        "depth", """Boundary map S: 'depth' (depth edges), 'pseudo_label' (current pseudo-label boundaries) or
+        'learned' (the boundary branch; needs loss.boundary.enabled).""")
+    alpha: float = setting(10.0, "Edge-stopping strength: pair weight exp(-alpha |grad S|).", ge=0)
+    first_order_weight: float = setting(
+        1.0, "Weight of the first-order term (the paper's text: 1 with 10x second order; its code: 10:1 the other "
+        "way).", ge=0)
+    second_order_weight: float = setting(0.1, "Weight of the second-order term.", ge=0)
+    guide: Literal["gradient", "edge"] = setting(
+        "gradient", "'gradient': exp(-alpha |S_i - S_j|) per pair (the paper); 'edge': exp(-alpha max(S_i, S_j)) "
+        "(S as edge map).")
+    grid_stride: GridStride = setting(4, "Loss grid stride relative to the network input (the CAM is upsampled to it).")
+
+
+@dataclass
+class BoundaryConfig(Section):
+    """Semantic boundary branch (training only) with BCE against pseudo-label boundaries (method.md §3)."""
+
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(0.02, "BCE weight (paper range 0.01-0.05).", ge=0)
+    canny_low: float = setting(10.0, "Canny hysteresis thresholds on the 8-bit grey image (paper: 10 / 100).", ge=0)
+    canny_high: float = setting(100.0, "Upper Canny hysteresis threshold on the 8-bit grey image.")
+    depth_edges: bool = setting(False, "Also feed Canny edges of the (hole-filled, log) depth to the fusion.")
+    detach_features: bool = setting(
+        False, "Stop the BCE gradient at the backbone features (False = multi-task, as in the paper).")
+
+    def check_relations(self) -> None:
+        check(self.canny_low <= self.canny_high, "loss.boundary.canny_low/high", "need 0 <= low <= high")
+
+
+@dataclass
+class SSCConfig(Section):
+    """SSC activation self-modulation: pull the CAM towards max(CAM, superpixel-pooled CAM) (method.md §3)."""
+
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(1.0, WEIGHT_DOC, ge=0)
+    start_step: int = setting(
+        50, "The term is off for the first start_step training steps (CAMs must be meaningful first).", ge=0)
+    n_segments: int = setting(64, "Approximate number of SLIC superpixels per image (on the loss grid).", ge=2)
+    compactness: float = setting(10.0, "SLIC compactness (colour vs space trade-off).", gt=0)
+    use_depth: bool = setting(
+        False, "Depth-aware superpixels: SLIC on Lab + scaled log-depth as a 4th channel (ours).")
+    depth_scale: float = setting(
+        100.0, "Lab units per unit of log-depth in the depth channel (100: a 10 % depth step = 10 Lab units).", ge=0)
+    confidence: float = setting(
+        0.3, "The term acts where the max-normalised CAM exceeds this after erosion.", ge=0, lt=1)
+    erosion_px: int = setting(
+        8, "Erosion window in input pixels (8 in the paper), converted to loss-grid cells.", ge=1)
+    grid_stride: GridStride = setting(4, "Loss grid stride relative to the network input.")
+
+
+@dataclass
+class ReconstructionConfig(Section):
+    """SSC CAM-driven reconstruction: a small decoder rebuilds the image from the CAMs (method.md §3)."""
+
+    enabled: bool = setting(False, ENABLED_DOC)
+    weight: float = setting(1.0, WEIGHT_DOC, ge=0)
+    perceptual_weight: float = setting(
+        1.0, "Weight of the perceptual term (L1 of frozen-backbone features; no VGG weights exist here).", ge=0)
+    l1_weight: float = setting(1.0, "Weight of the pixel L1 term.", ge=0)
+    hidden_channels: int = setting(32, "Width of the decoder.", ge=4)
+    out_stride: Literal[1, 2, 4, 8] = setting(
+        4, "The image is reconstructed (and compared) at this stride of the input: cheap, still structural.")
+
+
+@dataclass
+class LossConfig(Section):
+    """The training objective: L_cls + lambda * L_DEAL + seg_weight * CE(seg, pseudo-labels) + structure losses."""
+
+    deal: DealLossConfig = field(default_factory=DealLossConfig)
+    isl: ISLConfig = field(default_factory=ISLConfig)
+    fsl: FSLConfig = field(default_factory=FSLConfig)
+    smoothness: SmoothnessConfig = field(default_factory=SmoothnessConfig)
+    boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
+    ssc: SSCConfig = field(default_factory=SSCConfig)
+    recon: ReconstructionConfig = field(default_factory=ReconstructionConfig)
+    seg_weight: float = setting(
+        1.0, "Weight of the segmentation head's cross-entropy on pseudo-labels.", ge=0, le=100, runtime=True)
+    seg_warmup_steps: int = setting(
+        30, "The segmentation head trains only after this many steps (CAMs must tell the classes apart first).",
+        ge=0, runtime=True)
+    support_weight: float = setting(
+        0.0, """Weight of the support-plane loss: mean softplus of every class's CAM logit on pixels that lie on or
+        behind the support plane (pseudo_label.support_tolerance), so the classifier cannot use the table as
+        evidence.""", ge=0)
+
+    def check_relations(self) -> None:
+        check(not (self.smoothness.enabled and self.smoothness.source == "learned" and not self.boundary.enabled),
+               "loss.smoothness.source", "'learned' needs the boundary branch (loss.boundary.enabled: true)")
+
+
+@dataclass
+class PseudoLabelConfig(Section):
+    """From CAMs and tags to pixel labels (method.md §1); 255 = ignore."""
+
+    cam_norm: Literal["max", "minmax"] = setting(
+        "max", """Per-class CAM normalisation to [0, 1]: 'max' (ReLU / max, the usual WSSS choice) or 'minmax'
+        (also removes a constant offset, which a GAP classifier's CAM often carries).""", runtime=True)
+    background: Literal["constant", "power"] = setting(
+        "constant", "Background score: 'constant' (= bg_score) or 'power' ((1 - max_k)^alpha).", runtime=True)
+    bg_score: float = setting(0.35, "Constant background score (background: constant).", gt=0, lt=1, runtime=True)
+    alpha: float = setting(4.0, "Exponent of the 'power' background score (1 - max_k)^alpha.", gt=0, runtime=True)
+    fg_threshold: float = setting(
+        0.6, "A pixel is foreground only if its top class score exceeds this.", ge=0, le=1, runtime=True)
+    bg_threshold: float = setting(
+        0.25, "A pixel is background only if every tagged class scores below this; between: ignore (255).",
+        ge=0, le=1, runtime=True)
+    refine: Literal["none", "depth_bilateral"] = setting(
+        "depth_bilateral", "Refinement of the class scores before argmax: 'none' or 'depth_bilateral' (RGB + depth "
+        "affinity).", runtime=True)
+    refine_iterations: int = setting(10, "Iterations of the depth-bilateral refinement.", ge=0, runtime=True)
+    refine_sigma_rgb: float = setting(
+        0.1, "Colour scale of the refinement affinity (RGB in [0, 1]).", gt=0, runtime=True)
+    refine_sigma_depth: float = setting(
+        0.02, "Relative depth scale of the refinement affinity (|dz| / z).", gt=0, runtime=True)
+    support_plane: bool = setting(
+        True, """Background prior from depth: pixels on the dominant plane (the table) or behind it (the floor past
+        its edge) are background whatever the CAM says (deal_ros.depth.support_plane), so a class recognised from its
+        context cannot become a full-frame label.""", runtime=True)
+    support_tolerance: float = setting(
+        0.01, "Relative depth residual (|z - z_plane| / z_plane) within which a pixel lies on the support plane.",
+        gt=0, lt=0.5, runtime=True)
+    object_threshold: float = setting(
+        0.2, """With support_plane: a pixel standing out of the plane takes its top tagged class when that class
+        scores at least this (else ignore); the CAM only has to tell which object it is, not where the object
+        ends.""", ge=0, le=1, runtime=True)
+
+    def check_relations(self) -> None:
+        check(self.bg_threshold <= self.fg_threshold, "pseudo_label", "need 0 <= bg_threshold <= fg_threshold <= 1")
+
+
+@dataclass
+class BufferConfig(Section):
+    """The bounded frame buffer of the online trainer."""
+
+    max_frames: int = setting(
+        500, "Most frames the training buffer keeps (oldest of the most frequent class evicted).",
+        ge=1, le=1_000_000)
+    max_bytes: int = setting(512 * 1024 * 1024, "Most bytes the training buffer keeps.", ge=1024 * 1024)
+    class_balanced: bool = setting(True, "Sample frames so that every tagged class is drawn about equally often.")
+
+
+@dataclass
+class AugmentConfig(Section):
+    """Joint augmentation of RGB, depth and labels."""
+
+    hflip: bool = setting(True, "Random horizontal flips.", runtime=True)
+    scale_min: float = setting(0.75, "Smallest random rescale factor.", ge=0.25, runtime=True)
+    scale_max: float = setting(1.25, "Largest random rescale factor.", le=4.0, runtime=True)
+    color_jitter: float = setting(
+        0.1, "Brightness/contrast jitter amplitude (0 = off); RGB only.", ge=0, le=0.99, runtime=True)
+
+    def check_relations(self) -> None:
+        check(self.scale_min <= self.scale_max, "augment.scale_min/scale_max",
+               "need 0.25 <= scale_min <= scale_max <= 4")
+
+
+@dataclass
+class TrainConfig(Section):
+    """Optimisation of the online / offline trainer."""
+
+    device: str = setting("auto", "'auto' (CUDA when present, else CPU with a warning), 'cpu', 'cuda' or 'cuda:N'.")
+    batch_size: int = setting(
+        8, "Frames per training step (halved automatically on CUDA out-of-memory).", ge=1, le=256)
+    optimizer: Literal["adamw", "sgd"] = setting("adamw", "Optimiser.")
+    # above 10 no optimiser converges, and Adam's bias-corrected step overflows float32 near 1e37
+    lr: float = setting(
+        1e-3, "Learning rate of the heads; the backbone uses lr * backbone_lr_scale.", gt=0, le=10, runtime=True)
+    backbone_lr_scale: float = setting(0.1, "The backbone learns at lr times this.", ge=0, le=10, runtime=True)
+    weight_decay: float = setting(1e-4, "Weight decay of the optimiser.", ge=0)
+    momentum: float = setting(0.9, "SGD only.")
+    grad_clip: float = setting(5.0, "Max gradient norm (0 = off).", ge=0, le=1000, runtime=True)
+    amp: bool = setting(True, "Mixed precision on CUDA (ignored on CPU).")
+    seed: int = setting(0, "Random seed of sampling, augmentation and initial weights.")
+    max_steps_per_second: float = setting(
+        0.0, "Cap on the training rate of the online trainer (0 = no cap).", ge=0, le=1000, runtime=True)
+    new_frames_per_step: int = setting(
+        16, """Offline (`deal-ros train`): step n may sample the bag's first batch_size + n * this frames, and
+        waits until they are read (0 = read the whole bag first), so the same seed gives the same weights
+        however fast the bag is read. Online, frames come when the camera sends them.""", ge=0, le=1_000_000)
+
+    def check_relations(self) -> None:
+        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               "train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class CheckpointConfig(Section):
+    """Where and how often the trainer writes its checkpoint."""
+
+    directory: str = setting(
+        "deal_ros_model", "Where checkpoints go; the latest is `<directory>/model.safetensors`.")
+    period_steps: int = setting(
+        200, "Write a checkpoint every N training steps (0 = only on request).", ge=0, le=10_000_000, runtime=True)
+
+
+@schema_root
+@dataclass
+class DealRosConfig(Section):
+    """Everything deal_ros needs; `classes` are the foreground class names (background is implicit)."""
+
+    classes: list[str] = setting(
+        ["mug", "box", "ball"], """Foreground class names the model learns (background is implicit, id 0); fixed
+        for a checkpoint. The default is the README's example set (tags mug, box, ball): list your own objects.""")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def check_relations(self) -> None:
+        check(len(self.classes) >= 1, "classes", "need at least one foreground class")
+        check(len(self.classes) < IGNORE_INDEX, "classes",
+               f"at most {IGNORE_INDEX - 1} classes fit in a mono8 mask with {IGNORE_INDEX} = ignore")
+        check(all(isinstance(c, str) and c.strip() == c and c for c in self.classes), "classes",
+               "class names must be non-empty strings without surrounding spaces")
+        check(len(set(self.classes)) == len(self.classes), "classes", "class names must be unique")
+        check("background" not in self.classes, "classes", "'background' is implicit (id 0); do not list it")
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of foreground classes (the segmentation head has K + 1 outputs)."""
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def architecture_hash(self) -> str:
+        """Short hash of what fixes the network's function: classes and ARCHITECTURE_FIELDS of the model."""
+        key = json.dumps({"classes": self.classes, "model": self.model.architecture()}, sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DealRosConfig:
+        return build(cls, _migrate_model_keys(data), "")
+
+    def updated(self, overrides: dict[str, Any]) -> DealRosConfig:
+        """A copy with dotted-key overrides applied, e.g. {'loss.deal.weight': 0.5}.
+
+        A mapping given for a section ({'train': {'lr': 0.01}}) is merged into it, key by key, so it
+        never silently resets the section's other keys (or earlier overrides) to their defaults.
+        """
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                check(isinstance(node.get(part), dict), dotted, "unknown key")
+                node = node[part]
+            check(leaf in node, dotted, "unknown key")
+            if isinstance(node[leaf], dict) and isinstance(value, dict):
+                merge_into(node[leaf], value, dotted)
+            else:
+                node[leaf] = value
+        return DealRosConfig.from_dict(data)

@@ -1,0 +1,108 @@
+"""The lab's figures (loss curves, mIoU bars, quality tables' plots), written atomically.
+
+matplotlib is the lab extra's (`pip install .[lab]`); `deal-ros train` plots through here when it is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from deal_ros.storage.files import atomic_write
+
+if TYPE_CHECKING:
+    from deal_ros.lab.experiment import ArmResult
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
+    """fig.savefig(path) atomically (the format from path's suffix), then close the matplotlib figure."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(str(tmp), dpi=dpi), suffix=Path(path).suffix)
+    finally:
+        plt.close(fig)
+
+
+def plot_losses(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path,
+                keys: Sequence[str] = ("loss_cls", "loss_deal", "loss_seg")) -> None:
+    """One panel per loss term, one line per named history of StepStats dicts (smoothed over 10 steps).
+
+    Takes plain histories, not ArmResults, so that the demo's arms and a single `deal-ros train`
+    run (whose history may continue a resumed one) plot alike. Steps come from each entry's 'step'.
+    Written atomically (save_figure).
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for index, (name, history) in enumerate(histories.items()):
+            values = np.array([h[key] for h in history], dtype=float)
+            if values.size == 0 or not np.any(values):
+                continue  # a term this run did not use (its colour stays reserved: same colour per run)
+            steps = np.array([h.get("step", i + 1) for i, h in enumerate(history)])
+            kernel = np.ones(min(10, values.size)) / min(10, values.size)
+            ax.plot(steps[kernel.size - 1:], np.convolve(values, kernel, mode="valid"), label=name,
+                    color=f"C{index % 10}")
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_bars(results: Sequence[ArmResult], path: str | Path) -> None:
+    """Pseudo-label and mask mIoU per arm as grouped bars (written atomically)."""
+    x = np.arange(len(results))
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(results)), 3.5))
+    ax.bar(x - 0.2, [r.pseudo_miou for r in results], 0.4, label="pseudo-label mIoU")
+    ax.bar(x + 0.2, [r.mask_miou for r in results], 0.4, label="mask mIoU")
+    ax.set_xticks(x, [r.name for r in results], rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_quality(rows: list[dict[str, Any]], classes: list[str], path: Path) -> None:
+    """Per-class mask IoU bars (one group per class) and the held-out mask mIoU learning curves."""
+    names = ["background", *classes]
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    width = 0.8 / max(len(rows), 1)
+    x = np.arange(len(names))
+    for i, r in enumerate(rows):
+        bars.bar(x + (i - (len(rows) - 1) / 2) * width, [r["mask_iou"][n] for n in names], width, label=r["name"])
+        for curve in r["curves"]:
+            curves.plot([c["step"] for c in curve], [c["mask_miou"] for c in curve], color=f"C{i % 10}", alpha=0.8)
+    bars.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    bars.set_ylim(0, 1)
+    bars.set_title("mask IoU per class (held-out)")
+    bars.legend(fontsize=7)
+    curves.set_title("held-out mask mIoU")
+    curves.set_xlabel("step")
+    curves.set_ylim(0, 1)
+    for ax in (bars, curves):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_validation(curve: Sequence[Mapping[str, Any]], num_frames: int, path: str | Path) -> None:
+    """Held-out mask and pseudo-label mIoU against the step (`deal-ros train --val-bag`'s val_miou.png)."""
+    steps = [p["step"] for p in curve]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(steps, [p["mask_miou"] for p in curve], "o-", label="mask mIoU")
+    ax.plot(steps, [p["pseudo_miou"] for p in curve], "s-", label="pseudo-label mIoU")
+    ax.set_xlabel("step")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"held-out: {num_frames} frames")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,1 @@
+"""Labels: pseudo-labels from CAMs and tags, their colours for overlays, and the metrics that score them."""

@@ -1,0 +1,116 @@
+"""Pseudo-labels from CAMs and image-level tags (method.md §1), with an optional RGB-D refinement.
+
+Label ids: 0 = background, k = foreground class k (1-based), 255 = ignore (the uncertain band
+between clearly background and clearly foreground).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from deal_ros.config import IGNORE_INDEX, PseudoLabelConfig
+from deal_ros.depth.filters import normalize_cam
+from deal_ros.depth.maps import pyramid_fill, valid_depth
+from deal_ros.depth.support_plane import fit_support_plane
+
+_DILATIONS = (1, 2, 4, 8)
+
+
+def class_scores(cam_logits: torch.Tensor, tags: torch.Tensor, size: tuple[int, int], cam_norm: str = "max",
+                 ) -> torch.Tensor:
+    """CAM logits (B, K, h, w) -> foreground scores (B, K, *size) in [0, 1]: upsample, then ReLU + per-class
+    max ('max') or min-max ('minmax') normalisation; classes not tagged in an image score 0 there."""
+    cam = F.interpolate(cam_logits.float(), size=size, mode="bilinear", align_corners=False)
+    return normalize_cam(cam, cam_norm, tau=1e-5) * tags.to(cam)[:, :, None, None]
+
+
+def _neighbour_offsets() -> list[tuple[int, int]]:
+    return [(dy * d, dx * d) for d in _DILATIONS for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+
+def _neighbours(x: torch.Tensor, offsets: list[tuple[int, int]]) -> torch.Tensor:
+    """x: (B, C, H, W) -> (B, N, C, H, W): x shifted by each offset, replicate padding (one pad, N views)."""
+    pad = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    h, w = x.shape[-2:]
+    return torch.stack([padded[..., pad + dy: pad + dy + h, pad + dx: pad + dx + w] for dy, dx in offsets], dim=1)
+
+
+@torch.no_grad()
+def refine_scores(scores: torch.Tensor, rgb: torch.Tensor, depth_m: torch.Tensor | None, iterations: int = 10,
+                  sigma_rgb: float = 0.1, sigma_depth: float = 0.02) -> torch.Tensor:
+    """Propagate scores (B, C, h, w) along RGB-D affinities (PAR-style, dilated 3x3 neighbourhoods).
+
+    rgb: (B, 3, h, w) in [0, 1]; depth_m: (B, 1, h, w) metres, 0/NaN = hole (the depth term is
+    dropped where either pixel is a hole). Neighbours across a colour or a relative depth jump
+    (|dz| / z > sigma_depth) get little weight, so labels stop at object boundaries.
+    """
+    offsets = _neighbour_offsets()
+    rgb_n = _neighbours(rgb, offsets)  # (B, N, 3, h, w)
+    logits = -((rgb_n - rgb[:, None]) ** 2).sum(dim=2) / (2 * sigma_rgb**2)  # (B, N, h, w)
+    if depth_m is not None:
+        valid = valid_depth(depth_m)
+        depth = pyramid_fill(torch.where(valid, depth_m, torch.zeros_like(depth_m)).abs(), valid)
+        depth_n = _neighbours(depth, offsets)[:, :, 0]
+        valid_n = _neighbours(valid.float(), offsets)[:, :, 0] > 0
+        rel = (depth_n - depth) / depth.clamp_min(1e-6)
+        logits = logits - torch.where(valid_n & valid, rel**2 / (2 * sigma_depth**2), torch.zeros_like(rel))
+    weights = torch.softmax(logits, dim=1)  # (B, N, h, w)
+    for _ in range(iterations):
+        scores = (_neighbours(scores, offsets) * weights[:, :, None]).sum(dim=1)
+    return scores
+
+
+@torch.no_grad()
+def make_pseudo_labels(
+    cam_logits: torch.Tensor,
+    tags: torch.Tensor,
+    size: tuple[int, int],
+    cfg: PseudoLabelConfig,
+    rgb: torch.Tensor | None = None,
+    depth_m: torch.Tensor | None = None,
+    plane_prior: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CAM logits (B, K, h, w) + tags (B, K) -> (labels (B, *size) int64 with 255 = ignore, top score (B, *size)).
+
+    rgb: optional (B, 3, H, W) in [0, 1] and depth_m (B, 1, H, W) for cfg.refine='depth_bilateral' and
+    cfg.support_plane. The refinement runs at a quarter of `size` and is upsampled, which keeps it cheap.
+    plane_prior: (B, 1, *size) int8 as SupportPlane.prior (default, with cfg.support_plane and depth: fitted
+    here). Pixels on or behind the support plane are background whatever the CAM says; pixels that stand out
+    of it take their tagged class with the top score when it reaches cfg.object_threshold, else ignore.
+    """
+    if plane_prior is None and cfg.support_plane and depth_m is not None:
+        depth_at_size = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=size, mode="nearest-exact")
+        plane_prior = fit_support_plane(depth_at_size, cfg.support_tolerance).prior
+    keep = None if plane_prior is None else (plane_prior >= 0).to(cam_logits.device, torch.float32)
+    scores = class_scores(cam_logits, tags, size, cfg.cam_norm)
+    if keep is not None:
+        scores = scores * keep
+    if cfg.refine == "depth_bilateral" and rgb is not None and cfg.refine_iterations > 0:
+        small = (max(1, size[0] // 4), max(1, size[1] // 4))
+        rgb_small = F.interpolate(rgb.float(), size=small, mode="bilinear", align_corners=False, antialias=True)
+        depth_small = None
+        if depth_m is not None:
+            depth_small = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=small, mode="nearest-exact")
+        coarse = F.interpolate(scores, size=small, mode="bilinear", align_corners=False, antialias=True)
+        refined = refine_scores(coarse, rgb_small, depth_small, cfg.refine_iterations,
+                                cfg.refine_sigma_rgb, cfg.refine_sigma_depth)
+        scores = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)
+        scores = (scores / scores.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-5)) * tags.to(scores)[:, :, None, None]
+        if keep is not None:
+            scores = scores * keep
+    top_fg, top_class = scores.max(dim=1)
+    if cfg.background == "constant":
+        background = torch.full_like(top_fg, cfg.bg_score)
+    else:
+        background = (1.0 - top_fg).clamp_min(0.0) ** cfg.alpha
+    labels = torch.where(top_fg > background, top_class + 1, torch.zeros_like(top_class))
+    uncertain = ((labels > 0) & (top_fg < cfg.fg_threshold)) | ((labels == 0) & (top_fg >= cfg.bg_threshold))
+    labels = labels.masked_fill(uncertain, IGNORE_INDEX)
+    if plane_prior is not None:
+        prior = plane_prior[:, 0].to(labels.device)
+        stands_out = torch.where(top_fg >= cfg.object_threshold, top_class + 1, torch.full_like(labels, IGNORE_INDEX))
+        labels = torch.where(prior > 0, stands_out, labels).masked_fill(prior < 0, 0)
+    confidence = torch.where(labels == 0, 1.0 - top_fg, top_fg)
+    return labels, confidence

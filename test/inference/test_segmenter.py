@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deal_ros.config import DealRosConfig
+from deal_ros.frames.tags import UnknownTagError
+from deal_ros.inference.segmenter import Segmenter
+from deal_ros.storage.checkpoint import CheckpointError
+from deal_ros.training.trainer import OnlineTrainer
+
+CFG = DealRosConfig(classes=["mug", "box"]).updated({
+    "model.input_height": 64, "model.input_width": 80, "train.device": "cpu", "train.batch_size": 2,
+    "model.pretrained_path": ""})
+
+
+def _frame(height: int = 480, width: int = 640):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return rgb, rng.uniform(0.4, 2, (height, width)).astype(np.float32)
+
+
+def test_outputs_at_camera_resolution() -> None:
+    rgb, depth = _frame()
+    result = Segmenter(CFG, device="cpu")(rgb, depth, ["mug"])
+    assert result.mask.shape == (480, 640) and result.mask.dtype == np.uint8
+    assert result.mask.max() <= 2
+    assert result.confidence.shape == (480, 640) and result.confidence.dtype == np.float32
+    assert ((result.confidence > 0) & (result.confidence <= 1)).all()
+    assert result.pseudo_label.shape == (480, 640) and result.pseudo_label.dtype == np.uint8
+    assert set(np.unique(result.pseudo_label)) <= {0, 1, 255}, "only tagged classes, background and ignore"
+    assert Segmenter(CFG, device="cpu")(rgb).pseudo_label is None
+
+
+def test_bad_input_is_refused() -> None:
+    segmenter = Segmenter(CFG, device="cpu")
+    rgb, depth = _frame(48, 64)
+    with pytest.raises(ValueError, match="sizes differ"):
+        segmenter(rgb, depth[:-1])
+    with pytest.raises(ValueError, match="uint8"):
+        segmenter(rgb.astype(np.float32))
+    with pytest.raises(UnknownTagError):
+        segmenter(rgb, depth, ["cat"])
+
+
+def test_hot_reload_from_a_trainer_checkpoint(tmp_path) -> None:
+    trainer = OnlineTrainer(CFG.updated({"checkpoint.directory": str(tmp_path)}))
+    rgb, depth = _frame(64, 80)
+    trainer.add_frame(rgb, depth, ["box"])
+    for _ in range(3):
+        trainer.train_step()
+    path = trainer.save()
+    segmenter = Segmenter(CFG, device="cpu")
+    before = segmenter(rgb).confidence
+    assert segmenter.load(str(path)) == 3 and segmenter.step == 3
+    after = segmenter(rgb).confidence
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, Segmenter(CFG, trainer.model)(rgb).confidence, rtol=1e-5, atol=1e-6)
+    other = Segmenter(CFG.updated({"classes": ["cup", "box"]}), device="cpu")
+    with pytest.raises(CheckpointError, match="classes"):
+        other.load(str(path))
