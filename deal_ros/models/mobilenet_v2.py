@@ -164,7 +164,6 @@ class MobileNetV2(Backbone):
         tf_same_padding: TF 'SAME' padding on the five (originally) stride-2 convs.
     """
 
-    out_strides: tuple[int, int, int]
     out_channels: tuple[int, int, int] = (24, 32, 1280)
 
     def __init__(self, num_classes: int | None = None, output_stride: int = 32, tf_same_padding: bool = False) -> None:
@@ -173,7 +172,6 @@ class MobileNetV2(Backbone):
             raise ValueError(f"MobileNetV2 output_stride must be 8, 16 or 32, got {output_stride}")
         self.output_stride = output_stride
         self.tf_same_padding = tf_same_padding
-        self.out_strides = (4, 8, output_stride)
 
         layers: list[nn.Module] = [ConvBNReLU6(3, 32, 3, stride=2, tf_same=tf_same_padding)]
         in_ch, current_stride, rate = 32, 2, 1

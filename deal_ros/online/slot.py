@@ -35,7 +35,6 @@ class LatestSlot(Generic[T]):
         self._put_time = 0.0
         self._has = False
         self._closed = False
-        self.put_count = 0
         self.dropped = 0
         self.taken = 0
 
@@ -46,7 +45,6 @@ class LatestSlot(Generic[T]):
             if dropped:
                 self.dropped += 1
             self._item, self._put_time, self._has = item, self._clock(), True
-            self.put_count += 1
             self._cond.notify()
             return dropped
 
@@ -65,7 +63,3 @@ class LatestSlot(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
