@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--ignore-as-background", dest="ignore_as_background", action="store_true", default=True,
-                       help="predicted 255 (ignore) pixels count as background (default, method.md §4)")
+                       help="predicted 255 (ignore) pixels count as background (default)")
     group.add_argument("--skip-ignore", dest="ignore_as_background", action="store_false",
                        help="predicted 255 pixels are left out of the counts")
     parser.set_defaults(func=run)

@@ -9,8 +9,8 @@ Two additions over torchvision, neither of which changes a state-dict key:
 
 * ``tf_same_padding``: the five stride-2 3x3 convs (``features.0.0``, ``features.{2,4,7,14}.conv.1.0``)
   pad like TensorFlow 'SAME' (the extra row/column goes bottom/right), computed from the input size.
-  Weights converted from TF (``shared/data/mobilenet_v2_imagenet``) need it: with symmetric padding
-  their top-1 agreement drops from 24/24 to 11/24.
+  Weights converted from TF (the built-in ones) need it: with symmetric padding their top-1 agreement
+  with TFLite drops from 24/24 to 11/24.
 * ``output_stride`` 8 or 16: like DeepLab, once the running stride reaches ``output_stride`` each
   further stride-2 block runs at stride 1 and the depthwise convs after it are dilated (the block
   that lost its stride keeps the previous rate, later blocks get rate x 2), so receptive fields and
@@ -159,7 +159,7 @@ class MobileNetV2(Backbone):
 
     Args:
         num_classes: size of ``classifier`` = Sequential(Dropout(0.2), Linear(1280, num_classes));
-            1001 for the shared TF ImageNet file (index 0 = background), None for no classifier.
+            1001 for TF ImageNet weights (index 0 = background), None for no classifier.
         output_stride: 8, 16 or 32 (native) stride of the final feature map.
         tf_same_padding: TF 'SAME' padding on the five (originally) stride-2 convs.
     """

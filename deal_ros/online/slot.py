@@ -1,4 +1,4 @@
-"""Latest-frame-wins hand-over from a subscription callback to a worker thread (pitfalls.md 2).
+"""Latest-frame-wins hand-over from a subscription callback to a worker thread.
 
 A queue deeper than one behind a slow consumer makes the node work on ever older images; this
 slot holds one item, a newer one replaces it (counted as a drop), and the consumer learns how
