@@ -220,7 +220,6 @@ class LabelledBagWriter:
         self._messages: Iterator[tuple[Any, int, Any]] = read_messages(
             self._reader, self._reader.connections, source)
         self._pending: tuple[Any, int, Any] | None = None
-        self.written = 0
 
     def _copy_until(self, log_ns: int | None) -> None:
         """Write the original messages recorded at or before log_ns (all of them for None)."""
@@ -233,7 +232,6 @@ class LabelledBagWriter:
             if log_ns is not None and t > log_ns:
                 return
             self._bag.write_raw(self._copies[conn.id], t, raw)
-            self.written += 1
             self._pending = None
 
     def add(self, log_ns: int, stamp_ns: int, frame_id: str, images: dict[str, np.ndarray]) -> None:

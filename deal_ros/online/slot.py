@@ -36,7 +36,6 @@ class LatestSlot(Generic[T]):
         self._has = False
         self._closed = False
         self.dropped = 0
-        self.taken = 0
 
     def put(self, item: T) -> bool:
         """Store `item`, replacing (dropping) an untaken one; returns True when one was dropped."""
@@ -55,7 +54,6 @@ class LatestSlot(Generic[T]):
                 return None
             item, put_time = self._item, self._put_time
             self._item, self._has = None, False
-            self.taken += 1
         return Taken(cast(T, item), put_time, self._clock() - put_time)  # _has: the item is one put (None may be a T)
 
     def close(self) -> None:
