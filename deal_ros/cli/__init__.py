@@ -113,8 +113,8 @@ def _stop_signals(prog: str) -> Iterator[None]:
 class _ConfigOverride(argparse.Action):
     """Collects --set KEY=VALUE items; `--set help` prints every config key instead and exits."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
         if values == "help":  # on stdout, like --help
             sys.stdout.write(config_keys_text())
             parser.exit()

@@ -14,19 +14,24 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deal_ros.cli.progress import progress_bar
+from deal_ros.cli.progress import PlainProgress, progress_bar
 from deal_ros.inference.segmenter import Segmenter
 from deal_ros.lab.experiment import ArmResult, run_arm
 from deal_ros.lab.plots import plot_bars, plot_losses
 from deal_ros.lab.recipes import DEMO_ARMS, demo_config, resolve_weights
-from deal_ros.lab.synthetic import make_closeup_scenes
+from deal_ros.lab.synthetic import SyntheticFrame, make_closeup_scenes
 from deal_ros.labels.colors import colorize, overlay, save_png
 from deal_ros.models import describe_weights
 from deal_ros.online.parameters import load_parameter_file
 from deal_ros.storage.files import atomic_write_text, check_output_dir
+from deal_ros.training.trainer import StepStats
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,13 +54,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _write_overlays(out: Path, arms: list[tuple[ArmResult, Segmenter]], frames: list, count: int = 4) -> list[str]:
+def _write_overlays(out: Path, arms: list[tuple[ArmResult, Segmenter]], frames: list[SyntheticFrame],
+                    count: int = 4) -> list[str]:
     """Per example frame one PNG: RGB | ground truth | pseudo-label and mask of each arm."""
     paths = []
     for index, frame in enumerate(frames[:count]):
         tiles = [frame.rgb, colorize(frame.gt_mask)]
         for _, segmenter in arms:
             result = segmenter(frame.rgb, frame.depth_m, frame.tags)
+            assert result.pseudo_label is not None  # tags given: a pseudo-label
             tiles += [colorize(result.pseudo_label), overlay(frame.rgb, result.mask)]
         row = np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1)
         path = out / f"overlay_{index:02d}.png"
@@ -82,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.arms:
         cfg = base.updated(DEMO_ARMS[name])
         with progress_bar(total=args.steps, desc=f"{name:<20}", unit="step") as bar:
-            def on_step(stats, bar=bar):
+            def on_step(stats: StepStats, bar: tqdm | PlainProgress = bar) -> None:
                 bar.update(1)
                 bar.set_postfix(cls=f"{stats.loss_cls:.3f}", deal=f"{stats.loss_deal:.3f}", seg=f"{stats.loss_seg:.3f}")
             result, trainer = run_arm(name, cfg, train_frames, eval_frames, args.steps, on_step)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -21,6 +21,9 @@ import numpy as np
 from deal_ros.cli import UserError
 from deal_ros.config import IGNORE_INDEX as IGNORE
 from deal_ros.frames.checks import check_same_size
+
+if TYPE_CHECKING:
+    from deal_ros.labels.metrics import ConfusionMatrix
 
 MAX_LISTED = 5
 
@@ -36,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--ignore-as-background", dest="ignore_as_background", action="store_true", default=True,
-                       help="predicted 255 (ignore) pixels count as background (default, method.md §4)")
+                       help="predicted 255 (ignore) pixels count as background (default)")
     group.add_argument("--skip-ignore", dest="ignore_as_background", action="store_false",
                        help="predicted 255 pixels are left out of the counts")
     parser.set_defaults(func=run)
@@ -99,7 +102,7 @@ def read_label_png(path: Path) -> np.ndarray:
 
 
 def evaluate_folders(pred_dir: Path, gt_dir: Path, class_names: list[str] | None,
-                     ignore_as_background: bool = True) -> tuple[Any, dict[str, Any]]:
+                     ignore_as_background: bool = True) -> tuple[ConfusionMatrix, dict[str, Any]]:
     """Confusion matrix over all matched files, and what was matched (for the report)."""
     from deal_ros.labels.metrics import ConfusionMatrix
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from deal_ros.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CHECK_FRAMES = 4
 """Synthetic frames for the parity check when --frames is not given."""
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     return check(args.checkpoint, result.onnx_path, side["input"]["height"], side["input"]["width"], frames)
 
 
-def _read_frames(paths: list[str]) -> list[Any]:
+def _read_frames(paths: list[str]) -> list[np.ndarray]:
     import cv2
 
     frames = []
@@ -82,7 +85,7 @@ def _read_frames(paths: list[str]) -> list[Any]:
     return frames
 
 
-def check(checkpoint: str, onnx_path: Path, height: int, width: int, frames: list[Any] | None) -> int:
+def check(checkpoint: str, onnx_path: Path, height: int, width: int, frames: list[np.ndarray] | None) -> int:
     """Parity and a 640x480 frame's time, onnxruntime vs torch; 0 when parity holds."""
     from deal_ros.inference.export import (
         ExportError,

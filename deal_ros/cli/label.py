@@ -31,9 +31,9 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -43,6 +43,10 @@ from deal_ros.cli.frames import add_tag_options, add_topic_options, read_frames,
 from deal_ros.config import IGNORE_INDEX
 from deal_ros.errors import OutputError, describe_os_error
 from deal_ros.labels.colors import overlay
+
+if TYPE_CHECKING:
+    from deal_ros.inference.segmenter import Segmenter
+    from deal_ros.io.bag import RGBDFrame
 
 LABEL_TOPICS = {"mask": "mono8", "pseudo_label": "mono8", "confidence": "32FC1", "overlay": "rgb8"}
 """Label topic suffix -> sensor_msgs/Image encoding."""
@@ -107,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label(args: argparse.Namespace, frames: Any, segmenter: Any, step: int, classes: list[str], stage: Path,
-           prefix: str) -> list[dict[str, Any]]:
+def _label(args: argparse.Namespace, frames: Iterable[RGBDFrame], segmenter: Segmenter, step: int, classes: list[str],
+           stage: Path, prefix: str) -> list[dict[str, Any]]:
     """Write every product of the run into `stage`; returns the frame records (empty: no frame was usable)."""
     from deal_ros.cli.progress import progress_bar
 
@@ -216,7 +220,6 @@ class LabelledBagWriter:
         self._messages: Iterator[tuple[Any, int, Any]] = read_messages(
             self._reader, self._reader.connections, source)
         self._pending: tuple[Any, int, Any] | None = None
-        self.written = 0
 
     def _copy_until(self, log_ns: int | None) -> None:
         """Write the original messages recorded at or before log_ns (all of them for None)."""
@@ -229,7 +232,6 @@ class LabelledBagWriter:
             if log_ns is not None and t > log_ns:
                 return
             self._bag.write_raw(self._copies[conn.id], t, raw)
-            self.written += 1
             self._pending = None
 
     def add(self, log_ns: int, stamp_ns: int, frame_id: str, images: dict[str, np.ndarray]) -> None:

@@ -12,7 +12,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any, TextIO
 
 from deal_ros.cli import UserError
@@ -60,12 +60,12 @@ class PlainProgress:
     def __init__(self, iterable: Iterable[Any] | None, stream: TextIO, interval_s: float, total: int | None = None,
                  initial: int = 0, desc: str = "", unit: str = "it", disable: bool = False) -> None:
         self.iterable, self.stream, self.interval_s = iterable, stream, interval_s
-        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.total = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else None)
         self.n, self.desc, self.unit, self.disable = initial, desc, unit, disable
         self.postfix = ""
         self._last_line = -float("inf")
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Any]:
         for item in self.iterable or ():
             yield item
             self.update(1)

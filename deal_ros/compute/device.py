@@ -1,4 +1,4 @@
-"""Device selection that never falls back silently (pitfalls.md 7)."""
+"""Device selection that never falls back silently."""
 
 from __future__ import annotations
 

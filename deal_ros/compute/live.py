@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 
 class TrainingInterrupted(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -54,10 +54,10 @@ class StepControl:
         self.yield_s = 0.0
         """Total seconds the training thread waited for inference."""
 
-    def attach(self, model: nn.Module) -> list[Any]:
+    def attach(self, model: nn.Module) -> list[RemovableHandle]:
         """Hook every module holding parameters, its children's included (forward: a fused block may call its
         convs' kernels directly, so blocks count too), and every parameter (backward); returns the handles."""
-        handles = []
+        handles: list[RemovableHandle] = []
         for module in model.modules():
             if any(True for _ in module.parameters()):
                 handles.append(module.register_forward_pre_hook(self._forward_hook))
@@ -66,7 +66,7 @@ class StepControl:
                 handles.append(param.register_hook(self._grad_hook))
         return handles
 
-    def _forward_hook(self, module: nn.Module, inputs: Any) -> None:
+    def _forward_hook(self, module: nn.Module, inputs: tuple[object, ...]) -> None:
         self.checkpoint()
 
     def _grad_hook(self, grad: torch.Tensor) -> None:
@@ -136,7 +136,7 @@ class WeightSnapshot:
 
     step: int
     state: dict[str, torch.Tensor]
-    ready: Any = None
+    ready: torch.cuda.Event | None = None
     """CUDA event recorded after the copy (None on the CPU): a reader on another stream waits for it."""
 
 

@@ -84,8 +84,7 @@ class ModelConfig(Section):
     seg_head_detach: bool = setting(
         False, """Train the segmentation head on detached backbone features, so its cross-entropy cannot reshape
         the CAM features. Off by default: with the support-plane pseudo-labels the head's loss improves the shared
-        features (held-out close-up mask mIoU 0.63 -> 0.69 at 300 steps, README); on when pseudo-labels are poor
-        (no depth plane), where early noisy labels degraded the CAMs.""")
+        features; on when pseudo-labels are poor (no depth plane), where early noisy labels degrade the CAMs.""")
 
     def check_relations(self) -> None:
         check(self.padding != "tf_same" or self.backbone == "mobilenet_v2", "model.padding",
@@ -140,7 +139,7 @@ def _migrate_model_keys(data: Any) -> Any:
 
 @dataclass
 class DepthConfig(Section):
-    """How raw depth becomes metres + validity (method.md §2 step 1)."""
+    """How raw depth becomes metres + validity."""
 
     min_m: float = setting(0.1, "Depth below this (metres) is treated as a hole.", ge=0)
     max_m: float = setting(10.0, "Depth above this (metres) is treated as a hole.")
@@ -158,17 +157,16 @@ WEIGHT_DOC = "Weight of this loss term in the total loss."
 
 @dataclass
 class DealLossConfig(Section):
-    """Depth Edge Alignment Loss settings; every '(ours)' choice of method.md §2 is here.
+    """Depth Edge Alignment Loss settings: the paper's depth-edge map and this package's robust one ('ours').
 
     The defaults of :func:`deal_ros.losses.deal_loss` and :class:`~deal_ros.losses.DEALLoss` are these (the
     robust depth-edge map); ``DEAL_PRESETS`` are overrides of them.
     """
 
     enabled: bool = setting(
-        False, """Off by default, by measurement: with the support-plane pseudo-labels (pseudo_label.support_plane)
-        DEAL lowered held-out close-up mask mIoU at 300 steps (0.68 -> 0.63, two seeds, README); without that prior
-        (no plane in view, or support_plane: false) the robust map raised it (0.19 -> 0.28). Turn it on where no
-        support plane is in view (shelves, clutter).""", runtime=True)
+        False, """Add the depth-edge alignment loss. Off by default: next to the support-plane pseudo-labels
+        (pseudo_label.support_plane) it lowers mask quality; without that prior it raises it. Turn it on where no
+        support plane is in view (shelves, clutter) or with pseudo_label.support_plane: false.""", runtime=True)
     weight: float = setting(1.0, "lambda: L = L_cls + lambda * L_DEAL.", ge=0, runtime=True)
     warmup_steps: int = setting(
         100, "lambda ramps linearly from 0 to `weight` over these steps (a flat CAM scores well under DEAL).",
@@ -188,8 +186,8 @@ class DealLossConfig(Section):
         runtime=True)
     edge_threshold: float = setting(
         0.0125, """For edge_norm='fixed': the jump across a cell that counts as an edge, in log-depth units (a
-        relative step: 0.0125 = 1.25 %) or metres. Our Sobel is scaled by 1/4 so a step of t reads as t; method.md's
-        t = 0.05 is stated for the unscaled Sobel and is the same threshold.""", gt=0, runtime=True)
+        relative step: 0.0125 = 1.25 %) or metres. Our Sobel is scaled by 1/4 so a step of t reads as t (the same
+        threshold is 0.05 on the unscaled Sobel).""", gt=0, runtime=True)
     edge_percentile: float = setting(
         99.0, "For edge_norm='percentile': the percentile of valid edge strengths used as the scale.",
         gt=0, le=100, runtime=True)
@@ -217,7 +215,7 @@ class DealLossConfig(Section):
 
 @dataclass
 class ISLConfig(Section):
-    """Importance-sampling loss (Jonnarth et al., method.md §3): L_cls = (1 - weight) L_gap + weight L_isl."""
+    """Importance-sampling loss (Jonnarth et al.): L_cls = (1 - weight) L_gap + weight L_isl."""
 
     enabled: bool = setting(False, ENABLED_DOC)
     weight: float = setting(
@@ -230,7 +228,7 @@ class ISLConfig(Section):
 
 @dataclass
 class FSLConfig(Section):
-    """Feature-similarity loss, local-window form (method.md §3): L += weight * L_fsl."""
+    """Feature-similarity loss (Jonnarth et al.), local-window form: L += weight * L_fsl."""
 
     enabled: bool = setting(False, ENABLED_DOC)
     weight: float = setting(1.0, WEIGHT_DOC, ge=0)
@@ -245,7 +243,7 @@ class FSLConfig(Section):
 
 @dataclass
 class SmoothnessConfig(Section):
-    """Boundary-guided Charbonnier smoothness of the CAM (structure-aware WSSS, method.md §3)."""
+    """Boundary-guided Charbonnier smoothness of the CAM (structure-aware WSSS, Liu et al. 2021)."""
 
     enabled: bool = setting(False, ENABLED_DOC)
     weight: float = setting(1.0, WEIGHT_DOC, ge=0)
@@ -265,7 +263,7 @@ class SmoothnessConfig(Section):
 
 @dataclass
 class BoundaryConfig(Section):
-    """Semantic boundary branch (training only) with BCE against pseudo-label boundaries (method.md §3)."""
+    """Semantic boundary branch (training only) with BCE against pseudo-label boundaries (structure-aware WSSS)."""
 
     enabled: bool = setting(False, ENABLED_DOC)
     weight: float = setting(0.02, "BCE weight (paper range 0.01-0.05).", ge=0)
@@ -281,7 +279,7 @@ class BoundaryConfig(Section):
 
 @dataclass
 class SSCConfig(Section):
-    """SSC activation self-modulation: pull the CAM towards max(CAM, superpixel-pooled CAM) (method.md §3)."""
+    """SSC activation self-modulation: pull the CAM towards max(CAM, superpixel-pooled CAM) (SSC, Chen et al.)."""
 
     enabled: bool = setting(False, ENABLED_DOC)
     weight: float = setting(1.0, WEIGHT_DOC, ge=0)
@@ -302,7 +300,7 @@ class SSCConfig(Section):
 
 @dataclass
 class ReconstructionConfig(Section):
-    """SSC CAM-driven reconstruction: a small decoder rebuilds the image from the CAMs (method.md §3)."""
+    """SSC CAM-driven reconstruction: a small decoder rebuilds the image from the CAMs (SSC, Chen et al.)."""
 
     enabled: bool = setting(False, ENABLED_DOC)
     weight: float = setting(1.0, WEIGHT_DOC, ge=0)
@@ -342,7 +340,7 @@ class LossConfig(Section):
 
 @dataclass
 class PseudoLabelConfig(Section):
-    """From CAMs and tags to pixel labels (method.md §1); 255 = ignore."""
+    """From CAMs and tags to pixel labels; 255 = ignore."""
 
     cam_norm: Literal["max", "minmax"] = setting(
         "max", """Per-class CAM normalisation to [0, 1]: 'max' (ReLU / max, the usual WSSS choice) or 'minmax'

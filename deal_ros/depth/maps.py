@@ -1,8 +1,8 @@
 """Depth preparation: hole filling, resampling and depth-edge maps (raw depth to metres: deal_ros.io.image_codec).
 
 Real RGB-D holes sit on object boundaries (stereo shadows, edge dropout), so holes are *filled from
-the far side* instead of being cut out: the depth jump then stays where the object ends
-(method.md §2 step 1). Only cells deep inside large hole regions are excluded.
+the far side* instead of being cut out: the depth jump then stays where the object ends.
+Only cells deep inside large hole regions are excluded.
 
 Tensors are (B, 1, H, W); depth is in metres with 0 or NaN marking a hole. Nothing here needs a
 gradient: the depth never receives one.
@@ -246,7 +246,7 @@ def depth_edge_map(
     grid_valid &= valid.flatten(1).any(dim=1).view(-1, 1, 1, 1)
     z = torch.log(grid.clamp_min(torch.finfo(grid.dtype).tiny)) if log_depth else grid
     # Exact magnitude (eps=0, no gradient here): with eps, metric depth's small gradients shrink and the
-    # map stops being invariant to the depth unit (m vs mm), a property method.md §2 requires.
+    # map stops being invariant to the depth unit (m vs mm): a robot's depth may come in either.
     r = edge_strength(z, edge_operator, plane_window, eps=0.0)
     a = normalize_depth_edges(r, grid_valid, edge_norm, edge_threshold, edge_percentile, mu)
     return a, grid_valid

@@ -31,7 +31,6 @@ class StoredFrame:
     """(H, W) float32 metres, 0 = hole."""
     tags: np.ndarray
     """(K,) uint8 multi-hot."""
-    serial: int
 
     @property
     def nbytes(self) -> int:
@@ -61,7 +60,6 @@ class FrameBuffer:
         self.num_classes = num_classes
         self.size = size
         self._frames: list[StoredFrame] = []
-        self._serial = 0
         self._lock = threading.Lock()  # held for list operations only, never across a wait: no deadline needed
 
     def __len__(self) -> int:
@@ -93,10 +91,8 @@ class FrameBuffer:
             raise FrameError(f"tags must have shape ({self.num_classes},), got {tags.shape}")
         rgb, depth_m = resize_frame(rgb, depth_m, self.size)
         depth = np.nan_to_num(depth_m.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        frame = StoredFrame(np.ascontiguousarray(rgb), depth, (np.asarray(tags) > 0).astype(np.uint8), 0)
+        frame = StoredFrame(np.ascontiguousarray(rgb), depth, (np.asarray(tags) > 0).astype(np.uint8))
         with self._lock:
-            frame.serial = self._serial
-            self._serial += 1
             self._frames.append(frame)
             self._evict()
 

@@ -1,9 +1,9 @@
-"""Segmentation metrics: a confusion matrix accumulated over a whole set (method.md §4).
+"""Segmentation metrics: a confusion matrix accumulated over a whole set.
 
 Why a set-level matrix: mIoU averaged per image over-weights small frames and is undefined for
 classes absent from an image; accumulating counts over all frames and taking IoU at the end is
 the standard (VOC) protocol. Pseudo-labels carry an ignore value (255); by default it counts as
-background in the prediction, as method.md §4 asks, and is skipped in the ground truth.
+background in the prediction (an unsure pixel is not a detection), and is skipped in the ground truth.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pseudo-labels from CAMs and image-level tags (method.md §1), with an optional RGB-D refinement.
+"""Pseudo-labels from CAMs and image-level tags, with an optional RGB-D refinement.
 
 Label ids: 0 = background, k = foreground class k (1-based), 255 = ignore (the uncertain band
 between clearly background and clearly foreground).

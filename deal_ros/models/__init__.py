@@ -74,7 +74,7 @@ def _check_folded_file(cfg: ModelConfig, path: str) -> None:
         raise WeightsError(
             f"weights file {path} has folded BatchNorm (running_mean 0, running_var 1 - eps everywhere): a "
             f"TF conversion, not a torchvision/timm file, and does not fit {', '.join(wrong)} (set those, or "
-            f"use model.pretrained_path: builtin if it is the MobileNetV2 conversion of shared/data)"
+            f"use model.pretrained_path: builtin if it is a TF conversion of MobileNetV2 1.0/224)"
         )
 
 

@@ -3,8 +3,8 @@
 ``data/mobilenet_v2_imagenet_uint8.safetensors`` (3.6 MB) holds the quantised MobileNetV2 1.0/224 of
 google-coral test_data (Apache-2.0, ``data/NOTICE.md``) as it was trained: uint8 weights and int32
 biases with one float32 scale and one zero point per tensor, already in torchvision names and layout.
-Dequantising, ``real = scale * (q - zero_point)`` in float32, gives exactly the float conversion in
-``shared/data/mobilenet_v2_imagenet`` (tested), so nothing is lost by storing integers.
+Dequantising, ``real = scale * (q - zero_point)`` in float32, gives exactly the float TF conversion of the same
+network, so nothing is lost by storing integers.
 ``scripts/make_builtin_backbone.py`` regenerates the file from the TFLite original.
 
 Its BatchNorm is folded into the convs (TFLite's form): each BN is weight 1, running_mean 0,

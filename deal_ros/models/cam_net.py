@@ -29,7 +29,7 @@ BACKBONES: dict[str, Callable[[ModelConfig], Backbone]] = {
     "resnet50": lambda cfg: resnet50(output_stride=cfg.output_stride),
 }
 """Backbone name -> builder(cfg) of a feature backbone (no classifier). A backbone provides
-``forward_features(x) -> [stride-4, stride-8, final]``, ``out_channels`` (3 ints), ``out_strides``
+``forward_features(x) -> [stride-4, stride-8, final]``, ``out_channels`` (3 ints), ``output_stride``
 and ``stages()`` (5 lists of modules, stem first): see :class:`deal_ros.models.backbone.Backbone`."""
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -9,8 +9,8 @@ Two additions over torchvision, neither of which changes a state-dict key:
 
 * ``tf_same_padding``: the five stride-2 3x3 convs (``features.0.0``, ``features.{2,4,7,14}.conv.1.0``)
   pad like TensorFlow 'SAME' (the extra row/column goes bottom/right), computed from the input size.
-  Weights converted from TF (``shared/data/mobilenet_v2_imagenet``) need it: with symmetric padding
-  their top-1 agreement drops from 24/24 to 11/24.
+  Weights converted from TF (the built-in ones) need it: with symmetric padding their top-1 agreement
+  with TFLite drops from 24/24 to 11/24.
 * ``output_stride`` 8 or 16: like DeepLab, once the running stride reaches ``output_stride`` each
   further stride-2 block runs at stride 1 and the depthwise convs after it are dilated (the block
   that lost its stride keeps the previous rate, later blocks get rate x 2), so receptive fields and
@@ -159,12 +159,11 @@ class MobileNetV2(Backbone):
 
     Args:
         num_classes: size of ``classifier`` = Sequential(Dropout(0.2), Linear(1280, num_classes));
-            1001 for the shared TF ImageNet file (index 0 = background), None for no classifier.
+            1001 for TF ImageNet weights (index 0 = background), None for no classifier.
         output_stride: 8, 16 or 32 (native) stride of the final feature map.
         tf_same_padding: TF 'SAME' padding on the five (originally) stride-2 convs.
     """
 
-    out_strides: tuple[int, int, int]
     out_channels: tuple[int, int, int] = (24, 32, 1280)
 
     def __init__(self, num_classes: int | None = None, output_stride: int = 32, tf_same_padding: bool = False) -> None:
@@ -173,7 +172,6 @@ class MobileNetV2(Backbone):
             raise ValueError(f"MobileNetV2 output_stride must be 8, 16 or 32, got {output_stride}")
         self.output_stride = output_stride
         self.tf_same_padding = tf_same_padding
-        self.out_strides = (4, 8, output_stride)
 
         layers: list[nn.Module] = [ConvBNReLU6(3, 32, 3, stride=2, tf_same=tf_same_padding)]
         in_ch, current_stride, rate = 32, 2, 1

@@ -103,7 +103,6 @@ class ResNet(Backbone):
         output_stride: 8, 16 or 32 (native).
     """
 
-    out_strides: tuple[int, int, int]
     out_channels: tuple[int, int, int]
 
     def __init__(
@@ -118,7 +117,6 @@ class ResNet(Backbone):
         if dilate is None:
             raise ValueError(f"ResNet output_stride must be 8, 16 or 32, got {output_stride}")
         self.output_stride = output_stride
-        self.out_strides = (4, 8, output_stride)
         e = block.expansion
         self.out_channels = (64 * e, 128 * e, 512 * e)
         self._in_ch = 64

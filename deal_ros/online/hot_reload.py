@@ -30,7 +30,6 @@ class CheckpointPoller:
         self.path = Path(path)
         self.loaded_step = loaded_step
         self._signature: tuple[int, int] | None = None
-        self.failures = 0
 
     def poll(self) -> PollResult:
         try:
@@ -47,7 +46,6 @@ class CheckpointPoller:
             manifest = read_manifest(self.path)
             step = int(manifest["step"])
         except (CheckpointError, KeyError, ValueError) as exc:
-            self.failures += 1
             return PollResult(None, f"checkpoint not readable yet ({exc}); will retry when it changes")
         if step <= self.loaded_step:
             return PollResult(None, f"checkpoint step {step} is not newer than the loaded step {self.loaded_step}")
@@ -58,5 +56,4 @@ class CheckpointPoller:
 
     def mark_failed(self) -> None:
         """The load failed (e.g. replaced while reading): retry on the next poll."""
-        self.failures += 1
         self._signature = None

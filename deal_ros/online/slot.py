@@ -1,4 +1,4 @@
-"""Latest-frame-wins hand-over from a subscription callback to a worker thread (pitfalls.md 2).
+"""Latest-frame-wins hand-over from a subscription callback to a worker thread.
 
 A queue deeper than one behind a slow consumer makes the node work on ever older images; this
 slot holds one item, a newer one replaces it (counted as a drop), and the consumer learns how
@@ -35,9 +35,7 @@ class LatestSlot(Generic[T]):
         self._put_time = 0.0
         self._has = False
         self._closed = False
-        self.put_count = 0
         self.dropped = 0
-        self.taken = 0
 
     def put(self, item: T) -> bool:
         """Store `item`, replacing (dropping) an untaken one; returns True when one was dropped."""
@@ -46,7 +44,6 @@ class LatestSlot(Generic[T]):
             if dropped:
                 self.dropped += 1
             self._item, self._put_time, self._has = item, self._clock(), True
-            self.put_count += 1
             self._cond.notify()
             return dropped
 
@@ -57,7 +54,6 @@ class LatestSlot(Generic[T]):
                 return None
             item, put_time = self._item, self._put_time
             self._item, self._has = None, False
-            self.taken += 1
         return Taken(cast(T, item), put_time, self._clock() - put_time)  # _has: the item is one put (None may be a T)
 
     def close(self) -> None:
@@ -65,7 +61,3 @@ class LatestSlot(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed

@@ -1,4 +1,4 @@
-"""Start-up checks of the Python environment, before torch is imported by the core (pitfalls 3, 4, 7).
+"""Start-up checks of the Python environment, before torch is imported by the core.
 
 A ROS environment often lacks torch, has the wrong numpy for its cv_bridge, or silently has a
 CPU-only torch build; the nodes call `check_environment` first and fail with a message that
@@ -10,7 +10,10 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deal_ros.models import CAMNet
 
 
 @dataclass
@@ -80,7 +83,7 @@ def device_notes(requested_device: str, resolved_type: str) -> tuple[list[str], 
     return [f"train.device '{requested_device}': on the CPU as requested (seconds per training step)"], []
 
 
-def weights_line(model: Any) -> str:
+def weights_line(model: CAMNet) -> str:
     """The start-up line saying which weights the network starts from and whether its BatchNorm trains."""
     report = getattr(model, "load_report", None)
     source = f"weights: {report}" if report is not None else "weights: random init (model.pretrained_path '')"

@@ -1,4 +1,4 @@
-"""Training and inference health as plain data: the status topic (JSON) and /diagnostics (pitfalls 7-8).
+"""Training and inference health as plain data: the status topic (JSON) and /diagnostics.
 
 "Is it learning?" needs numbers a person can read: buffer fill, frames per class, steps/s,
 losses (the DEAL term included), pseudo-label coverage, device and GPU memory, step time.

@@ -10,7 +10,7 @@ import array
 import copy
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -19,7 +19,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image, PointField
 
@@ -32,7 +32,13 @@ from deal_ros.online.tags import tags_parameter_value
 try:  # Jazzy and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
 except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks  # type: ignore[no-redef]
+    from rclpy.qos_event import SubscriptionEventCallbacks  # type: ignore[no-redef, unused-ignore]
+
+if TYPE_CHECKING:
+    from builtin_interfaces.msg import Time
+    from rclpy.subscription import Subscription
+    from rclpy.timer import Timer
+    from std_msgs.msg import Header
 
 
 def declare_specs(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
@@ -84,7 +90,7 @@ def route_python_logging() -> None:
         package.propagate = False
 
 
-def steady_timer(node: Node, period_s: float, callback: Callable[[], None]) -> Any:
+def steady_timer(node: Node, period_s: float, callback: Callable[[], None]) -> Timer:
     """A timer on the steady clock: health keeps coming when a replayed bag's sim time stops."""
     return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
@@ -102,10 +108,10 @@ def set_parameters_result(error: str) -> SetParametersResult:
     return SetParametersResult(successful=not error, reason=error)
 
 
-IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT,
-                       durability=DurabilityPolicy.VOLATILE)
-"""Image inputs: sensor data (best_effort hears every camera driver), shallow. Change it per topic with the standard
-`qos_overrides.<topic>.subscription.{reliability,depth,history}` parameters (qos_overriding_options)."""
+IMAGE_QOS = qos_profile_sensor_data
+"""Camera inputs: rclpy's sensor-data profile (best_effort hears every camera driver; keep_last, depth 5: shallow).
+Change it per topic with the standard `qos_overrides.<topic>.subscription.{reliability,depth,history}` parameters
+(qos_overriding_options)."""
 
 QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
 """Every subscription takes the standard qos_overrides parameters (read-only, set at start-up)."""
@@ -130,9 +136,9 @@ COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=
 
 
 def qos_event_callbacks(node: Node, topic: str) -> SubscriptionEventCallbacks:
-    """Log incompatible QoS loudly (pitfalls.md 1): the middleware drops such publishers silently otherwise."""
+    """Log incompatible QoS loudly: the middleware drops publishers of an incompatible QoS silently otherwise."""
 
-    def on_incompatible(event: Any) -> None:
+    def on_incompatible(event: object) -> None:
         node.get_logger().error(
             f"incompatible QoS on '{topic}': a publisher offers a QoS our subscription cannot match "
             f"(policy id {getattr(event, 'last_policy_kind', '?')}, {getattr(event, 'total_count', '?')} times); "
@@ -141,14 +147,14 @@ def qos_event_callbacks(node: Node, topic: str) -> SubscriptionEventCallbacks:
     return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
 
 
-def to_uint8_array(data: Any) -> array.array:
+def to_uint8_array(data: bytes | bytearray | memoryview) -> array.array[int]:
     """Bytes-like -> array.array('B'), the fast path of rclpy's uint8[] setter (one memcpy)."""
     out = array.array("B")
     out.frombytes(data)
     return out
 
 
-def image_msg(header: Any, fields: dict[str, Any]) -> Image:
+def image_msg(header: Header, fields: dict[str, Any]) -> Image:
     """sensor_msgs/Image from deal_ros.io.image_fields output and the input's header."""
     msg = Image()
     msg.header = header
@@ -162,7 +168,7 @@ def point_fields(spec: Sequence[tuple[str, int, int, int]]) -> list[PointField]:
     return [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in spec]
 
 
-def stamp_s(stamp: Any) -> float:
+def stamp_s(stamp: Time) -> float:
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
 
 
@@ -177,7 +183,7 @@ def diagnostic_array(node: Node, entries: Sequence[DiagnosticEntry], hardware_id
     return msg
 
 
-def subscribe(node: Node, msg_type: Any, name: str, callback: Callable[[Any], None], qos: QoSProfile) -> Any:
+def subscribe(node: Node, msg_type: type, name: str, callback: Callable[[Any], None], qos: QoSProfile) -> Subscription:
     """A subscription by relative `name` (remap it), with qos_overrides parameters and incompatible-QoS logging."""
     topic = node.resolve_topic_name(name)
     return node.create_subscription(msg_type, name, callback, own_copy(qos),
@@ -191,8 +197,8 @@ def own_copy(qos: QoSProfile) -> QoSProfile:
     return copy.copy(qos)
 
 
-def subscribe_rgbd(node: Any, names: dict[str, str], values: dict[str, Any], on_seen: Callable[..., None],
-                   on_pair: Callable[[Image, Image], None]) -> tuple[dict[str, str], SyncWatchdog, list]:
+def subscribe_rgbd(node: Node, names: dict[str, str], values: dict[str, Any], on_seen: Callable[[Image, str], None],
+                   on_pair: Callable[[Image, Image], None]) -> tuple[dict[str, str], SyncWatchdog, list[object]]:
     """RGB + aligned depth (relative `names` {'rgb': ..., 'depth': ...}) through message_filters'
     ApproximateTimeSynchronizer, sensor-data QoS unless overridden, every message noted by the sync watchdog.
 

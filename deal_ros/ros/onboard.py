@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rclpy.node import Node
-
 from deal_ros.config import ConfigError
+from deal_ros.ros.rgbd_node import RGBDNode
 from deal_ros.ros.segmenter_node import SegmenterNode
 from deal_ros.ros.trainer_node import TrainerNode
 
 
-def build_onboard(**node_kwargs: Any) -> list[Node]:
+def build_onboard(**node_kwargs: Any) -> list[RGBDNode]:
     """Both nodes; the segmenter gets the trainer's weights, step control and tags (set either node's `tags`).
 
     node_kwargs go to both rclpy Node constructors (e.g. parameter_overrides in tests).

@@ -15,7 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from deal_ros.config import DealRosConfig
@@ -64,7 +67,7 @@ class RGBDNode(Node):
             ru.set_tags_parameter(self, self.tag_state.tags)
         self.tag_state.add_listener(self, self._tags_changed)
 
-    def subscribe_pairs(self, on_pair: Callable[[Any, Any], None]) -> None:
+    def subscribe_pairs(self, on_pair: Callable[[Image, Image], None]) -> None:
         """RGB + depth through the approximate-time synchroniser; every arrival noted by the sync watchdog."""
         self.topics, self.watchdog, self._pair_subs = ru.subscribe_rgbd(self, INPUTS, self.values, self._seen,
                                                                         self._noted(on_pair))
@@ -104,7 +107,7 @@ class RGBDNode(Node):
         """Finish stopping: join workers, write what must be kept."""
 
     # -- pairs -------------------------------------------------------------------------------------------
-    def check_pair(self, rgb_msg: Any, depth_msg: Any, camera_info: Any | None = None) -> str:
+    def check_pair(self, rgb_msg: Image, depth_msg: Image, camera_info: CameraInfo | None = None) -> str:
         """'' when the pair is usable; else why not. Warnings and the first pair's layout are logged once."""
         check = self.validator.check(rgb_msg, depth_msg, camera_info)
         if check is None:
@@ -117,19 +120,19 @@ class RGBDNode(Node):
         log.info(check.info, once=True)
         return ""
 
-    def skip(self, what: str, why: Any) -> None:
+    def skip(self, what: str, why: str | Exception) -> None:
         """Count and log (throttled) an input that cannot be used; the node keeps going."""
         self.skipped_frames += 1
         self.get_logger().error(f"skipping {what}: {why}", throttle_duration_sec=5.0)
 
-    def _noted(self, on_pair: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
-        def callback(rgb_msg: Any, depth_msg: Any) -> None:
+    def _noted(self, on_pair: Callable[[Image, Image], None]) -> Callable[[Image, Image], None]:
+        def callback(rgb_msg: Image, depth_msg: Image) -> None:
             self.watchdog.note_pair(time.monotonic())
             on_pair(rgb_msg, depth_msg)
 
         return callback
 
-    def _seen(self, msg: Any, role: str) -> None:
+    def _seen(self, msg: Image, role: str) -> None:
         self.watchdog.note_input(role, time.monotonic(), ru.stamp_s(msg.header.stamp))
 
     # -- tags and parameters ----------------------------------------------------------------------------
@@ -146,7 +149,7 @@ class RGBDNode(Node):
         elif update.changed:
             self.get_logger().info(f"tags now {list(update.tags)}")
 
-    def _on_parameters(self, params: list[Any]) -> Any:
+    def _on_parameters(self, params: list[Parameter]) -> SetParametersResult:
         update = check_parameter_update(self.role, self.config, {p.name: p.value for p in params})
         if update.ok and "tags" in update.node_values:
             result = self.tag_state.set(update.node_values["tags"], "parameter 'tags'", origin=self)

@@ -15,13 +15,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 from deal_ros.errors import DealRosError
 from deal_ros.online.startup import check_environment
 
+if TYPE_CHECKING:
+    from deal_ros.ros.rgbd_node import RGBDNode
 
-def run_nodes(build: Callable[[], list[Any]], argv: list[str] | None = None) -> int:
+
+def run_nodes(build: Callable[[], list[RGBDNode]], argv: list[str] | None = None) -> int:
     """Shared main: environment check before torch is used, rclpy init, spin, clean stop on SIGINT/SIGTERM.
 
     rclpy's own signal handler would invalidate the context at once, under the feet of the worker threads
@@ -35,7 +39,7 @@ def run_nodes(build: Callable[[], list[Any]], argv: list[str] | None = None) -> 
     stop = threading.Event()
     running = threading.Event()
 
-    def on_signal(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         if running.is_set() or stop.is_set():
             stop.set()  # running: the spin loop stops; a repeated signal changes nothing
             return
@@ -57,7 +61,7 @@ def run_nodes(build: Callable[[], list[Any]], argv: list[str] | None = None) -> 
                 signal.signal(sig, handler)
 
 
-def _run(build: Callable[[], list[Any]], argv: list[str] | None, stop: threading.Event,
+def _run(build: Callable[[], list[RGBDNode]], argv: list[str] | None, stop: threading.Event,
          running: threading.Event) -> int:
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
@@ -68,7 +72,7 @@ def _run(build: Callable[[], list[Any]], argv: list[str] | None, stop: threading
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     ru.route_python_logging()
     logger = rclpy.logging.get_logger("deal_ros")
-    nodes: list[Any] = []
+    nodes: list[RGBDNode] = []
     executor = None
     try:
         report = check_environment(_requested_device(argv))
@@ -133,19 +137,19 @@ def _requested_device(argv: list[str] | None) -> str | None:
     return None
 
 
-def _trainer() -> list[Any]:
+def _trainer() -> list[RGBDNode]:
     from deal_ros.ros.trainer_node import TrainerNode
 
     return [TrainerNode()]
 
 
-def _segmenter() -> list[Any]:
+def _segmenter() -> list[RGBDNode]:
     from deal_ros.ros.segmenter_node import SegmenterNode
 
     return [SegmenterNode()]
 
 
-def _onboard() -> list[Any]:
+def _onboard() -> list[RGBDNode]:
     from deal_ros.ros.onboard import build_onboard
 
     return build_onboard()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from sensor_msgs_py import point_cloud2
@@ -49,6 +49,9 @@ from deal_ros.ros import _rclpy_util as ru
 from deal_ros.ros.rgbd_node import CAMERA_INFO, RGBDNode
 from deal_ros.storage.checkpoint import checkpoint_file
 
+if TYPE_CHECKING:
+    import torch
+
 try:
     from vision_msgs.msg import LabelInfo, VisionClass
 except ImportError:  # vision_msgs is optional: the String class map is always published
@@ -63,8 +66,8 @@ class SegmenterNode(RGBDNode):
     `device`, `tag_state` (shared with the trainer)."""
 
     def __init__(self, node_name: str = "deal_segmenter", weights: WeightHandoff | None = None,
-                 control: StepControl | None = None, device: Any = None, tag_state: TagState | None = None,
-                 **kwargs: Any) -> None:
+                 control: StepControl | None = None, device: str | torch.device | None = None,
+                 tag_state: TagState | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, SEGMENTER, **kwargs)
         from deal_ros.compute.device import describe_device
         from deal_ros.inference.segmenter import Segmenter
@@ -86,7 +89,7 @@ class SegmenterNode(RGBDNode):
         if not self.shared:
             self._reload(initial=True)
         self.init_tags(self.cfg.classes, tag_state)
-        self.slot: LatestSlot[tuple[Any, Any]] = LatestSlot()
+        self.slot: LatestSlot[tuple[Image, Image]] = LatestSlot()
         self.camera_info: CameraInfo | None = None
         self.fps = RateMeter()
         self.times = LatencyStats()
@@ -131,7 +134,7 @@ class SegmenterNode(RGBDNode):
             self.get_logger().info("vision_msgs not found: class map only on deal/class_names (JSON)")
 
     # -- callbacks ---------------------------------------------------------------------------------------
-    def _on_pair(self, rgb: Any, depth: Any) -> None:
+    def _on_pair(self, rgb: Image, depth: Image) -> None:
         self.slot.put((rgb, depth))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -142,7 +145,7 @@ class SegmenterNode(RGBDNode):
             self.cfg = self.cfg.updated(update.config_overrides)
             self.segmenter.cfg = self.cfg  # thresholds are read per frame
 
-    def _srv_reload(self, request: Any, response: Any) -> Any:
+    def _srv_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if self.shared:
             response.success = True
             response.message = f"weights come from the in-process trainer (model step {self.segmenter.step})"
@@ -191,7 +194,7 @@ class SegmenterNode(RGBDNode):
                 self.skipped_frames += 1
                 self.get_logger().error(f"inference failed: {exc!r}", throttle_duration_sec=5.0)
 
-    def _process(self, taken: Taken[tuple[Any, Any]]) -> None:
+    def _process(self, taken: Taken[tuple[Image, Image]]) -> None:
         rgb_msg, depth_msg = taken.item
         problem = self.check_pair(rgb_msg, depth_msg, self.camera_info)
         if problem:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from sensor_msgs.msg import Image
 from std_srvs.srv import SetBool, Trigger
 
 from deal_ros.compute.live import WeightHandoff
@@ -86,7 +87,7 @@ class TrainerNode(RGBDNode):
         return self.loop.handoff
 
     # -- callbacks: short, never wait for training ------------------------------------------------------
-    def _on_pair(self, rgb_msg: Any, depth_msg: Any) -> None:
+    def _on_pair(self, rgb_msg: Image, depth_msg: Image) -> None:
         """Every synchronised pair: keyframe gate (a time check, then a thumbnail); accepted frames are buffered."""
         problem = self.check_pair(rgb_msg, depth_msg)
         if problem:
@@ -123,11 +124,11 @@ class TrainerNode(RGBDNode):
     def _set_inference_priority(self, share: float) -> None:
         self.trainer.control.yield_share = share if self.trainer.device.type == "cpu" else 0.0
 
-    def _srv_save(self, request: Any, response: Any) -> Any:
+    def _srv_save(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self._save("service")
         return response
 
-    def _srv_reset(self, request: Any, response: Any) -> Any:
+    def _srv_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.trainer.reset()
         self.gate.reset()
         self._last_saved_step = 0
@@ -136,7 +137,7 @@ class TrainerNode(RGBDNode):
         self.get_logger().warning(response.message)
         return response
 
-    def _srv_pause(self, request: Any, response: Any) -> Any:
+    def _srv_pause(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         self.loop.set_paused(bool(request.data))
         response.success, response.message = True, ("paused" if self.loop.paused else "training") + \
             f" at step {self.trainer.step}"

@@ -3,7 +3,7 @@
 Tensors: ``model.<name>`` (the CAM network) and ``optim.<param index>.<key>`` (optimizer state).
 Metadata (strings): format, step, classes, config JSON, architecture hash, optimizer hyper-parameters.
 A reader polling the file never sees a torn write: the file is written beside the target, fsynced
-and renamed over it (pitfalls.md 9). It is serialised in memory and written by deal_ros.storage.files itself:
+and renamed over it. It is serialised in memory and written by deal_ros.storage.files itself:
 safetensors' save_file writes through a temporary of its own (.tmpXXXXXX) that a killed process leaves.
 """
 

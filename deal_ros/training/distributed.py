@@ -64,7 +64,6 @@ class DistContext:
 
     rank: int
     world_size: int
-    local_rank: int
     backend: str
     device: torch.device
     timeout_s: float
@@ -183,7 +182,7 @@ def init_from_environment(requested_device: str, timeout_s: float) -> DistContex
                                    f"--peer-timeout {timeout_s:g} s ({one_line(exc, 200)}): {LAUNCH}") from None
     LOG.info("rank %d of %d on %s (%s)", rank, world, device, backend)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    return DistContext(rank, world, local, backend, device, timeout_s)
+    return DistContext(rank, world, backend, device, timeout_s)
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:

@@ -44,7 +44,7 @@ def test_poller_survives_half_written_file(tmp_path, tiny_model):
     path.write_bytes(data[: len(data) // 3])
     poller = CheckpointPoller(path)
     result = poller.poll()
-    assert result.step is None and "not readable" in result.note and poller.failures == 1
+    assert result.step is None and "not readable" in result.note
     path.write_bytes(data)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert poller.poll().step == 7

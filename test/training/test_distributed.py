@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "io"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "io"))
 
 from bagfactory import write_rgbd_bag
 
@@ -55,7 +55,7 @@ def train(bag: Path, out: Path, *args: str, processes: int) -> subprocess.Comple
 
 
 def test_shares_are_disjoint_and_cover_every_frame():
-    shares = [list(DistContext(r, 3, r, "gloo", torch.device("cpu"), 60.0).shard(range(11))) for r in range(3)]
+    shares = [list(DistContext(r, 3, "gloo", torch.device("cpu"), 60.0).shard(range(11))) for r in range(3)]
     assert shares == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
 
 
@@ -101,7 +101,7 @@ def _sync_rank(rank: int, world: int, port: int, out: str) -> None:
     torch.manual_seed(rank)  # different initial weights: broadcast_parameters makes them rank 0's
     used, on_rank1, unused = torch.nn.Linear(3, 2), torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
     modules = [used, on_rank1, unused]
-    ctx = DistContext(rank, world, rank, "gloo", torch.device("cpu"), 60.0)
+    ctx = DistContext(rank, world, "gloo", torch.device("cpu"), 60.0)
     sync = GradientSync(ctx, lambda: [p for m in modules for p in m.parameters()], lambda: [])
     sync.broadcast_parameters()
     x = torch.full((4, 3), float(rank + 1))
