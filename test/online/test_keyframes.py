@@ -67,7 +67,7 @@ def test_gate_decodes_only_when_the_interval_allows():
 
 
 def test_bag_frames_through_the_gate(tmp_path):
-    """`deal-ros train --min-gap 0.25`: the node's gate over a bag's 20 frames at 10 Hz."""
+    """`deal-ros train --set keyframe.min_interval_s=0.25`: the node's gate over a bag's 20 frames at 10 Hz."""
     bag = write_rgbd_bag(tmp_path / "bag", num_frames=20, jitter_ms=8)
     skipped: Counter[str] = Counter()
     gate = KeyframeGate(min_interval_s=0.25, max_interval_s=0.0, motion_threshold=0.0)
