@@ -2,9 +2,9 @@
 """Regenerate config/onboard.yaml after config keys or defaults change (`python scripts/render_onboard_yaml.py`).
 
 The file is the declared defaults, every key with its description, choices and range from its declaration
-(the config fields' `setting(...)` in deal_ros/config.py, NODE_PARAMS in deal_ros/online/parameters.py), under
-the file's header comment: one source of defaults, checked by test/online/test_parameters.py. Change a default
-in the declaration, not here.
+(the `setting(...)` of the config fields in deal_ros/config/schema.py and of NodeParameters in
+deal_ros/online/parameters.py), under the file's header comment: one source of defaults, checked by
+test/online/test_parameters.py. Change a default in the declaration, not here.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ ROS_IMPORTS = {"rclpy", "message_filters", "sensor_msgs", "sensor_msgs_py", "std
                "rcl_interfaces", "vision_msgs", "cv_bridge", "launch", "launch_ros", "ament_index_python"}
 LIGHT_MODULES = ("deal_ros", "deal_ros.errors", "deal_ros.storage.files", "deal_ros.frames.tags", "deal_ros.config",
                  "deal_ros.cli", "deal_ros.io", "deal_ros.online", "deal_ros.online.tags",
-                 "deal_ros.online.parameters", "deal_ros.online.pairs", "deal_ros.online.sync_health",
+                 "deal_ros.online.parameters", "deal_ros.io.pairs", "deal_ros.online.sync_health",
                  "deal_ros.online.slot", "deal_ros.online.startup", "deal_ros.online.status", "deal_ros.ros",
                  "deal_ros.ros.runner")
 HEAVY = ("torch", "cv2", "rclpy", "rosbags", "matplotlib")

@@ -34,11 +34,40 @@ def add_tag_options(parser: argparse.ArgumentParser) -> None:
                        help="tag schedule: list of {start_s, end_s, tags} over bag time (see TagSchedule)")
 
 
-def add_topic_options(parser: argparse.ArgumentParser) -> None:
+class _Replaced(argparse.Action):
+    """A removed option, hidden from --help: given, it is refused with one line naming what replaced it."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, replacement: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        raise UserError(f"{option_string} is gone: {self.replacement}")
+
+
+def add_replaced_option(parser: argparse.ArgumentParser, flag: str, replacement: str) -> None:
+    """`flag VALUE` refused (UserError) with `replacement`, its new spelling ('use --set keyframe.min_interval_s=S')."""
+    parser.add_argument(flag, action=_Replaced, replacement=replacement, dest=f"replaced_{flag.lstrip('-')}")
+
+
+def add_topic_options(parser: argparse.ArgumentParser, slop: str) -> None:
+    """--rgb-topic / --depth-topic; `slop` says where the pairing's slop comes from instead of the old --slop."""
     parser.add_argument("--rgb-topic", help="colour image topic (default: found from driver names)")
     parser.add_argument("--depth-topic", help="depth image topic aligned to colour (default: found from driver names)")
-    parser.add_argument("--slop", type=float, default=0.05, metavar="S",
-                        help="max RGB/depth stamp difference in seconds (default: %(default)s)")
+    add_replaced_option(parser, "--slop", slop)
+
+
+OFFLINE_KEYFRAME = {"keyframe.min_interval_s": 0.0, "keyframe.max_interval_s": 0.0, "keyframe.motion_threshold": 0.0}
+"""`deal-ros train`'s keyframe keys where neither --config nor --set gives them: every frame of a bag is a keyframe
+(a bag is usually recorded for training; the trainer node's gate, keyframe.min_interval_s 0.5, applies when a
+config names it, e.g. --config config/onboard.yaml)."""
+
+
+def add_keyframe_options(parser: argparse.ArgumentParser) -> None:
+    """The removed --min-gap / --min-motion, refused with their --set spelling."""
+    add_replaced_option(parser, "--min-gap", "use --set keyframe.min_interval_s=S (the trainer node's key)")
+    add_replaced_option(parser, "--min-motion", "use --set keyframe.motion_threshold=M (the trainer node's key)")
 
 
 def tag_source(args: argparse.Namespace) -> Any:
@@ -72,24 +101,22 @@ def default_classes(args: argparse.Namespace, tags: Any) -> list[str]:
     return names
 
 
-def keyframe_gate(args: argparse.Namespace) -> Any:
-    """The trainer node's keyframe gate for --min-gap / --min-motion (no max interval: a bag has no idle time)."""
+def keyframe_gate(cfg: DealRosConfig) -> Any:
+    """The trainer node's keyframe gate with the config's keyframe section."""
     from deal_ros.online.keyframes import KeyframeGate
 
-    if args.min_gap < 0 or not 0 <= args.min_motion <= 1:
-        raise UserError("--min-gap must be >= 0 and --min-motion in [0, 1]")
-    return KeyframeGate(min_interval_s=args.min_gap, max_interval_s=0.0, motion_threshold=args.min_motion)
+    return KeyframeGate.from_config(cfg.keyframe)
 
 
 def read_frames(bags: str | Sequence[str], args: argparse.Namespace, cfg: DealRosConfig, tags: Any, stats: Any,
                 **kwargs: Any) -> Any:
-    """iter_rgbd_frames for the parsed topic / tag / sync options and the config's classes and depth unit, so that
-    train and label read a bag alike (bad values: BagError / TagError, one line)."""
+    """iter_rgbd_frames for the parsed topic / tag options and the config's classes, pairing (sync) and depth unit,
+    so that train and label read a bag alike, and as the nodes do (bad values: BagError / TagError, one line)."""
     from deal_ros.io.bag import iter_rgbd_frames
 
-    return iter_rgbd_frames(bags, args.rgb_topic, args.depth_topic, tags_topic=args.tags_topic,
-                            slop_s=args.slop, tags=tags, classes=cfg.classes, stats=stats,
-                            depth_float_unit=cfg.depth.float_unit, **kwargs)
+    return iter_rgbd_frames(bags, args.rgb_topic, args.depth_topic, tags_topic=args.tags_topic, sync=cfg.sync,
+                            tags=tags, classes=cfg.classes, stats=stats, depth_float_unit=cfg.depth.float_unit,
+                            **kwargs)
 
 
 def skips_line(stats: Any) -> str:

@@ -42,14 +42,13 @@ from deal_ros.cli import UserError
 from deal_ros.cli.frames import add_tag_options, add_topic_options, read_frames, skips_line, tag_source
 from deal_ros.config import IGNORE_INDEX
 from deal_ros.errors import OutputError, describe_os_error
+from deal_ros.io.encodings import OUTPUT_ENCODINGS
 from deal_ros.labels.colors import overlay
 
 if TYPE_CHECKING:
     from deal_ros.inference.segmenter import Segmenter
     from deal_ros.io.bag import RGBDFrame
 
-LABEL_TOPICS = {"mask": "mono8", "pseudo_label": "mono8", "confidence": "32FC1", "overlay": "rgb8"}
-"""Label topic suffix -> sensor_msgs/Image encoding."""
 PRODUCTS = ("mask", "pseudo_label", "overlay", "labelled_bag", "frames.json", "classes.json")
 """What a run writes into DIR, in the order it is swapped in (classes.json, which eval reads, last)."""
 
@@ -61,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("bag", metavar="BAG", help="rosbag2 directory, .db3 or .mcap (ROS 1 .bag with --no-bag)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_tag_options(parser)
-    add_topic_options(parser)
+    add_topic_options(parser, "frames are paired with the checkpoint's sync.slop (deal-ros train --set sync.slop=S)")
     parser.add_argument("--no-bag", action="store_true", help="write the PNGs only, no labelled bag")
     parser.add_argument("--topic-prefix", default="/deal", metavar="PREFIX",
                         help="namespace of the label topics in the labelled bag (default: %(default)s)")
@@ -210,7 +209,7 @@ class LabelledBagWriter:
                 added[key] = self._bag.add_connection_like(conn, self._reader.typestore)
             self._copies[conn.id] = added[key]
         existing = {c.topic for c in self._reader.connections}
-        self._label_topics = {suffix: f"{prefix}/{suffix}" for suffix in LABEL_TOPICS}
+        self._label_topics = {suffix: f"{prefix}/{suffix}" for suffix in OUTPUT_ENCODINGS}
         for topic in self._label_topics.values():
             if topic in existing:
                 self.abort()
@@ -235,10 +234,10 @@ class LabelledBagWriter:
             self._pending = None
 
     def add(self, log_ns: int, stamp_ns: int, frame_id: str, images: dict[str, np.ndarray]) -> None:
-        """Write label images (keys of LABEL_TOPICS) with the colour image's header stamp and record time."""
+        """Write label images (keys of OUTPUT_ENCODINGS) with the colour image's header stamp and record time."""
         self._copy_until(log_ns)
         for suffix, image in images.items():
-            self._bag.write_image(self._label_topics[suffix], log_ns, image, LABEL_TOPICS[suffix],
+            self._bag.write_image(self._label_topics[suffix], log_ns, image, OUTPUT_ENCODINGS[suffix],
                                   stamp_ns=stamp_ns, frame_id=frame_id)
 
     def close(self) -> None:

@@ -31,7 +31,9 @@ from typing import Any
 from deal_ros.cli import UserError, add_set_argument, save_on_stop, stop_exit_code, stop_reason
 from deal_ros.cli.feeding import FrameFeeder, LossDivergedError, train_until
 from deal_ros.cli.frames import (
+    OFFLINE_KEYFRAME,
     NoFramesError,
+    add_keyframe_options,
     add_tag_options,
     add_topic_options,
     default_classes,
@@ -76,20 +78,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="YAML config (plain or ROS 2 parameter file)")
     parser.add_argument("--classes", metavar="'A,B'",
                         help="foreground class names (default: from --config, else the tags given)")
-    add_topic_options(parser)
-    parser.add_argument("--min-gap", type=float, default=0.0, metavar="S",
-                        help="take a frame at most every S seconds of bag time, as the trainer node's "
-                             "keyframe.min_interval_s (default: every frame)")
-    parser.add_argument("--min-motion", type=float, default=0.0, metavar="M",
-                        help="... and only when the view changed by M (keyframe.motion_threshold, mean absolute "
-                             "grey difference 0..1 of thumbnails; default: 0 = any change)")
+    add_topic_options(parser, "use --set sync.slop=S (the nodes' key; sync.queue_size likewise)")
+    add_keyframe_options(parser)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N",
                         help="train until the step count reaches N, resumed steps included (default: %(default)s)")
     parser.add_argument("--out", metavar="DIR", help="checkpoint folder (default: checkpoint.directory of the config)")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/model.safetensors")
     parser.add_argument("--checkpoint-every", type=int, metavar="N",
                         help="save every N steps (default: checkpoint.period_steps; 0 = only at the end)")
-    add_set_argument(parser, "config override, e.g. --set train.batch_size=4 --set loss.deal.weight=0.5")
+    add_set_argument(parser, "config override, e.g. --set train.batch_size=4 --set loss.deal.weight=0.5; "
+                             "frames are paired with sync.* and gated with keyframe.* as on the robot (keyframe "
+                             "default here: every frame, unless --config or --set gives keyframe keys)")
     parser.add_argument("--val-bag", metavar="BAG", help="held-out bag: print and plot its mIoU while training")
     parser.add_argument("--val-gt", metavar="DIR",
                         help="ground-truth masks of --val-bag (frame index 000012.png or colour stamp in ns)")
@@ -103,10 +102,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
-    """Config from --config / the resumed checkpoint / defaults, then --classes, --out and --set."""
+    """Config from --config / the resumed checkpoint / defaults, then --classes, --out and --set; keyframe keys
+    that neither --config nor --set gives are OFFLINE_KEYFRAME (every frame)."""
     from deal_ros.frames.tags import parse_tags
 
     overrides = parse_overrides(args.overrides)
+    offline = {key: value for key, value in OFFLINE_KEYFRAME.items() if key not in overrides}
     if args.out is not None:
         overrides["checkpoint.directory"] = args.out
     if args.checkpoint_every is not None:
@@ -114,7 +115,8 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
     if args.classes is not None:
         overrides["classes"] = parse_tags(args.classes)
     if args.config is not None:
-        return load_parameter_file(args.config, overrides)
+        return load_parameter_file(args.config, overrides, defaults=offline)
+    overrides = {**offline, **overrides}
     if args.resume:
         from deal_ros.storage.checkpoint import CheckpointError, checkpoint_file, load_checkpoint  # torch: when needed
 
@@ -170,7 +172,7 @@ def _train(args: argparse.Namespace) -> int:
     validation = Validation(args.val_bag, args.val_gt, cfg, args.val_every) if args.val_bag else None
     read_stats = ReadStats()
     frames = select_keyframes(read_frames(args.bags, args, cfg, tags, read_stats),
-                              keyframe_gate(args), lambda reason: read_stats.skip("keyframe", reason))
+                              keyframe_gate(cfg), lambda reason: read_stats.skip("keyframe", reason))
     if job is not None:
         frames = job.shard(frames)  # frame i trains on rank i % N only
     trainer = OnlineTrainer(cfg, device=None if job is None else job.device)

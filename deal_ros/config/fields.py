@@ -120,6 +120,15 @@ def choices_of(hint: Any) -> tuple[Any, ...]:
     return typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
 
 
+def check_value(key: str, value: Any, hint: Any, bounds: Bounds) -> None:
+    """Refuse (ConfigError) a coerced value outside its field's choices (a ``Literal`` `hint`) or `bounds`."""
+    options = choices_of(hint)
+    if options and value not in options:
+        raise ConfigError(f"config '{key}': must be one of {list(options)}, got {value!r}")
+    if bounds and not bounds.admits(value):
+        raise ConfigError(f"config '{key}': must be {bounds.text()}, got {value!r}")
+
+
 class Section:
     """Base of the schema's dataclasses: :meth:`validate` checks every field against its declaration
     (choices, bounds), the sub-sections likewise, then :meth:`check_relations`."""
@@ -133,11 +142,7 @@ class Section:
             if isinstance(value, Section):
                 value.validate()
                 continue
-            key, options, bounds = prefix + f.name, choices_of(hints[f.name]), f.metadata[SETTING].bounds
-            if options and value not in options:
-                raise ConfigError(f"config '{key}': must be one of {list(options)}, got {value!r}")
-            if bounds and not bounds.admits(value):
-                raise ConfigError(f"config '{key}': must be {bounds.text()}, got {value!r}")
+            check_value(prefix + f.name, value, hints[f.name], f.metadata[SETTING].bounds)
         self.check_relations()
 
     def check_relations(self) -> None:
@@ -159,12 +164,11 @@ class ConfigKey:
         return choices_of(self.hint)
 
 
-
 def _walk_keys(cls: type, instance: Any, prefix: str) -> typing.Iterator[ConfigKey]:
     hints = type_hints(cls)
     for f in dataclasses.fields(cls):
         value = getattr(instance, f.name)
-        if isinstance(value, Section):
+        if dataclasses.is_dataclass(value):  # a sub-section
             yield from _walk_keys(type(value), value, f"{prefix}{f.name}.")
         else:
             yield ConfigKey(f"{prefix}{f.name}", hints[f.name], value, f.metadata[SETTING])
@@ -180,11 +184,17 @@ def schema_root(cls: type) -> type:
     return cls
 
 
+def section_keys(cls: type) -> tuple[ConfigKey, ...]:
+    """Every leaf of a dataclass tree declared with :func:`setting` (DealRosConfig, the nodes' own parameters), in
+    declaration order, under its dotted key, with its default and declaration."""
+    return tuple(_walk_keys(cls, cls(), ""))
+
+
 @lru_cache(maxsize=1)
 def config_keys() -> tuple[ConfigKey, ...]:
     """Every leaf of DealRosConfig, in declaration order, with its default and declaration."""
     (root,) = _ROOT
-    return tuple(_walk_keys(root, root(), ""))
+    return section_keys(root)
 
 
 @lru_cache(maxsize=1)
@@ -201,7 +211,6 @@ def _section_prefixes() -> dict[type, str]:
 
     walk(root, "")
     return prefixes
-
 
 
 # -- building a section from a mapping ------------------------------------------------------------

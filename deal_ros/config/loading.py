@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,13 @@ from deal_ros.config.schema import DealRosConfig
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
-                node_sections: Collection[str] = ()) -> DealRosConfig:
+                node_sections: Collection[str] = (), defaults: Mapping[str, Any] | None = None) -> DealRosConfig:
     """Load a YAML config: a plain tree, or a ROS 2 parameter file (first `ros__parameters` found).
 
     Dotted keys (``loss.deal.weight: 0.5``, legal in ROS 2 parameter files) are honoured in both; a key
     that is neither a config section nor in `node_sections` (the top-level names of the nodes' own and
     ROS's standard parameters: deal_ros.online.parameters.NODE_SECTIONS) is refused, naming it.
+    `defaults` (dotted keys) apply where the file gives no value: a command's own defaults under the file's.
     """
     import yaml
 
@@ -35,8 +36,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        data = _strip_ros_parameters(data, node_sections)
-        cfg = DealRosConfig.from_dict(_nest_dotted(data, ""))
+        tree = _nest_dotted(_strip_ros_parameters(data, node_sections), "")
+        if isinstance(tree, dict):
+            for dotted, value in (defaults or {}).items():
+                _set_if_absent(tree, dotted.split("."), value)
+        cfg = DealRosConfig.from_dict(tree)
         return cfg.updated(overrides) if overrides else cfg
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -61,6 +65,17 @@ def _nest_dotted(data: Any, prefix: str) -> Any:
             check(leaf not in node, prefix + key, "given twice")
             node[leaf] = value
     return tree
+
+
+def _set_if_absent(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    """tree[path[0]][path[1]]... = value unless the tree has a value there (a non-mapping section is left to
+    from_dict to refuse)."""
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return
+    node.setdefault(path[-1], value)
 
 
 def _merge_new(node: dict[str, Any], value: dict[str, Any]) -> None:

@@ -443,6 +443,33 @@ class CheckpointConfig(Section):
         200, "Write a checkpoint every N training steps (0 = only on request).", ge=0, le=10_000_000, runtime=True)
 
 
+@dataclass
+class SyncConfig(Section):
+    """How colour and depth are paired (message_filters ApproximateTimeSynchronizer): the nodes pair the camera's
+    topics and `deal-ros train` / `label` pair a bag's with these same numbers (deal_ros.io.sync)."""
+
+    queue_size: int = setting(10, "ApproximateTimeSynchronizer queue size per input.", ge=1, le=1000)
+    slop: float = setting(0.05, "Max stamp difference (s) of an RGB/depth pair.", ge=0, le=5)
+    stale_timeout_s: float = setting(
+        5.0, "Warn when no synchronised pair arrived for this long (s) while inputs are published.", ge=0.5,
+        le=3600, runtime=True)
+
+
+@dataclass
+class KeyframeConfig(Section):
+    """Which synchronised frames enter the training buffer (deal_ros.online.keyframes.KeyframeGate): the trainer
+    node's gate, and `deal-ros train`'s when a --config or --set names these keys (else it takes every frame)."""
+
+    min_interval_s: float = setting(
+        0.5, "A frame enters the training buffer at most this often (s).", ge=0, le=3600, runtime=True)
+    max_interval_s: float = setting(
+        5.0, "Take a frame after this long (s) even without motion (0 = only on motion).", ge=0, le=3600,
+        runtime=True)
+    motion_threshold: float = setting(
+        0.04, "Mean absolute grey difference (0..1) of 32x24 thumbnails that counts as new view.", ge=0, le=1,
+        runtime=True)
+
+
 @schema_root
 @dataclass
 class DealRosConfig(Section):
@@ -459,6 +486,8 @@ class DealRosConfig(Section):
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 __all__ = ["COLOR_ENCODINGS", "DEPTH_ENCODINGS", "DEPTH_UNITS_M", "DEPTH_UNIT_NAMES", "ENCODINGS",
-           "FLOAT_DEPTH_UNITS_M", "RGB_INPUT_ENCODINGS", "EncodingSpec", "is_compressed"]
+           "FLOAT_DEPTH_UNITS_M", "OUTPUT_ENCODINGS", "RGB_INPUT_ENCODINGS", "EncodingSpec", "is_compressed"]
 
 
 class EncodingSpec(NamedTuple):
@@ -42,6 +42,9 @@ but some drivers publish millimetres as float."""
 DEPTH_ENCODINGS = tuple(DEPTH_UNITS_M)
 DEPTH_UNIT_NAMES = {encoding: "metres" if m == 1.0 else "millimetres" for encoding, m in DEPTH_UNITS_M.items()}
 """Depth encoding -> its unit in words, for messages."""
+OUTPUT_ENCODINGS = {"mask": "mono8", "pseudo_label": "mono8", "confidence": "32FC1", "overlay": "rgb8"}
+"""The segmenter's output images -> their encodings: the node publishes them so and `deal-ros label` writes them
+so (label images raw mono8, never JPEG: compression corrupts class ids at edges)."""
 
 
 def is_compressed(msg: Any) -> bool:

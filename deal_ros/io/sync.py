@@ -15,15 +15,13 @@ Everything is integer nanoseconds, as rclpy's Duration/Time compare.
 
 from __future__ import annotations
 
-import heapq
 import itertools
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ApproximateTimeSync", "SyncStats", "approximate_sync"]
+__all__ = ["ApproximateTimeSync", "SyncStats"]
 
 
 @dataclass
@@ -114,33 +112,3 @@ class ApproximateTimeSync(Generic[T]):
             self.stats.unmatched_at_end[index] += len(queue)
             queue.clear()
         return self.stats
-
-
-def approximate_sync(
-    *streams: Iterable[tuple[int, Any]],
-    queue_size: int = 30,
-    slop_s: float = 0.05,
-    stats: list[SyncStats] | None = None,
-) -> Iterator[tuple[tuple[int, Any], ...]]:
-    """Synchronise 2 or 3 (or more) streams of ``(stamp_ns, item)``, each sorted by stamp.
-
-    The streams are merged by stamp (the arrival order of a live system without latency) and fed
-    to :class:`ApproximateTimeSync`; yields one ``((stamp_ns, item), ...)`` tuple per match. When
-    the input order matters (a bag's receive order), use :class:`ApproximateTimeSync` directly.
-    Pass ``stats=[]`` to receive the final :class:`SyncStats` (appended when the input ends).
-    """
-    sync: ApproximateTimeSync[Any] = ApproximateTimeSync(len(streams), queue_size, slop_s)
-    tagged = [_tag(index, stream) for index, stream in enumerate(streams)]
-    merged = heapq.merge(*tagged, key=lambda e: (e[0], e[1]))
-    for stamp_ns, index, item in merged:
-        match = sync.add(index, stamp_ns, item)
-        if match is not None:
-            yield match
-    final = sync.finish()
-    if stats is not None:
-        stats.append(final)
-
-
-def _tag(index: int, stream: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, int, Any]]:
-    for stamp_ns, item in stream:
-        yield int(stamp_ns), index, item

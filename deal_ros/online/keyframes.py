@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from deal_ros.config import KeyframeConfig
 
 THUMB_SIZE = (32, 24)
 """(width, height) of the grey thumbnail compared between frames: cheap and insensitive to noise."""
@@ -45,6 +48,19 @@ class KeyframeGate:
         self._last_stamp: float | None = None
         self._last_thumb: np.ndarray | None = None
         self._last_tags: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_config(cls, keyframe: KeyframeConfig) -> KeyframeGate:
+        """The gate of the config's keyframe section: the trainer node's and `deal-ros train`'s."""
+        gate = cls()
+        gate.configure(keyframe)
+        return gate
+
+    def configure(self, keyframe: KeyframeConfig) -> None:
+        """Take the keyframe section's values (a run-time parameter change); what was seen is kept."""
+        self.min_interval_s = keyframe.min_interval_s
+        self.max_interval_s = keyframe.max_interval_s
+        self.motion_threshold = keyframe.motion_threshold
 
     def reset(self) -> None:
         self._last_stamp = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deal_ros.config import IGNORE_INDEX
+from deal_ros.io.encodings import OUTPUT_ENCODINGS
 from deal_ros.io.image_codec import image_fields
 from deal_ros.labels.colors import overlay
 
@@ -38,30 +39,22 @@ POINT_DTYPE = np.dtype({"names": ["x", "y", "z", "label"], "formats": ["<f4", "<
                         "offsets": [0, 4, 8, 12], "itemsize": 16})
 """The numpy layout create_cloud derives from POINT_FIELDS (16 bytes a point)."""
 
-OUTPUT_ENCODINGS = {"mask": "mono8", "pseudo_label": "mono8", "confidence": "32FC1", "overlay": "rgb8"}
-
-
 def output_image_fields(result: SegmentationResult, rgb: np.ndarray | None = None, with_overlay: bool = False,
                         alpha: float = 0.5, with_pseudo_label: bool = True) -> dict[str, dict[str, Any]]:
     """sensor_msgs/Image fields (without header) of each output: mask, confidence, [pseudo_label], [overlay]."""
     if rgb is not None and rgb.shape[:2] != result.mask.shape:
         raise ValueError(f"mask {result.mask.shape} and rgb {rgb.shape[:2]} sizes differ")
     out = {
-        "mask": image_fields(result.mask, "mono8"),
-        "confidence": image_fields(result.confidence, "32FC1"),
+        "mask": image_fields(result.mask, OUTPUT_ENCODINGS["mask"]),
+        "confidence": image_fields(result.confidence, OUTPUT_ENCODINGS["confidence"]),
     }
     if with_pseudo_label and result.pseudo_label is not None:
-        out["pseudo_label"] = image_fields(result.pseudo_label, "mono8")
+        out["pseudo_label"] = image_fields(result.pseudo_label, OUTPUT_ENCODINGS["pseudo_label"])
     if with_overlay:
         if rgb is None:
             raise ValueError("the overlay needs the rgb image")
-        out["overlay"] = image_fields(overlay(rgb, result.mask, alpha), "rgb8")
+        out["overlay"] = image_fields(overlay(rgb, result.mask, alpha), OUTPUT_ENCODINGS["overlay"])
     return out
-
-
-def header_fields(header: Any) -> dict[str, Any]:
-    """Stamp and frame_id of the input, to copy onto every output (planners match them to camera_info)."""
-    return {"stamp": header.stamp, "frame_id": str(header.frame_id)}
 
 
 def scale_intrinsics(k: Sequence[float], from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:

@@ -1,44 +1,111 @@
-"""ROS parameters of the nodes: one spec per parameter, derived from DealRosConfig plus the node's own.
+"""ROS parameters of the nodes: every DealRosConfig leaf, and the nodes' own parameters, one spec each.
 
 Why a spec table without rclpy: the nodes declare exactly these (type, range, description,
 read-only), CI checks them, and ``config/onboard.yaml`` is checked against them. Every DealRosConfig
 leaf becomes a ROS parameter under its dotted key (``loss.deal.weight``), so the parameter file
-is the same tree ``deal_ros.config.load_config`` reads. Type, choices, range, description and the
-run-time flag are read from each field's declaration (``deal_ros.config.setting``); the nodes' own
-parameters are declared here, in NODE_PARAMS.
+is the same tree ``deal_ros.config.load_config`` reads. The nodes' own parameters (what means nothing
+offline: the tags in view now, outputs, periods) are the dataclass NodeParameters here. Both are declared
+with ``deal_ros.config.setting`` (type, choices, range, description, run-time flag) and coerced by
+``deal_ros.config.fields.coerce``: one declaration, one check, whichever way a value comes.
 """
 
 from __future__ import annotations
 
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from deal_ros.config import Bounds, ConfigError, ConfigKey, DealRosConfig, choices_of, config_keys, load_config
+from deal_ros.config import Bounds, ConfigError, ConfigKey, DealRosConfig, choices_of, load_config, setting
+from deal_ros.config.fields import check_value, coerce, config_keys, section_keys
+from deal_ros.online.tags import tags_parameter_value
 
 TRAINER = "trainer"
 SEGMENTER = "segmenter"
 BOTH = frozenset({TRAINER, SEGMENTER})
 
+
+# -- the nodes' own parameters --------------------------------------------------------------------
+
+@dataclass
+class MaskParameters:
+    """When the segmenter's masks are worth publishing."""
+
+    min_model_step: int = setting(
+        200, """Masks from weights trained fewer steps than this are 'warming up' (segmenter_status state,
+        deal/mask_info warming_up): an untrained head paints nearly everything one class. Keep it above
+        loss.seg_warmup_steps (the segmentation head trains only after those).""", ge=0, le=100_000_000,
+        runtime=True)
+    while_warming_up: Literal["withhold", "publish"] = setting(
+        "withhold", """withhold: deal/mask, deal/confidence and deal/points are not published while warming up
+        (overlay, pseudo_label and deal/mask_info are); publish: they are, flagged warming_up in deal/mask_info.""",
+        runtime=True)
+
+
+@dataclass
+class PointsParameters:
+    """The semantic point cloud."""
+
+    stride: int = setting(2, "Use every N-th pixel (rows and columns) for the point cloud.", ge=1, le=64,
+                          runtime=True)
+
+
+@dataclass
+class NodeParameters:
+    """The nodes' own parameters beside DealRosConfig: what the nodes do at run time and `deal-ros train` has no
+    use for (the pairing and keyframe settings, which both share, are DealRosConfig's sync and keyframe)."""
+
+    tags: list[str] = setting(
+        [], """Objects in view now: a string list ([mug, box]) or one comma-separated string; '' = none in view.
+        Unknown names are refused.""", runtime=True)
+    resume: bool = setting(True, "Continue from <checkpoint.directory>/model.safetensors when it exists.")
+    status_period_s: float = setting(1.0, "Period (s) of the status topic and /diagnostics.", ge=0.05, le=60)
+    reload_period_s: float = setting(
+        2.0, "Standalone segmenter: poll the checkpoint this often (s) and hot-reload newer weights (0 = off).",
+        ge=0, le=3600, runtime=True)
+    overlay_alpha: float = setting(0.5, "Opacity of the class colours on the overlay image.", ge=0, le=1,
+                                   runtime=True)
+    points: PointsParameters = field(default_factory=PointsParameters)
+    publish_pseudo_label: bool = setting(
+        True, "Publish pseudo_label when tags are known (costs a refinement).", runtime=True)
+    mask: MaskParameters = field(default_factory=MaskParameters)
+    weights_sync_steps: int = setting(
+        1, """One process: hand the trained weights to the segmenter's own copy every N training steps (a copy
+        between steps; inference never waits for training).""", ge=1, le=100_000, runtime=True)
+    inference_priority: float = setting(
+        0.5, """One process on the CPU: a training step waits at its next layer while the segmenter processes a
+        frame, for at most this share of the step's time (0 = never; 0.5 = a segmenter busy all the time and
+        training wait for each other about equally). No effect on CUDA (the segmenter has its own stream
+        there).""", ge=0, le=0.95, runtime=True)
+
+
+ONE_NODE: dict[str, str] = {
+    "keyframe": TRAINER, "resume": TRAINER, "weights_sync_steps": TRAINER, "inference_priority": TRAINER,
+    "reload_period_s": SEGMENTER, "overlay_alpha": SEGMENTER, "points": SEGMENTER,
+    "publish_pseudo_label": SEGMENTER, "mask": SEGMENTER,
+}
+"""Parameters (by their first name part) that only one node declares; both declare every other."""
+
+DYNAMIC = frozenset({"tags"})
+"""Parameters of more than one type (rclpy dynamic typing): tags, a string list or one comma-separated string
+(read by the one lenient tags reader, deal_ros.frames.tags.parse_tags)."""
+
+
 @dataclass(frozen=True)
 class ParamSpec:
-    """One ROS parameter: what the node declares and how a change is validated."""
+    """One ROS parameter as a node declares it, derived from its field's declaration (deal_ros.config.setting)."""
 
     name: str
     default: Any
     kind: str
     """bool, integer, double, string or string_array (mapped to rcl_interfaces ParameterType by the node)."""
     description: str
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    """An open end: the value must differ from it (the ROS descriptor's range is closed; the node checks)."""
-    step: int = 0
-    """Integer step of the range (0 = any value)."""
+    hint: Any
+    """The field's type, which deal_ros.config.fields.coerce converts a value to."""
+    bounds: Bounds = field(default_factory=Bounds)
+    """An open end must differ from the value (the ROS descriptor's range is closed; the node checks)."""
     choices: tuple[str, ...] = ()
     """The allowed values as text (as ROS shows them); an integer parameter's are its numbers written out."""
     runtime: bool = False
@@ -49,25 +116,20 @@ class ParamSpec:
     dynamic: bool = False
     """Accept more than one type (tags: a string list or one comma-separated string)."""
 
-    @property
-    def bounds(self) -> Bounds:
-        return Bounds(self.low, self.high, self.low_open, self.high_open, self.step)
-
     def describe(self) -> str:
         """Description with the choices and range spelled out (shown by `ros2 param describe`)."""
-        text = self.description
+        text, bounds = self.description, self.bounds
         if self.choices:
             text += f" One of: {', '.join(self.choices)}."
-        if self.low is not None and self.high is not None:
-            text += f" Range {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}."
-        elif self.low is not None or self.high is not None:
-            text += f" Must be {self.bounds.text()}."
+        if bounds.low is not None and bounds.high is not None:
+            text += (f" Range {'(' if bounds.low_open else '['}{bounds.low}, {bounds.high}"
+                     f"{')' if bounds.high_open else ']'}.")
+        elif bounds:
+            text += f" Must be {bounds.text()}."
         if not self.runtime:
             text += " Read-only at run time."
         return text
 
-
-# -- DealRosConfig keys -----------------------------------------------------------------------------
 
 def _kind_of(hint: Any) -> str:
     if typing.get_origin(hint) is list:
@@ -77,100 +139,59 @@ def _kind_of(hint: Any) -> str:
     return {bool: "bool", int: "integer", float: "double", str: "string"}[kind]
 
 
-def _spec_of(key: ConfigKey) -> ParamSpec:
+def _spec_of(key: ConfigKey, config_key: bool) -> ParamSpec:
     kind, bounds = _kind_of(key.hint), key.setting.bounds
-    number = float if kind == "double" else (lambda v: v)
+    if kind == "double":  # a double parameter's range is written with floats ([0.0, 5.0])
+        bounds = Bounds(None if bounds.low is None else float(bounds.low),
+                        None if bounds.high is None else float(bounds.high), bounds.low_open, bounds.high_open,
+                        bounds.step)
+    dynamic = key.key in DYNAMIC
+    default = tags_parameter_value(key.default) if dynamic else key.default
     return ParamSpec(
-        name=key.key, default=list(key.default) if isinstance(key.default, list) else key.default, kind=kind,
-        description=key.setting.doc, low=None if bounds.low is None else number(bounds.low),
-        high=None if bounds.high is None else number(bounds.high), low_open=bounds.low_open,
-        high_open=bounds.high_open, step=bounds.step, choices=tuple(str(c) for c in key.choices),
-        runtime=key.setting.runtime, config_key=True,
+        name=key.key, default=list(default) if isinstance(default, list) else default, kind=kind,
+        description=key.setting.doc, hint=key.hint, bounds=bounds, choices=tuple(str(c) for c in key.choices),
+        runtime=key.setting.runtime, config_key=config_key,
+        nodes=frozenset({ONE_NODE[key.key.split(".")[0]]}) if key.key.split(".")[0] in ONE_NODE else BOTH,
+        dynamic=dynamic,
     )
 
 
 @lru_cache(maxsize=1)
 def config_param_specs() -> tuple[ParamSpec, ...]:
     """One spec per DealRosConfig leaf, everything taken from its declaration (deal_ros.config.setting)."""
-    return tuple(_spec_of(key) for key in config_keys())
+    return tuple(_spec_of(key, config_key=True) for key in config_keys())
 
 
-# -- node parameters ------------------------------------------------------------------------------
-
-NODE_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("tags", "", "string_array",
-              "Objects in view now: a string list ([mug, box]) or one comma-separated string; '' = none in view. "
-              "Unknown names are refused.", runtime=True, dynamic=True),
-    ParamSpec("sync.queue_size", 10, "integer", "ApproximateTimeSynchronizer queue size per input.",
-              low=1, high=1000),
-    ParamSpec("sync.slop", 0.05, "double", "Max stamp difference (s) of an RGB/depth pair.", low=0.0, high=5.0),
-    ParamSpec("sync.stale_timeout_s", 5.0, "double",
-              "Warn when no synchronised pair arrived for this long (s) while inputs are published.",
-              low=0.5, high=3600.0, runtime=True),
-    ParamSpec("keyframe.min_interval_s", 0.5, "double",
-              "A frame enters the training buffer at most this often (s).", low=0.0, high=3600.0,
-              runtime=True, nodes=frozenset({TRAINER})),
-    ParamSpec("keyframe.max_interval_s", 5.0, "double",
-              "Take a frame after this long (s) even without motion (0 = only on motion).", low=0.0, high=3600.0,
-              runtime=True, nodes=frozenset({TRAINER})),
-    ParamSpec("keyframe.motion_threshold", 0.04, "double",
-              "Mean absolute grey difference (0..1) of 32x24 thumbnails that counts as new view.",
-              low=0.0, high=1.0, runtime=True, nodes=frozenset({TRAINER})),
-    ParamSpec("resume", True, "bool", "Continue from <checkpoint.directory>/model.safetensors when it exists.",
-              nodes=frozenset({TRAINER})),
-    ParamSpec("status_period_s", 1.0, "double", "Period (s) of the status topic and /diagnostics.",
-              low=0.05, high=60.0),
-    ParamSpec("reload_period_s", 2.0, "double",
-              "Standalone segmenter: poll the checkpoint this often (s) and hot-reload newer weights (0 = off).",
-              low=0.0, high=3600.0, runtime=True, nodes=frozenset({SEGMENTER})),
-    ParamSpec("overlay_alpha", 0.5, "double", "Opacity of the class colours on the overlay image.",
-              low=0.0, high=1.0, runtime=True, nodes=frozenset({SEGMENTER})),
-    ParamSpec("points.stride", 2, "integer", "Use every N-th pixel (rows and columns) for the point cloud.",
-              low=1, high=64, runtime=True, nodes=frozenset({SEGMENTER})),
-    ParamSpec("publish_pseudo_label", True, "bool", "Publish pseudo_label when tags are known (costs a refinement).",
-              runtime=True, nodes=frozenset({SEGMENTER})),
-    ParamSpec("mask.min_model_step", 200, "integer",
-              "Masks from weights trained fewer steps than this are 'warming up' (segmenter_status state, "
-              "deal/mask_info warming_up): an untrained head paints nearly everything one class. Keep it above "
-              "loss.seg_warmup_steps (the segmentation head trains only after those).",
-              low=0, high=100_000_000, runtime=True, nodes=frozenset({SEGMENTER})),
-    ParamSpec("mask.while_warming_up", "withhold", "string",
-              "withhold: deal/mask, deal/confidence and deal/points are not published while warming up (overlay, "
-              "pseudo_label and deal/mask_info are); publish: they are, flagged warming_up in deal/mask_info.",
-              choices=("withhold", "publish"), runtime=True, nodes=frozenset({SEGMENTER})),
-    ParamSpec("weights_sync_steps", 1, "integer",
-              "One process: hand the trained weights to the segmenter's own copy every N training steps (a copy "
-              "between steps; inference never waits for training).", low=1, high=100_000, runtime=True,
-              nodes=frozenset({TRAINER})),
-    ParamSpec("inference_priority", 0.5, "double",
-              "One process on the CPU: a training step waits at its next layer while the segmenter processes a "
-              "frame, for at most this share of the step's time (0 = never; 0.5 = a segmenter busy all the time "
-              "and training wait for each other about equally). No effect on CUDA (the segmenter has its own "
-              "stream there).", low=0.0, high=0.95, runtime=True, nodes=frozenset({TRAINER})),
-)
+@lru_cache(maxsize=1)
+def node_parameter_specs() -> tuple[ParamSpec, ...]:
+    """One spec per NodeParameters leaf: the nodes' own parameters, both nodes'."""
+    return tuple(_spec_of(key, config_key=False) for key in section_keys(NodeParameters))
 
 
 ROS_STANDARD_PARAMETERS = ("use_sim_time", "qos_overrides", "start_type_description_service")
 """Parameters every ROS 2 node may have in its parameter file (not ours, not config)."""
 
-NODE_SECTIONS = frozenset({spec.name.split(".")[0] for spec in NODE_PARAMS} | set(ROS_STANDARD_PARAMETERS))
+NODE_SECTIONS = frozenset({spec.name.split(".")[0] for spec in node_parameter_specs()}
+                          | set(ROS_STANDARD_PARAMETERS))
 """Top-level names a ROS parameter file may hold beside the config (load_config's node_sections)."""
 
 
-def load_parameter_file(path: str | Path, overrides: dict[str, Any] | None = None) -> DealRosConfig:
+def load_parameter_file(path: str | Path, overrides: dict[str, Any] | None = None,
+                        defaults: Mapping[str, Any] | None = None) -> DealRosConfig:
     """A config file or a ROS 2 parameter file (config/onboard.yaml), as the nodes read it: their own
-    parameters beside the config are allowed, anything else unknown is refused."""
-    return load_config(path, overrides, NODE_SECTIONS)
+    parameters beside the config are allowed, anything else unknown is refused. `defaults`: dotted keys
+    that apply where the file gives none (load_config)."""
+    return load_config(path, overrides, NODE_SECTIONS, defaults)
 
 
 def node_param_specs(node: str) -> tuple[ParamSpec, ...]:
     """The node's own parameters (not DealRosConfig keys)."""
-    return tuple(s for s in NODE_PARAMS if node in s.nodes)
+    return tuple(s for s in node_parameter_specs() if node in s.nodes)
 
 
 def all_param_specs(node: str) -> tuple[ParamSpec, ...]:
-    """Everything `node` declares: its own parameters, then every DealRosConfig key."""
-    return node_param_specs(node) + config_param_specs()
+    """Everything `node` declares: its own parameters, then the DealRosConfig keys it reads."""
+    return node_param_specs(node) + tuple(s for s in config_param_specs() if node in s.nodes)
 
 
 def spec_map(node: str) -> dict[str, ParamSpec]:
@@ -179,33 +200,16 @@ def spec_map(node: str) -> dict[str, ParamSpec]:
 
 # -- validation ----------------------------------------------------------------------------------
 
-def coerce_value(spec: ParamSpec, value: Any) -> Any:
-    """Check one value against its spec (type, range, choices); returns it normalised or raises ConfigError."""
-    name = spec.name
-    if spec.kind == "double" and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if spec.kind == "string_array":
-        if spec.dynamic and isinstance(value, str):
-            return value
-        if isinstance(value, (bytes, bytearray)) or (isinstance(value, (list, tuple)) and not value):
-            return []  # rclpy types an empty list as a byte array
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"parameter '{name}': expected a list of strings, got {value!r}")
-        return [str(v) for v in value]
-    expected: type[Any] = {"bool": bool, "integer": int, "double": float, "string": str}[spec.kind]
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"parameter '{name}': expected {spec.kind}, got {type(value).__name__} {value!r}")
-    if spec.choices and str(value) not in spec.choices:
-        raise ConfigError(f"parameter '{name}': must be one of {list(spec.choices)}, got {value!r}")
-    bounds = spec.bounds
-    if bounds.too_low(value):
-        raise ConfigError(f"parameter '{name}': {value} is below the minimum {spec.low}"
-                          + (" (excluded)" if spec.low_open else ""))
-    if bounds.too_high(value):
-        raise ConfigError(f"parameter '{name}': {value} is above the maximum {spec.high}"
-                          + (" (excluded)" if spec.high_open else ""))
-    if spec.kind == "integer" and bounds.off_grid(value):
-        raise ConfigError(f"parameter '{name}': {value} must be {spec.low} + a multiple of {spec.step}")
+def parameter_value(spec: ParamSpec, value: Any) -> Any:
+    """One value as rclpy gives it, coerced and checked as a config value is (deal_ros.config.fields.coerce, the
+    declared choices and bounds); returns it normalised or raises ConfigError. A dynamic parameter's string is
+    returned as it is (the tags reader reads it)."""
+    if spec.dynamic and isinstance(value, str):
+        return value
+    if spec.kind == "string_array" and isinstance(value, (bytes, bytearray)):
+        value = []  # rclpy types an empty list as a byte array
+    value = coerce(value, spec.hint, spec.name)
+    check_value(spec.name, value, spec.hint, spec.bounds)
     return value
 
 
@@ -217,7 +221,7 @@ def config_from_parameters(values: Mapping[str, Any], base: DealRosConfig | None
         spec = specs.get(name)
         if spec is None:
             continue
-        overrides[name] = coerce_value(spec, value)
+        overrides[name] = parameter_value(spec, value)
     return (base or DealRosConfig()).updated(overrides)
 
 
@@ -247,7 +251,7 @@ def check_parameter_update(node: str, current: DealRosConfig, changes: Mapping[s
                             "restart the node")
             return update
         try:
-            value = coerce_value(spec, value)
+            value = parameter_value(spec, value)
         except ConfigError as exc:
             update.error = str(exc)
             return update
@@ -286,7 +290,7 @@ def render_parameter_file(values: Mapping[str, Any] | None = None, node_pattern:
     values = dict(values or {})
     names_seen: set[str] = set()
     specs: list[ParamSpec] = []
-    for spec in (*NODE_PARAMS, *config_param_specs()):
+    for spec in (*node_parameter_specs(), *config_param_specs()):
         if spec.name not in names_seen:
             names_seen.add(spec.name)
             specs.append(spec)

@@ -49,13 +49,14 @@ def declare_specs(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
                                          dynamic_typing=spec.dynamic)
         if spec.choices:
             descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
-        if spec.low is not None and spec.high is not None and not spec.dynamic:
+        bounds = spec.bounds
+        if bounds.low is not None and bounds.high is not None and not spec.dynamic:
             if spec.kind == "double":
                 descriptor.floating_point_range = [FloatingPointRange(
-                    from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
+                    from_value=float(bounds.low), to_value=float(bounds.high), step=0.0)]
             elif spec.kind == "integer":
-                descriptor.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
-                                                         step=int(spec.step))]
+                descriptor.integer_range = [IntegerRange(from_value=int(bounds.low), to_value=int(bounds.high),
+                                                         step=int(bounds.step))]
         try:
             param = node.declare_parameter(spec.name, spec.default, descriptor)
         except InvalidParameterTypeException as exc:

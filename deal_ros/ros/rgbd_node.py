@@ -22,7 +22,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from deal_ros.config import DealRosConfig
-from deal_ros.online.pairs import PairValidator
+from deal_ros.io.pairs import PairValidator
 from deal_ros.online.parameters import ParameterUpdate, all_param_specs, check_parameter_update
 from deal_ros.online.status import DiagnosticEntry
 from deal_ros.online.tags import TagState, TagUpdate
@@ -160,6 +160,7 @@ class RGBDNode(Node):
             self.get_logger().error(f"parameter change refused: {update.error}")
             return ru.set_parameters_result(update.error)
         self.values.update(update.node_values)
+        self.values.update(update.config_overrides)
         self.watchdog.timeout_s = self.values["sync.stale_timeout_s"]
         self.apply_parameters(update)
         return ru.set_parameters_result("")

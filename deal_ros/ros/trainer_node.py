@@ -57,8 +57,7 @@ class TrainerNode(RGBDNode):
             except (DealRosError, OSError) as exc:  # a foreign / damaged file must not stop the robot
                 log.error(f"cannot resume from {self.trainer.checkpoint_path}: {exc}; starting from scratch")
         self.init_tags(cfg.classes, tag_state)
-        self.gate = KeyframeGate(self.values["keyframe.min_interval_s"], self.values["keyframe.max_interval_s"],
-                                 self.values["keyframe.motion_threshold"])
+        self.gate = KeyframeGate.from_config(cfg.keyframe)
         self.intake = KeyframeIntake(self.trainer, self.gate)
         self._last_saved_step = self.trainer.step
         self._save_lock = threading.Lock()
@@ -112,10 +111,8 @@ class TrainerNode(RGBDNode):
             self.loop.wake()
 
     def apply_parameters(self, update: ParameterUpdate) -> None:
-        values = self.values  # the node values in force, this update included
-        self.gate.min_interval_s = values["keyframe.min_interval_s"]
-        self.gate.max_interval_s = values["keyframe.max_interval_s"]
-        self.gate.motion_threshold = values["keyframe.motion_threshold"]
+        values = self.values  # the parameter values in force, this update included
+        self.gate.configure(config_from_parameters(values).keyframe)
         self.loop.sync_every_steps = values["weights_sync_steps"]
         self._set_inference_priority(values["inference_priority"])
         if update.config_overrides:

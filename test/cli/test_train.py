@@ -36,7 +36,7 @@ def test_resume_from_another_bag_with_tags_topic(trained, scene_bag, tmp_path, c
     out = tmp_path / "model"
     shutil.copytree(trained.out, out)
     rc = main(["train", str(scene_bag.bag.path), "--tags-topic", "/tags", "--steps", "3", "--out", str(out),
-               "--resume", "--slop", "0.02", "--set", "train.device=cpu"])
+               "--resume", "--set", "sync.slop=0.02", "--set", "train.device=cpu"])
     assert rc == 0, capsys.readouterr().err
     ckpt = load_checkpoint(out / "model.safetensors")
     assert ckpt.step == 3 and ckpt.classes == CLASSES
@@ -155,7 +155,8 @@ def test_user_errors(realsense_bag, late_tags_bag, tmp_path, capsys):
     schedule.write_text("- {start_s: 0, end_s: 1, tags: 'mug, cat'}\n")
     assert_user_error(*_train([bag, "--tags-yaml", str(schedule), "--classes", "mug", *out], capsys),
                       "unknown tag(s) 'cat'")
-    assert_user_error(*_train([bag, "--tags", "mug", "--slop", "-1", *out], capsys), "slop_s >= 0")
+    assert_user_error(*_train([bag, "--tags", "mug", "--set", "sync.slop=-1", *out], capsys), "sync.slop",
+                      "must be in [0, 5]")
     assert_user_error(*_train([bag, "--tags", "mug", "--set", "train.batch_size", *out], capsys), "key=value")
     assert_user_error(*_train([bag, "--tags", "mug", "--set", "model.nope=1", *out], capsys), "model.nope")
     assert_user_error(*_train([bag, "--tags", "mug", "--resume", "--out", str(tmp_path / "none")], capsys),
@@ -173,3 +174,65 @@ def test_float_depth_in_millimetres_is_refused_or_converted_by_the_setting(tmp_p
     rc, err = _train([bag, "--tags", "mug,box", "--out", str(out), "--set", "depth.float_unit=mm"], capsys)
     assert rc == 0, err
     assert load_checkpoint(out / "model.safetensors").config.depth.float_unit == "mm"  # label reads it alike
+
+
+@pytest.mark.parametrize(("flag", "spelling"), [("--min-gap", "--set keyframe.min_interval_s=S"),
+                                                ("--min-motion", "--set keyframe.motion_threshold=M"),
+                                                ("--slop", "--set sync.slop=S")])
+def test_replaced_flags_are_refused_naming_the_set_key(flag, spelling, realsense_bag, tmp_path, capsys):
+    rc = main(["train", str(realsense_bag.path), "--tags", "mug", flag, "0.5", "--out", str(tmp_path / "m")])
+    assert_user_error(rc, capsys.readouterr().err, f"{flag} is gone", spelling)
+    assert not (tmp_path / "m").exists()  # refused while parsing, before any work
+    assert flag not in subprocess.run([DEAL_ROS, "train", "--help"], capture_output=True, text=True).stdout
+
+
+def _config(*argv):
+    from deal_ros.cli import build_parser
+    from deal_ros.cli.train import build_config
+
+    args = build_parser("train").parse_args(["train", "bag", "--tags", "mug,box", *argv])
+    return build_config(args, args.tags)
+
+
+def test_onboard_config_gates_and_pairs_as_the_node(tmp_path):
+    """`--config config/onboard.yaml` takes the node's keyframe gate and synchroniser; without it every frame is a
+    keyframe (the offline default), and --set or a config naming a keyframe key takes that key."""
+    import yaml
+
+    from deal_ros.config import KeyframeConfig, SyncConfig
+    from deal_ros.online.parameters import config_from_parameters, flatten_parameters
+
+    onboard = Path(__file__).resolve().parents[2] / "config" / "onboard.yaml"
+    parameters = flatten_parameters(yaml.safe_load(onboard.read_text())["/**"]["ros__parameters"])
+    node = config_from_parameters(parameters)  # the config of a node started with this file
+    cfg = _config("--config", str(onboard))
+    assert cfg.keyframe == node.keyframe and cfg.sync == node.sync
+    assert node.keyframe == KeyframeConfig() and node.keyframe.min_interval_s == 0.5 and node.sync == SyncConfig()
+    every_frame = _config()
+    assert every_frame.keyframe == KeyframeConfig(0.0, 0.0, 0.0) and every_frame.sync == SyncConfig()
+    gated = _config("--set", "keyframe.min_interval_s=0.25", "--set", "sync.queue_size=3")
+    assert gated.keyframe == KeyframeConfig(0.25, 0.0, 0.0) and gated.sync.queue_size == 3
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("classes: [mug, box]\nkeyframe: {motion_threshold: 0.1}\nsync: {slop: 0.02}\n")
+    named = _config("--config", str(plain))
+    assert named.keyframe == KeyframeConfig(0.0, 0.0, 0.1) and named.sync.slop == 0.02
+
+
+def test_train_decides_on_a_bag_as_the_node(tmp_path, capsys):
+    """An RGB/depth size mismatch is refused with the node's words (never resized); tags written as the README's
+    parameter syntax on the tags topic are read as the node reads them."""
+    from types import SimpleNamespace
+
+    from deal_ros.io.pairs import check_pair
+
+    unaligned = write_rgbd_bag(tmp_path / "unaligned", num_frames=3, size=SIZE, depth_size=(24, 32)).path
+    header = SimpleNamespace(frame_id="f")
+    node = check_pair(SimpleNamespace(encoding="rgb8", width=SIZE[1], height=SIZE[0], header=header),
+                      SimpleNamespace(encoding="16UC1", width=32, height=24, header=header))
+    rc, err = _train([str(unaligned), "--tags", "mug", "--out", str(tmp_path / "u")], capsys)
+    assert_user_error(rc, err, "size_mismatch 3", node.errors[0][:40])
+    listed = write_rgbd_bag(tmp_path / "listed", num_frames=4, size=SIZE, tags_sequence=[(0.0, "[mug, 'box']")]).path
+    out = tmp_path / "l"
+    assert main(["train", str(listed), "--steps", "1", "--out", str(out), *TINY]) == 0, capsys.readouterr().err
+    assert load_checkpoint(out / "model.safetensors").classes == CLASSES
+    assert json.loads((out / "train_log.json").read_text())["read"]["frames"] == 4

@@ -158,3 +158,31 @@ def test_anchors_and_aliases_are_refused_before_the_tree_is_walked(tmp_path) -> 
     path.write_text("classes: [mug, box]\ntrain: &t {batch_size: 2}\n")
     with pytest.raises(ConfigError, match="anchors and aliases"):
         load_config(path)
+
+
+def test_a_checkpoint_whose_config_predates_the_sync_and_keyframe_sections_loads(tmp_path) -> None:
+    """Checkpoints written before sync.* and keyframe.* were config sections store a config without them: they
+    load with the sections' defaults."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from deal_ros.config import KeyframeConfig, SyncConfig
+    from deal_ros.models import build_cam_net
+    from deal_ros.storage.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = DealRosConfig(classes=["mug", "box"]).updated({"model.input_height": 32, "model.input_width": 48,
+                                                          "keyframe.min_interval_s": 0.0})
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "model.safetensors", build_cam_net(cfg.model, cfg.num_classes), cfg, 7)
+    with safe_open(str(path), "pt") as handle:
+        metadata = dict(handle.metadata())
+    old = json.loads(metadata["config"])
+    del old["sync"], old["keyframe"]
+    metadata["config"] = json.dumps(old, sort_keys=True)
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    loaded = load_checkpoint(path)
+    assert loaded.step == 7 and loaded.config.model.input_height == 32
+    assert loaded.config.sync == SyncConfig() and loaded.config.keyframe == KeyframeConfig()

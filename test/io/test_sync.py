@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deal_ros.io.sync import ApproximateTimeSync, SyncStats, approximate_sync
+from deal_ros.io.sync import ApproximateTimeSync
 
 MS = 1_000_000
 
@@ -25,24 +25,25 @@ def feed(sync, events):
     return out
 
 
+def merged(sync, *streams):
+    """Feed streams of (stamp_ns, item), each sorted by stamp, in stamp order (a live system without latency);
+    returns the matches and the final SyncStats."""
+    events = sorted((s, index, item) for index, stream in enumerate(streams) for s, item in stream)
+    matches = [m for s, index, item in events if (m := sync.add(index, s, item)) is not None]
+    return matches, sync.finish()
+
+
 def test_jittered_rgbd_pairs_up_one_to_one():
     rng = np.random.default_rng(1)
     rgb = [i * 100 * MS + int(rng.integers(-MS, MS)) for i in range(200)]
     depth = [s + int(rng.uniform(2, 8) * MS) * int(rng.choice([-1, 1])) for s in rgb]
-    stats: list[SyncStats] = []
-    matches = list(
-        approximate_sync(
-            [(s, ("rgb", i)) for i, s in enumerate(rgb)],
-            [(s, ("depth", i)) for i, s in enumerate(depth)],
-            queue_size=10,
-            slop_s=0.05,
-            stats=stats,
-        )
-    )
+    matches, stats = merged(ApproximateTimeSync(2, queue_size=10, slop_s=0.05),
+                            [(s, ("rgb", i)) for i, s in enumerate(rgb)],
+                            [(s, ("depth", i)) for i, s in enumerate(depth)])
     assert len(matches) == 200
     for (s_rgb, (_, i)), (s_depth, (_, j)) in matches:
         assert i == j and abs(s_rgb - s_depth) <= 8 * MS
-    assert stats[0].dropped == [0, 0] and stats[0].matched == 200
+    assert stats.dropped == [0, 0] and stats.matched == 200
 
 
 def test_arrival_order_with_latency_gives_the_same_pairs():
@@ -57,18 +58,10 @@ def test_arrival_order_with_latency_gives_the_same_pairs():
 
 
 def test_slop_is_respected():
-    stats: list[SyncStats] = []
-    matches = list(
-        approximate_sync(
-            [(0, "a0"), (1000 * MS, "a1")],
-            [(60 * MS, "b0"), (1040 * MS, "b1")],
-            queue_size=5,
-            slop_s=0.05,
-            stats=stats,
-        )
-    )
+    matches, stats = merged(ApproximateTimeSync(2, queue_size=5, slop_s=0.05),
+                            [(0, "a0"), (1000 * MS, "a1")], [(60 * MS, "b0"), (1040 * MS, "b1")])
     assert [stamps_of(m) for m in matches] == [(1000, 1040)]
-    assert stats[0].unmatched_at_end == [1, 1]
+    assert stats.unmatched_at_end == [1, 1]
 
 
 def test_first_acceptable_match_on_arrival_not_the_best():

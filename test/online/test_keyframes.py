@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deal_ros.config import KeyframeConfig
 from deal_ros.io.bag import iter_rgbd_frames
 from deal_ros.online.keyframes import KeyframeGate, select_keyframes, thumbnail
 
@@ -67,13 +68,22 @@ def test_gate_decodes_only_when_the_interval_allows():
 
 
 def test_bag_frames_through_the_gate(tmp_path):
-    """`deal-ros train --min-gap 0.25`: the node's gate over a bag's 20 frames at 10 Hz."""
+    """`deal-ros train --set keyframe.min_interval_s=0.25`: the node's gate over a bag's 20 frames at 10 Hz."""
     bag = write_rgbd_bag(tmp_path / "bag", num_frames=20, jitter_ms=8)
     skipped: Counter[str] = Counter()
-    gate = KeyframeGate(min_interval_s=0.25, max_interval_s=0.0, motion_threshold=0.0)
+    gate = KeyframeGate.from_config(KeyframeConfig(min_interval_s=0.25, max_interval_s=0.0, motion_threshold=0.0))
     frames = list(select_keyframes(iter_rgbd_frames(bag.path), gate, lambda reason: skipped.update([reason])))
     gaps = np.diff([f.stamp_ns for f in frames])
     assert len(frames) == 7 and np.all(gaps >= 0.25e9)
     assert skipped == {"too soon": 13} and gate.rejected == 13
     two_bags = select_keyframes(iter_rgbd_frames([bag.path, bag.path]), KeyframeGate(0.5, 0.0, 0.0))
     assert len(list(two_bags)) == 8  # the second bag starts over in time: its first frame is taken
+
+
+def test_the_gate_takes_the_config_keyframe_section():
+    gate = KeyframeGate.from_config(KeyframeConfig())
+    assert (gate.min_interval_s, gate.max_interval_s, gate.motion_threshold) == (0.5, 5.0, 0.04)  # the node's
+    assert gate.decide(0.0, np.zeros((24, 32, 3), np.uint8), ["mug"]).accept
+    gate.configure(KeyframeConfig(min_interval_s=2.0))  # `ros2 param set`: what the gate saw is kept
+    assert gate.min_interval_s == 2.0
+    assert gate.decide(1.0, np.zeros((24, 32, 3), np.uint8), ["mug"]).reason == "too soon"

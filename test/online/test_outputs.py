@@ -15,7 +15,6 @@ from deal_ros.online.outputs import (
     POINT_FIELDS,
     class_map,
     class_map_json,
-    header_fields,
     mask_info,
     output_image_fields,
     scale_intrinsics,
@@ -73,11 +72,6 @@ def test_overlay_matches_a_float_blend():
     reference = np.where((labels > 0)[..., None], rgb * 0.5 + colorize(labels) * 0.5, rgb).astype(np.uint8)
     assert np.abs(fast.astype(int) - reference.astype(int)).max() <= 1
     np.testing.assert_array_equal(fast[labels == 0], rgb[labels == 0])
-
-
-def test_header_copied():
-    stamp = Ns(sec=12, nanosec=345)
-    assert header_fields(Ns(stamp=stamp, frame_id="cam")) == {"stamp": stamp, "frame_id": "cam"}
 
 
 def test_mask_info_names_the_model_step_per_stamp():

@@ -10,16 +10,16 @@ import yaml
 
 from deal_ros.config import ConfigError, DealRosConfig
 from deal_ros.online.parameters import (
-    NODE_PARAMS,
     SEGMENTER,
     TRAINER,
     all_param_specs,
     check_parameter_update,
-    coerce_value,
     config_from_parameters,
     config_param_specs,
     flatten_parameters,
     load_parameter_file,
+    node_parameter_specs,
+    parameter_value,
     render_parameter_file,
     spec_map,
 )
@@ -47,20 +47,21 @@ def test_every_config_leaf_is_a_parameter_with_a_description():
     assert specs["model.backbone"].choices == ("mobilenet_v2", "resnet18", "resnet50")
     assert specs["loss.deal.edge_norm"].choices == ("max", "percentile", "fixed")
     assert all(s.description for s in specs.values())
-    assert specs["model.input_height"].kind == "integer" and specs["model.input_height"].step == 16
+    assert specs["model.input_height"].kind == "integer" and specs["model.input_height"].bounds.step == 16
     assert specs["classes"].kind == "string_array" and not specs["classes"].runtime
     assert specs["model.output_stride"].kind == "integer" and specs["model.output_stride"].choices == ("8", "16")
-    assert (specs["train.lr"].low, specs["train.lr"].low_open, specs["train.lr"].high) == (0.0, True, 10.0)
+    lr = specs["train.lr"].bounds
+    assert (lr.low, lr.low_open, lr.high) == (0.0, True, 10.0)
 
 
 def test_open_bounds_and_integer_choices_are_enforced():
     specs = spec_map(TRAINER)
-    with pytest.raises(ValueError, match=r"below the minimum 0.0 \(excluded\)"):
-        coerce_value(specs["train.lr"], 0.0)
-    assert coerce_value(specs["train.lr"], 10) == 10.0
+    with pytest.raises(ValueError, match=r"must be in \(0, 10\], got 0.0"):
+        parameter_value(specs["train.lr"], 0.0)
+    assert parameter_value(specs["train.lr"], 10) == 10.0
     with pytest.raises(ValueError, match="one of"):
-        coerce_value(specs["model.output_stride"], 12)
-    assert coerce_value(specs["model.output_stride"], 8) == 8
+        parameter_value(specs["model.output_stride"], 12)
+    assert parameter_value(specs["model.output_stride"], 8) == 8
     assert "Range (0.0, 10.0]." in specs["train.lr"].describe()
 
 
@@ -80,19 +81,19 @@ def test_node_specific_parameters():
     assert "tags" in trainer and "tags" in segmenter
 
 
-def test_coerce_value():
+def test_parameter_value():
     specs = spec_map(TRAINER)
-    assert coerce_value(specs["loss.deal.weight"], 2) == 2.0
-    assert coerce_value(specs["tags"], "mug, box") == "mug, box"
-    assert coerce_value(specs["tags"], b"") == []
-    with pytest.raises(ValueError, match="below the minimum"):
-        coerce_value(specs["pseudo_label.fg_threshold"], -0.5)
+    assert parameter_value(specs["loss.deal.weight"], 2) == 2.0
+    assert parameter_value(specs["tags"], "mug, box") == "mug, box"
+    assert parameter_value(specs["tags"], b"") == []
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        parameter_value(specs["pseudo_label.fg_threshold"], -0.5)
     with pytest.raises(ValueError, match="one of"):
-        coerce_value(spec_map(SEGMENTER)["mask.while_warming_up"], "sometimes")
-    with pytest.raises(ValueError, match="expected integer"):
-        coerce_value(specs["train.batch_size"], 2.5)
+        parameter_value(spec_map(SEGMENTER)["mask.while_warming_up"], "sometimes")
+    with pytest.raises(ValueError, match="expected an integer"):
+        parameter_value(specs["train.batch_size"], 2.5)
     with pytest.raises(ValueError, match="multiple of 16"):
-        coerce_value(specs["model.input_height"], 70)
+        parameter_value(specs["model.input_height"], 70)
 
 
 def test_config_from_parameters_maps_dotted_keys():
@@ -105,9 +106,13 @@ def test_config_from_parameters_maps_dotted_keys():
 
 def test_check_parameter_update():
     cfg = DealRosConfig()
-    ok = check_parameter_update(TRAINER, cfg, {"loss.deal.weight": 0.5, "keyframe.min_interval_s": 1.0})
-    assert ok.ok and ok.config_overrides == {"loss.deal.weight": 0.5}
-    assert ok.node_values == {"keyframe.min_interval_s": 1.0}
+    ok = check_parameter_update(TRAINER, cfg, {"loss.deal.weight": 0.5, "keyframe.min_interval_s": 1.0,
+                                               "mask.min_model_step": 5})
+    assert ok.ok and ok.config_overrides == {"loss.deal.weight": 0.5, "keyframe.min_interval_s": 1.0}
+    assert ok.node_values == {}  # mask.* is the segmenter's: the trainer ignores it, as rclpy's parameters
+    segmenter = check_parameter_update(SEGMENTER, cfg, {"mask.min_model_step": 5, "points.stride": 4})
+    assert segmenter.ok and segmenter.node_values == {"mask.min_model_step": 5, "points.stride": 4}
+    assert "must be in [1, 64]" in check_parameter_update(SEGMENTER, cfg, {"points.stride": 0}).error
     refused = check_parameter_update(TRAINER, cfg, {"model.backbone": "resnet18"})
     assert not refused.ok and "cannot change at run time" in refused.error
     bad = check_parameter_update(TRAINER, cfg, {"pseudo_label.bg_threshold": 0.9})
@@ -121,15 +126,15 @@ def test_onboard_yaml_loads_and_every_key_is_known():
     data = yaml.safe_load(ONBOARD_YAML.read_text())
     assert list(data) == ["/**"]
     flat = flatten_parameters(data["/**"]["ros__parameters"])
-    known = {s.name for s in (*NODE_PARAMS, *config_param_specs())}
+    known = {s.name for s in (*node_parameter_specs(), *config_param_specs())}
     assert set(flat) - known == set(), "unknown keys in config/onboard.yaml"
     assert known - set(flat) == set(), "keys missing from config/onboard.yaml"
-    specs = {s.name: s for s in (*NODE_PARAMS, *config_param_specs())}
+    specs = {s.name: s for s in (*node_parameter_specs(), *config_param_specs())}
     for name, value in flat.items():  # the ROS types the nodes declare (a double written as 1 would be refused)
         spec = specs[name]
         if spec.kind == "double":
             assert isinstance(value, float), f"{name}: write {value}.0"
-        coerce_value(spec, value)
+        parameter_value(spec, value)
     # every key has a comment line right above it
     lines = ONBOARD_YAML.read_text().splitlines()
     for i, line in enumerate(lines):
@@ -149,7 +154,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _all_specs() -> dict:
-    return {s.name: s for s in (*NODE_PARAMS, *config_param_specs())}
+    return {s.name: s for s in (*node_parameter_specs(), *config_param_specs())}
 
 
 def test_onboard_yaml_holds_the_declared_defaults():

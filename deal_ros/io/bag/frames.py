@@ -1,8 +1,9 @@
 """Synchronised, tagged RGB-D frames from bags, paired and tagged as the online trainer does.
 
 RGB and depth are paired with the approximate time synchroniser of :mod:`deal_ros.io.sync`, tags
-are attached as the node attaches them (the latest value when the colour image arrives), and every
-frame that is not produced is counted by reason in :class:`ReadStats`.
+are attached as the node attaches them (the latest value when the colour image arrives, read by the
+one lenient tags reader), a pair whose sizes differ is refused with the node's words
+(:mod:`deal_ros.io.pairs`), and every frame that is not produced is counted by reason in :class:`ReadStats`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from collections import Counter
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import cv2
 import numpy as np
 
+from deal_ros.config import SyncConfig
 from deal_ros.frames.checks import DEPTH_NOT_METRES, depth_problem
 from deal_ros.frames.tags import TagSchedule, UnknownTagError, parse_tags
 from deal_ros.io.bag.errors import BagError, deserialize_errors
@@ -32,13 +33,13 @@ from deal_ros.io.bag.reader import (
 from deal_ros.io.bag.topics import STRING, TopicChoice, select_topics
 from deal_ros.io.encodings import FLOAT_DEPTH_UNITS_M
 from deal_ros.io.image_codec import ImageDecodeError, decode_depth_m, decode_rgb
+from deal_ros.io.pairs import size_mismatch
 from deal_ros.io.sync import ApproximateTimeSync
 
 __all__ = ["FrameQuery", "RGBDFrame", "ReadStats", "iter_rgbd_frames"]
 
 log = logging.getLogger("deal_ros.io.bag")
 
-DepthSizePolicy = Literal["resize", "refuse"]
 FrameTags = list[str] | UnknownTagError | None
 """Tags that apply to a colour image: names, the error of a tags message naming unknown classes, None = unknown."""
 
@@ -115,25 +116,20 @@ class FrameQuery:
     depth_topic: str | None = None
     info_topic: str | None = None
     tags_topic: str | None = None
-    slop_s: float = 0.05
-    queue_size: int = 30
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    """Pairing: queue size and slop of the nodes' synchroniser (the config's sync section)."""
     tags: tuple[str, ...] | TagSchedule | None = None
     """Tags of every frame, or tags over bag time; None: the bag's tags topic."""
     classes: tuple[str, ...] | None = None
-    depth_size_policy: DepthSizePolicy = "resize"
     require_tags: bool = True
     skip_degenerate_depth: bool = True
     depth_float_unit: str = "m"
     """Unit of 32FC1 depth (the setting depth.float_unit): 'm' (REP 118) or 'mm'."""
 
     def __post_init__(self) -> None:
-        if self.depth_size_policy not in ("resize", "refuse"):
-            raise BagError(f"depth_size_policy must be 'resize' or 'refuse', got {self.depth_size_policy!r}")
         if self.depth_float_unit not in FLOAT_DEPTH_UNITS_M:
             raise BagError(f"depth_float_unit must be one of {list(FLOAT_DEPTH_UNITS_M)}, "
                            f"got {self.depth_float_unit!r}")
-        if self.slop_s < 0 or self.queue_size < 1:
-            raise BagError("need slop_s >= 0 and queue_size >= 1")
         if self.classes is not None:
             if isinstance(self.tags, TagSchedule):
                 self.tags.validate(self.classes)
@@ -152,11 +148,9 @@ def iter_rgbd_frames(
     info_topic: str | None = None,
     tags_topic: str | None = None,
     *,
-    slop_s: float = 0.05,
-    queue_size: int = 30,
+    sync: SyncConfig | None = None,
     tags: Sequence[str] | str | TagSchedule | None = None,
     classes: Sequence[str] | None = None,
-    depth_size_policy: DepthSizePolicy = "resize",
     require_tags: bool = True,
     stats: ReadStats | None = None,
     skip_degenerate_depth: bool = True,
@@ -164,6 +158,7 @@ def iter_rgbd_frames(
 ) -> Generator[RGBDFrame, None, None]:
     """Synchronised, tagged RGB-D frames from one or more bags (read one after the other).
 
+    RGB and depth are paired as the nodes pair them, with `sync` (the config's sync section; None = its defaults).
     Tags come from `tags` when given (a fixed list or 'mug, box' for the whole bag, or a
     TagSchedule over bag time), else from the bag's std_msgs/String tags topic (the latest value
     when the colour image arrives). With `classes`, unknown names in `tags` raise UnknownTagError
@@ -174,16 +169,17 @@ def iter_rgbd_frames(
     ('depth_no_valid', 'depth_constant') unless skip_degenerate_depth=False (then warned once). Depth that
     cannot be metres (32FC1 millimetres read with depth_float_unit 'm') stops the read with a BagError that
     names the likely unit, whatever skip_degenerate_depth says: train and label read it alike.
-    Every pair is a frame: choosing keyframes is deal_ros.online.keyframes' job, as on the robot. When
-    depth and RGB sizes differ, 'resize' resizes depth (nearest, warned once), 'refuse' raises BagError.
+    Every pair is a frame: choosing keyframes is deal_ros.online.keyframes' job, as on the robot. A pair
+    whose depth and RGB sizes differ is skipped ('size_mismatch', with the message the nodes log), as the
+    nodes refuse it: depth is never resized onto colour.
     Pass a ReadStats to get the counts. Arguments are checked here, the bags when iterated.
     """
     query = FrameQuery(
         rgb_topic, depth_topic, info_topic, tags_topic,
-        slop_s=slop_s, queue_size=queue_size,
+        sync=sync if sync is not None else SyncConfig(),
         tags=tags if tags is None or isinstance(tags, TagSchedule) else tuple(parse_tags(tags)),
         classes=None if classes is None else tuple(classes),
-        depth_size_policy=depth_size_policy, require_tags=require_tags, skip_degenerate_depth=skip_degenerate_depth,
+        require_tags=require_tags, skip_degenerate_depth=skip_degenerate_depth,
         depth_float_unit=depth_float_unit,
     )
     bag_paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -241,7 +237,7 @@ class _BagPass:
         self.choice: TopicChoice = choice
         self.connections = [c for c in reader.connections if c.topic in wanted]
         self.bag_start_ns = int(reader.start_time)
-        self.sync: ApproximateTimeSync[Any] = ApproximateTimeSync(2, query.queue_size, query.slop_s)
+        self.sync: ApproximateTimeSync[Any] = ApproximateTimeSync(2, query.sync.queue_size, query.sync.slop)
         self.topic_tags: FrameTags = None
         # camera_info is constant in practice: start from the first one, so that the first
         # frames have intrinsics even when their camera_info is stored after them
@@ -310,7 +306,10 @@ class _BagPass:
         except ImageDecodeError as exc:
             stats.skip("decode_error", str(exc))
             return None
-        depth_m = _fit_depth(depth_m, rgb, self.query.depth_size_policy, choice, stats, self.path)
+        mismatch = size_mismatch((rgb.shape[1], rgb.shape[0]), (depth_m.shape[1], depth_m.shape[0]))
+        if mismatch:
+            stats.skip("size_mismatch", mismatch)
+            return None
         problem = depth_problem(depth_m, f"{choice.depth_topic} at {frame_stamp_ns / 1e9:.3f} s")
         if problem is not None and problem.reason == DEPTH_NOT_METRES:
             raise BagError(f"{self.path}: {problem}")
@@ -343,19 +342,3 @@ class _BagPass:
             if count:
                 self.stats.skipped[reason] += count
 
-
-def _fit_depth(
-    depth_m: np.ndarray, rgb: np.ndarray, policy: DepthSizePolicy, choice: TopicChoice, stats: ReadStats, path: str
-) -> np.ndarray:
-    """depth_m (h, w) at the colour image's (H, W): resized nearest (warned once) or BagError ('refuse')."""
-    height, width = rgb.shape[:2]
-    if depth_m.shape == (height, width):
-        return depth_m
-    message = (
-        f"{path}: depth {choice.depth_topic} is {depth_m.shape[1]}x{depth_m.shape[0]} but RGB "
-        f"{choice.rgb_topic} is {width}x{height}"
-    )
-    if policy == "refuse":
-        raise BagError(message + " (depth must be aligned to colour; or allow resizing)")
-    stats.warn(message + ": resizing depth (nearest); record aligned depth for correct edges")
-    return cv2.resize(depth_m, (width, height), interpolation=cv2.INTER_NEAREST)

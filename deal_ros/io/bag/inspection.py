@@ -12,6 +12,7 @@ from deal_ros.io.bag.frames import ReadStats, iter_rgbd_frames
 from deal_ros.io.bag.reader import open_bag, read_messages, resolve_bag
 from deal_ros.io.bag.topics import COMPRESSED, IMAGE, IMAGE_TYPES, TopicChoice, select_topics
 from deal_ros.io.encodings import DEPTH_ENCODINGS, RGB_INPUT_ENCODINGS, is_compressed
+from deal_ros.io.pairs import size_mismatch
 
 __all__ = ["CHECK_FRAMES", "BagInfo", "TopicStats", "inspect_bag"]
 
@@ -98,7 +99,7 @@ def _topic_stats(reader: Any, path: str | Path, name: str, info: Any, duration_s
 
 
 def _check_encodings(bag: BagInfo, choice: TopicChoice) -> None:
-    """Problems with the chosen topics' encodings (from their first message), a warning for differing sizes."""
+    """Problems with the chosen topics' encodings and sizes (from their first message)."""
     rgb, depth = bag.topic(choice.rgb_topic), bag.topic(choice.depth_topic)
     assert rgb is not None and depth is not None  # select_topics chose them among these topics
     if rgb.msgtype == IMAGE and rgb.encoding not in RGB_INPUT_ENCODINGS:
@@ -111,11 +112,10 @@ def _check_encodings(bag: BagInfo, choice: TopicChoice) -> None:
         bag.problems.append(
             f"depth topic {depth.name} is lossy-compressed ({depth.encoding!r}); need compressedDepth"
         )
-    if rgb.width and depth.width and (rgb.width, rgb.height) != (depth.width, depth.height):
-        bag.warnings.append(
-            f"RGB is {rgb.width}x{rgb.height} but depth is {depth.width}x{depth.height}: "
-            "depth will be resized"
-        )
+    if rgb.width and depth.width and rgb.height and depth.height:
+        mismatch = size_mismatch((rgb.width, rgb.height), (depth.width, depth.height))
+        if mismatch:  # every pair is refused, as the nodes refuse it
+            bag.problems.append(f"{rgb.name} and {depth.name}: {mismatch}")
 
 
 def _check_frames(path: str | Path, choice: TopicChoice, bag: BagInfo) -> None:

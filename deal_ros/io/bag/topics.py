@@ -240,7 +240,8 @@ def select_topics(
         raise BagError(f"no depth topic found automatically; image topics in the bag: {listing} (choose one)")
     if aligned is False:
         warnings.append(f"only unaligned depth ({depth_topic}) is recorded: DEAL needs depth aligned to colour "
-                        "(RealSense: align_depth.enable:=true); depth will be resized, edges will not line up")
+                        "(RealSense: align_depth.enable:=true); pairs whose sizes differ are refused, as the nodes "
+                        "refuse them")
     info_topic = _camera_info_topic(topics, rgb_topic, info_topic, profile_info, reasons, warnings)
     if want_tags_topic:
         tags_topic = _tags_topic(topics, tags_topic, reasons)

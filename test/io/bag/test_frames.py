@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from bagfactory import BASE_NS, K, write_rgbd_bag
 
+from deal_ros.config import SyncConfig
 from deal_ros.frames.tags import TagSchedule, UnknownTagError, parse_tags
 from deal_ros.io.bag import BagError, ReadStats, inspect_bag, iter_rgbd_frames, scan_tag_names
+from deal_ros.io.pairs import check_pair
+from deal_ros.online.tags import TagState
 
 CLASSES = ["mug", "box", "bottle"]
 
@@ -121,20 +125,42 @@ def test_bag_without_tags_topic(tmp_path):
     assert len(frames) == 5 and all(f.tags == [] for f in frames)
 
 
-def test_unaligned_depth_only_warns_and_resizes(tmp_path):
+def _image(encoding, width, height):
+    header = SimpleNamespace(frame_id="camera_color_optical_frame", stamp=None)
+    return SimpleNamespace(encoding=encoding, width=width, height=height, header=header)
+
+
+def test_unaligned_depth_is_refused_as_the_node_refuses_it(tmp_path):
     bag = write_rgbd_bag(
         tmp_path / "b", num_frames=4, depth_topic="/camera/depth/image_rect_raw", depth_size=(60, 80)
     )
+    node = check_pair(_image("rgb8", 160, 120), _image("16UC1", 80, 60))  # what the nodes say of such a pair
+    assert not node.ok
     info = inspect_bag(bag.path)
-    assert info.usable and info.choice.depth_topic == "/camera/depth/image_rect_raw"
-    assert info.choice.depth_aligned is False
-    assert any("unaligned" in w for w in info.warnings) and any("resized" in w for w in info.warnings)
+    assert info.choice.depth_aligned is False and any("unaligned" in w for w in info.warnings)
+    assert not info.usable and any(node.errors[0] in p for p in info.problems)
     stats = ReadStats()
-    frames = list(iter_rgbd_frames(bag.path, stats=stats))
-    assert len(frames) == 4 and frames[0].depth_m.shape == (120, 160)
-    assert sum("resizing depth" in w for w in stats.warnings) == 1
-    with pytest.raises(BagError, match=r"80x60 but RGB.*160x120"):
-        list(iter_rgbd_frames(bag.path, depth_size_policy="refuse"))
+    assert list(iter_rgbd_frames(bag.path, stats=stats)) == []
+    assert stats.skipped["size_mismatch"] == 4 and stats.examples["size_mismatch"] == node.errors[0]
+    assert not any("resiz" in w for w in stats.warnings)
+
+
+def test_tags_topic_in_the_parameter_syntax_is_read_as_the_node_reads_it(tmp_path):
+    bag = write_rgbd_bag(tmp_path / "b", num_frames=4, tags_sequence=[(0.0, "[mug, 'box']")])
+    state = TagState(CLASSES)
+    assert not state.set("[mug, 'box']").error  # the node's tags topic
+    stats = ReadStats()
+    frames = list(iter_rgbd_frames(bag.path, classes=CLASSES, stats=stats))
+    assert len(frames) == 4 and all(f.tags == list(state.tags) == ["mug", "box"] for f in frames)
+    assert not stats.skipped, stats.summary()
+
+
+def test_pairs_as_the_node_with_the_config_sync_section(tmp_path):
+    bag = write_rgbd_bag(tmp_path / "b", num_frames=6, jitter_ms=20.0)
+    assert len(list(iter_rgbd_frames(bag.path, sync=SyncConfig(slop=0.05)))) == 6
+    stats = ReadStats()
+    assert list(iter_rgbd_frames(bag.path, sync=SyncConfig(slop=0.001), stats=stats)) == []
+    assert stats.skipped["unmatched_rgb"] == 6
 
 
 def test_compressed_topics(tmp_path):

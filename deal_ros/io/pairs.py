@@ -1,6 +1,8 @@
 """Checks of an RGB-D pair before it is used (pitfalls.md 5): sizes, frame ids, encodings -> units.
 
-The first pair is checked in full and logged; later pairs only when their layout (the
+The nodes check each synchronised pair here, and the bag reader (deal_ros.io.bag.frames) checks the
+pairs of a bag here too, so that a bag the node refuses is refused offline with the same words. The
+first pair is checked in full and logged; later pairs only when their layout (the
 "signature") changes, so the per-frame cost is a tuple comparison.
 """
 
@@ -24,6 +26,18 @@ def image_signature(msg: Any) -> tuple:
     if is_compressed(msg):
         return ("compressed", str(msg.format), frame_id)
     return (str(msg.encoding), int(msg.width), int(msg.height), frame_id)
+
+
+def size_mismatch(rgb_size: tuple[int, int], depth_size: tuple[int, int]) -> str:
+    """Why colour and depth of (width, height) `rgb_size` and `depth_size` cannot pair, or '' when they can:
+    depth is never resized onto colour (its edges would not line up with the objects')."""
+    if rgb_size == depth_size:
+        return ""
+    swapped = rgb_size == depth_size[::-1]
+    return (f"rgb is {rgb_size[0]}x{rgb_size[1]} but depth is {depth_size[0]}x{depth_size[1]}"
+            + (" (width and height swapped?)" if swapped else "")
+            + ": depth must be aligned to colour (e.g. realsense2_camera align_depth.enable:=true and "
+            "the aligned_depth_to_color topic)")
 
 
 @dataclass
@@ -53,14 +67,9 @@ def check_pair(rgb: Any, depth: Any, camera_info: Any | None = None) -> PairChec
     if not depth_compressed and depth_enc not in DEPTH_ENCODINGS:
         check.errors.append(f"depth encoding {depth_enc!r} is not a depth encoding (need 16UC1 = mm or 32FC1 = m)")
     if not (rgb_compressed or depth_compressed):
-        rgb_size, depth_size = (int(rgb.width), int(rgb.height)), (int(depth.width), int(depth.height))
-        if rgb_size != depth_size:
-            swapped = rgb_size == depth_size[::-1]
-            check.errors.append(
-                f"rgb is {rgb_size[0]}x{rgb_size[1]} but depth is {depth_size[0]}x{depth_size[1]}"
-                + (" (width and height swapped?)" if swapped else "")
-                + ": depth must be aligned to colour (e.g. realsense2_camera align_depth.enable:=true and "
-                "the aligned_depth_to_color topic)")
+        mismatch = size_mismatch((int(rgb.width), int(rgb.height)), (int(depth.width), int(depth.height)))
+        if mismatch:
+            check.errors.append(mismatch)
     rgb_frame, depth_frame = str(rgb.header.frame_id), str(depth.header.frame_id)
     if rgb_frame != depth_frame:
         check.warnings.append(

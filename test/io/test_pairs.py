@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace as Ns
 
-from deal_ros.online.pairs import PairValidator, check_pair
+from deal_ros.io.pairs import PairValidator, check_pair
 
 INPUTS = [("rgb", "/cam/rgb"), ("depth", "/cam/depth")]
 
