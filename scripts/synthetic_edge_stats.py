@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How many object-boundary cells does a depth-edge map mark as edge on the synthetic tabletop scenes?
 
-Why: method.md §2 reports that with the DEAL paper's per-image max normalisation only ~15 % of
+Why: with the DEAL paper's per-image max normalisation only ~15 % of
 object-boundary pixels on real tabletops pass the 7.6 % edge threshold (the table-to-floor jump
 sets the scale). The `deal-ros demo` scenes must reproduce that failure mode, or the demo shows
 nothing. This script measures the package's own depth-edge maps (deal_ros.depth.maps.depth_edge_map)

@@ -1,4 +1,4 @@
-"""Checks of an RGB-D pair before it is used (pitfalls.md 5): sizes, frame ids, encodings -> units.
+"""Checks of an RGB-D pair before it is used: sizes, frame ids, encodings -> units.
 
 The nodes check each synchronised pair here, and the bag reader (deal_ros.io.bag.frames) checks the
 pairs of a bag here too, so that a bag the node refuses is refused offline with the same words. The

@@ -1,4 +1,4 @@
-"""Why the RGB-D synchroniser is silent, in words (pitfalls.md 1).
+"""Why the RGB-D synchroniser is silent, in words (a silent synchroniser is what users of RGB-D nodes meet first).
 
 message_filters never says why it does not fire. The watchdog records when each input was last
 seen (arrival time and header stamp) and how many publishers each topic has, and after
