@@ -67,7 +67,8 @@ class Objective:
         self.deal = DEALLoss.from_config(cfg.loss.deal)
         # The structure losses' trainable modules (boundary branch, reconstruction decoder) live outside CAMNet
         # and train with their own optimizer, so checkpoints, resume() and reset() of the model are unchanged.
-        self.structure = StructureLosses(cfg.loss, model, None if previous is None else previous.structure).to(device)
+        self.structure: StructureLosses = StructureLosses(
+            cfg.loss, model, None if previous is None else previous.structure).to(device)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self.structure.trainable_parameters()
@@ -106,7 +107,8 @@ class Objective:
         if plane is not None and loss_cfg.support_weight > 0:
             loss_support = support_plane_loss(out.cam_logits, plane.background)
         if wants_labels:
-            seg_size = tuple(out.seg_logits.shape[-2:])
+            height, width = out.seg_logits.shape[-2:]
+            seg_size = (height, width)
             prior = None
             if pseudo_cfg.support_plane and plane is not None:
                 prior = F.interpolate(plane.prior.float(), size=seg_size, mode="nearest-exact").to(torch.int8)

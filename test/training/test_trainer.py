@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from deal_ros import trainer as trainer_module
+from deal_ros.training import trainer as trainer_module
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import DegenerateDataError
 from deal_ros.frames.tags import UnknownTagError
