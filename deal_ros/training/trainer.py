@@ -60,7 +60,10 @@ _COVER_MOMENTUM = 0.9
 
 @dataclass
 class StepStats:
-    """What one training step did; published as training health (pitfalls.md 8)."""
+    """What one training step did; published as training health (pitfalls.md 8).
+
+    loss is the objective's total, loss_<name> its terms unweighted (deal_ros.training.objective).
+    """
 
     step: int
     loss: float
