@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from deal_ros.training import trainer as trainer_module
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import DegenerateDataError
 from deal_ros.frames.tags import UnknownTagError
 from deal_ros.lab.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 from deal_ros.storage.checkpoint import CheckpointError
+from deal_ros.training import trainer as trainer_module
 from deal_ros.training.trainer import OnlineTrainer
 
 SIZE = (64, 80)
