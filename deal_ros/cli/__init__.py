@@ -10,7 +10,10 @@ SIGTERM (what `timeout`, `docker stop`, systemd and Slurm preemption send) stops
 Ctrl-C does (:class:`Stopped`, a KeyboardInterrupt: `train` saves what it trained), exit code 143. Once a
 command that saves when stopped (:func:`save_on_stop`) is stopping, further SIGINT / SIGTERM are ignored
 with one line each, so that a second Ctrl-C cannot abort the final save; only SIGKILL (kill -9) ends it
-then, and loses what was not saved. Elsewhere (e.g. while torch imports) a second Ctrl-C stops again.
+then, and loses what was not saved; the same holds once such a command ends on an error and saves
+(:func:`hold_stop_signals`). Elsewhere (e.g. while torch imports) a second Ctrl-C stops again. These are the
+process's only SIGINT / SIGTERM handlers: a torchrun rank's SIGTERM (torchrun stops every rank when one
+fails) arrives as Stopped too, and `train` turns it into the rank's one line.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from typing import Any
 
 from deal_ros.errors import DealRosError, UserError, describe_os_error, one_line
 
-__all__ = ["SUBCOMMANDS", "Stopped", "UserError", "add_set_argument", "build_parser", "config_keys_text", "main",
-           "parse_overrides", "save_on_stop", "stop_exit_code", "stop_reason"]
+__all__ = ["SUBCOMMANDS", "Stopped", "UserError", "add_set_argument", "build_parser", "config_keys_text",
+           "hold_stop_signals", "main", "parse_overrides", "save_on_stop", "stop_exit_code", "stop_reason"]
 
 SUBCOMMANDS = ("demo", "info", "train", "label", "eval", "bench", "ablate", "export")
 INTERRUPTED = 130
@@ -44,8 +47,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class _StopState:
     """What the signal handler of main knows about the command it runs."""
 
-    first: int | None = None
-    """The signal that is stopping the command."""
+    first: str | None = None
+    """What is stopping the command: the signal's name, or 'an error'."""
     saves: bool = False
     """The command saves its work when stopped (save_on_stop)."""
 
@@ -56,6 +59,11 @@ _STOP = _StopState()
 def save_on_stop() -> None:
     """Declare that from now on this command saves its work when stopped: a later signal must not abort that save."""
     _STOP.first, _STOP.saves = None, True  # a signal swallowed before (inside an import) does not count
+
+
+def hold_stop_signals() -> None:
+    """The command is ending on an error and saves what it did: from now on SIGINT / SIGTERM are ignored (one line)."""
+    _STOP.first, _STOP.saves = _STOP.first or "an error", True
 
 
 class Stopped(KeyboardInterrupt):
@@ -91,10 +99,10 @@ def _stop_signals(prog: str) -> Iterator[None]:
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if _STOP.first is None or not _STOP.saves:
-            _STOP.first = signum
+            _STOP.first = signal.Signals(signum).name
             raise Stopped(signum)
         print(f"\n{prog}: {signal.Signals(signum).name} ignored: still stopping after "
-              f"{signal.Signals(_STOP.first).name} and saving what was done (kill -9 would lose it)",
+              f"{_STOP.first} and saving what was done (kill -9 would lose it)",
               file=sys.stderr, flush=True)
 
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}

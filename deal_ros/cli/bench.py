@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from deal_ros.cli import UserError, add_set_argument, quality
-from deal_ros.cli.feeding import ALL_FRAMES, FrameFeeder, train_until
+from deal_ros.cli.feeding import FrameFeeder, train_until
 from deal_ros.config.loading import parse_overrides
+from deal_ros.online.training_loop import ALL_FRAMES
 from deal_ros.storage.files import atomic_write_text, check_output_dir
 
 TRAIN_IO_TARGET = 0.9

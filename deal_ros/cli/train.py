@@ -26,10 +26,17 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from deal_ros.cli import UserError, add_set_argument, save_on_stop, stop_exit_code, stop_reason
-from deal_ros.cli.feeding import FrameFeeder, LossDivergedError, train_until
+from deal_ros.cli import (
+    UserError,
+    add_set_argument,
+    hold_stop_signals,
+    save_on_stop,
+    stop_exit_code,
+    stop_reason,
+)
+from deal_ros.cli.feeding import FrameFeeder, train_until
 from deal_ros.cli.frames import (
     OFFLINE_KEYFRAME,
     NoFramesError,
@@ -58,6 +65,11 @@ from deal_ros.config import DealRosConfig
 from deal_ros.config.loading import parse_overrides
 from deal_ros.errors import one_line
 from deal_ros.online.parameters import load_parameter_file
+from deal_ros.online.training_loop import OTHER_SHARE, KeyframeIntake, LossDivergedError
+
+if TYPE_CHECKING:
+    from deal_ros.training.distributed import DistContext
+    from deal_ros.training.trainer import StepStats
 
 LOG = logging.getLogger("deal_ros.train")
 
@@ -139,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
             distributed.shutdown()  # leave the torchrun job, if any
 
 
-def _train(args: argparse.Namespace) -> int:
-    from deal_ros.storage.files import check_output_dir, refuse_non_folder, remove_stale_temp_files
+def _check_args(args: argparse.Namespace) -> str:
+    """Refuse bad numbers and an unusable --out in the first second; returns the output folder's role."""
+    from deal_ros.storage.files import check_output_dir, refuse_non_folder
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
@@ -151,140 +164,194 @@ def _train(args: argparse.Namespace) -> int:
         refuse_non_folder(args.out, role)  # a file given as --out: say so, not "checkpoint not found"
         if Path(args.out).is_dir():
             check_output_dir(args.out, role)  # e.g. read-only: refused in the first second
+    return role
+
+
+def _train(args: argparse.Namespace) -> int:
+    from deal_ros.storage.files import check_output_dir
+    from deal_ros.training.distributed import join_job
+
+    role = _check_args(args)
     tags = tag_source(args)
     cfg = build_config(args, tags)
-    from deal_ros.training.distributed import PeerLostError, attach, join_job
-
     job = join_job(cfg.train.device, args.peer_timeout)  # None unless started by torchrun
     main = job is None or job.is_main  # rank 0 alone touches the output folder
     out = check_output_dir(cfg.checkpoint.directory, role) if main else Path(cfg.checkpoint.directory)
-    for stale in remove_stale_temp_files(out) if main else ():
-        LOG.info("removed %s, left by a run that was killed", stale)
-
-    from deal_ros.io.bag import ReadStats
-    from deal_ros.online.keyframes import select_keyframes
-    from deal_ros.storage.checkpoint import estimate_checkpoint_bytes
-    from deal_ros.storage.files import check_free_space
-    from deal_ros.training.trainer import OnlineTrainer
-
     if bool(args.val_bag) != bool(args.val_gt):
         raise UserError("--val-bag and --val-gt go together (held-out frames and their ground-truth masks)")
     validation = Validation(args.val_bag, args.val_gt, cfg, args.val_every) if args.val_bag else None
-    read_stats = ReadStats()
-    frames = select_keyframes(read_frames(args.bags, args, cfg, tags, read_stats),
-                              keyframe_gate(cfg), lambda reason: read_stats.skip("keyframe", reason))
-    if job is not None:
-        frames = job.shard(frames)  # frame i trains on rank i % N only
-    trainer = OnlineTrainer(cfg, device=None if job is None else job.device)
-    if main:
-        check_free_space(out, estimate_checkpoint_bytes(trainer.model, cfg.train.optimizer), role, "a checkpoint")
-    previous: list[dict[str, Any]] = []
-    if args.resume:
-        trainer.resume()
-        if trainer.resume_changes and main:
-            print(f"resumed at step {trainer.step}; applied to the optimizer: {', '.join(trainer.resume_changes)}")
-        previous = read_history(out / "train_log.json", trainer.step) if main else []
-    elif trainer.checkpoint_path.exists():
-        LOG.warning("%s exists and will be overwritten (use --resume to continue from it)", trainer.checkpoint_path)
-    if job is not None:
-        attach(trainer, job)  # rank 0's weights everywhere; gradients averaged over the ranks from now on
-    if trainer.step >= args.steps:
-        print(f"checkpoint {trainer.checkpoint_path} is at step {trainer.step} >= --steps {args.steps}: nothing to do")
+    session = TrainSession(args, cfg, tags, job, out, role, validation)
+    if session.trainer.step >= args.steps:
+        print(f"checkpoint {session.trainer.checkpoint_path} is at step {session.trainer.step} >= --steps "
+              f"{args.steps}: nothing to do")
+        return 0
+    return session.train()
+
+
+class TrainSession:
+    """One `deal-ros train` run: the trainer, its bag feed, the progress bar and what is written to --out."""
+
+    def __init__(self, args: argparse.Namespace, cfg: DealRosConfig, tags: Any, job: DistContext | None, out: Path,
+                 role: str, validation: Validation | None) -> None:
+        from deal_ros.io.bag import ReadStats
+        from deal_ros.storage.checkpoint import estimate_checkpoint_bytes
+        from deal_ros.storage.files import check_free_space
+        from deal_ros.training.distributed import attach
+        from deal_ros.training.trainer import OnlineTrainer
+
+        self.args, self.cfg, self.job, self.out = args, cfg, job, out
+        self.main = job is None or job.is_main
+        self.validation = validation
+        self.read_stats = ReadStats()
+        self.frames = read_frames(args.bags, args, cfg, tags, self.read_stats)
+        self.gate = keyframe_gate(cfg)
+        self.trainer = trainer = OnlineTrainer(cfg, device=None if job is None else job.device)
+        if self.main:
+            check_free_space(out, estimate_checkpoint_bytes(trainer.model, cfg.train.optimizer), role, "a checkpoint")
+        self.previous: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []
+        if args.resume:
+            trainer.resume()
+            if trainer.resume_changes and self.main:
+                print(f"resumed at step {trainer.step}; applied to the optimizer: {', '.join(trainer.resume_changes)}")
+            self.previous = read_history(out / "train_log.json", trainer.step) if self.main else []
+        elif trainer.checkpoint_path.exists():
+            LOG.warning("%s exists and will be overwritten (use --resume to continue from it)", trainer.checkpoint_path)
+        if job is not None:
+            attach(trainer, job)  # rank 0's weights everywhere; gradients averaged over the ranks from now on
+        self.start_step = trainer.step
+        # Every rank gates every frame as one process would; keyframe k trains on rank k % N only.
+        self.intake = KeyframeIntake(trainer, self.gate, None if job is None else job.owns)
+
+    def _offer(self, frame: Any) -> bool:
+        """A frame read from the bag into the trainer node's intake (keyframe gate, depth check, buffer)."""
+        result = self.intake.offer(frame.stamp_ns * 1e-9, lambda: frame.rgb, lambda: frame.depth_m, frame.tags)
+        if result.degenerate:
+            self.read_stats.skip(result.reason, result.degenerate)
+        elif not result.accepted and result.reason != OTHER_SHARE:
+            self.read_stats.skip("keyframe", result.reason)
+        return result.accepted
+
+    # -- during training ------------------------------------------------------------------------------
+    def _on_step(self, stats: StepStats) -> None:
+        self.history.append(stats.as_dict())
+        elapsed = time.perf_counter() - self.start
+        self.bar.set_postfix(loss=f"{stats.loss:.3f}", cls=f"{stats.loss_cls:.3f}", deal=f"{stats.loss_deal:.3f}",
+                             seg=f"{stats.loss_seg:.3f}", fps=f"{self.feeder.frames_per_second:.1f}",
+                             sps=f"{(stats.step - self.start_step) / elapsed:.2f}", refresh=False)
+        self.bar.update(1)
+        if self.main and self.validation is not None and self.validation.due(stats.step, self.args.steps):
+            point = self.validation.evaluate(self.trainer)
+            self.bar.write(f"step {point['step']}: held-out mask mIoU {point['mask_miou']:.3f}, "
+                           f"pseudo-label mIoU {point['pseudo_miou']:.3f}")
+        diffuse = stats.diffuse_classes
+        if self.main and diffuse and stats.step % 100 == 0:
+            self.bar.write(f"step {stats.step}: pseudo-labels of {diffuse} cover most of the frames they are tagged "
+                           "in (class recognised from the whole frame)")
+
+    def _save_period(self, why: str) -> None:
+        if self.job is not None:
+            self.run_log.frames_per_rank = self.job.gather(self.feeder.frames_added)  # every rank is at this step
+        if self.main:
+            save_outputs(self.trainer, self.run_log, self.previous + self.history, "running")
+
+    def train(self) -> int:
+        """Train to --steps and save; exit code 0, or 130 / 143 with the checkpoint saved when stopped."""
+        trainer = self.trainer
+        self.start = time.perf_counter()
+        self.feeder = FrameFeeder(self._offer, self.frames)
+        self.bar = progress_bar(total=self.args.steps, initial=self.start_step, desc="train", unit="step",
+                                disable=not self.main)
+        self.run_log = RunLog(self.out, self.args, self.cfg, self.read_stats, self.feeder, self.start_step, self.start)
+        self.run_log.world_size = 1 if self.job is None else self.job.world_size
+        self.run_log.validation = self.validation
+        save_on_stop()  # a second signal must not abort the save below
+        try:
+            try:
+                train_until(trainer, self.feeder, self.args.steps, self._on_step, self._save_period)
+            except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM; later signals cannot abort this save (deal_ros.cli)
+                if self.job is None or stop_reason(stop) == "interrupted":
+                    path = self._finish("interrupted")
+                    if self.main:
+                        print(f"\n{stop_reason(stop)} at step {trainer.step}: checkpoint saved to {path}",
+                              file=sys.stderr)
+                    return stop_exit_code(stop)
+                raise self._stopped_rank() from None
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        path = self._finish("finished")
+        if self.job is not None:
+            self.job.wait_for_all()  # rank 0 has written everything; all ranks leave together
+        if self.main:
+            self._summary(path)
         return 0
 
-    start_step = trainer.step
-    period = cfg.checkpoint.period_steps
-    start = time.perf_counter()
-    history: list[dict[str, Any]] = []
-    feeder = FrameFeeder(lambda f: trainer.add_frame(f.rgb, f.depth_m, f.tags), frames)
-    bar = progress_bar(total=args.steps, initial=start_step, desc="train", unit="step", disable=not main)
-    run_log = RunLog(out, args, cfg, read_stats, feeder, start_step, start)
-    run_log.world_size = 1 if job is None else job.world_size
-    run_log.validation = validation
+    def _stopped_rank(self) -> Exception:
+        """torchrun stops every rank with SIGTERM when one fails: the rank ends with one line, rank 0 saving first."""
+        from deal_ros.training.distributed import PeerLostError
 
-    def on_step(stats: Any) -> None:
-        history.append(stats.as_dict())
-        elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{stats.loss:.3f}", cls=f"{stats.loss_cls:.3f}", deal=f"{stats.loss_deal:.3f}",
-                        seg=f"{stats.loss_seg:.3f}", fps=f"{feeder.frames_per_second:.1f}",
-                        sps=f"{(stats.step - start_step) / elapsed:.2f}", refresh=False)
-        bar.update(1)
-        if main and validation is not None and validation.due(stats.step, args.steps):
-            point = validation.evaluate(trainer)
-            bar.write(f"step {point['step']}: held-out mask mIoU {point['mask_miou']:.3f}, "
-                      f"pseudo-label mIoU {point['pseudo_miou']:.3f}")
-        diffuse = stats.diffuse_classes
-        if main and diffuse and stats.step % 100 == 0:
-            bar.write(f"step {stats.step}: pseudo-labels of {diffuse} cover most of the frames they are tagged in "
-                      "(class recognised from the whole frame)")
-        if period and stats.step % period == 0 and stats.step < args.steps:
-            if job is not None:
-                run_log.frames_per_rank = job.gather(feeder.frames_added)  # every rank is at this step
-            if main:
-                save_outputs(trainer, run_log, previous + history, "running")
+        assert self.job is not None
+        return PeerLostError(f"rank {self.job.rank} of {self.job.world_size}: stopped by SIGTERM (torchrun stops "
+                             "every rank when one fails; its report names the rank)")
 
-    def finish(status: str) -> Path:
-        bar.close()
-        feeder.stop()
+    # -- the end ----------------------------------------------------------------------------------------
+    def _finish(self, status: str) -> Path:
+        self.bar.close()
+        self.feeder.stop()
+        job, run_log, trainer = self.job, self.run_log, self.trainer
         if job is not None and status == "finished":
-            run_log.frames_per_rank = job.gather(feeder.frames_added)
+            run_log.frames_per_rank = job.gather(self.feeder.frames_added)
             run_log.weights_identical = job.identical(trainer.model.parameters())  # buffers: rank 0's, as in DDP
         elif job is not None:  # after an interrupt a rank may be gone: only rank 0's count is known
-            run_log.frames_per_rank = [feeder.frames_added, *([None] * (job.world_size - 1))]
-        if not main:
+            run_log.frames_per_rank = [self.feeder.frames_added, *([None] * (job.world_size - 1))]
+        if not self.main:
             return trainer.checkpoint_path
-        path = save_outputs(trainer, run_log, previous + history, status)
-        if previous or history:
-            plot_losses_file(previous + history, out / "loss_curves.png")
-        if validation is not None and validation.curve:
-            validation.plot(out / "val_miou.png")
+        history = self.previous + self.history
+        path = save_outputs(trainer, run_log, history, status)
+        if history:
+            plot_losses_file(history, self.out / "loss_curves.png")
+        if self.validation is not None and self.validation.curve:
+            self.validation.plot(self.out / "val_miou.png")
         return path
 
-    save_on_stop()  # a second signal must not abort the save below
-    try:
-        train_until(trainer, feeder, args.steps, on_step)
-    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM; later signals cannot abort this save (deal_ros.cli)
-        path = finish("interrupted")
-        if main:
-            print(f"\n{stop_reason(stop)} at step {trainer.step}: checkpoint saved to {path}", file=sys.stderr)
-        return stop_exit_code(stop)
-    except BaseException as exc:
-        bar.close()
-        feeder.stop()
+    def _fail(self, exc: BaseException) -> None:
+        """After an error: say what is kept or saved, in the error's one line (raises it, reworded, or returns)."""
+        from deal_ros.training.distributed import PeerLostError
+
+        hold_stop_signals()  # ending anyway: a signal (torchrun's SIGTERM) must not cut the save below short
+        self.bar.close()
+        self.feeder.stop()
+        trainer, history = self.trainer, self.previous + self.history
         if isinstance(exc, NoFramesError):
-            raise NoFramesError(f"{exc} in {', '.join(args.bags)} ({skips_line(read_stats)})") from None
+            raise NoFramesError(f"{exc} in {', '.join(self.args.bags)} ({skips_line(self.read_stats)})") from None
         if isinstance(exc, LossDivergedError):  # nothing worth saving: keep the last good checkpoint
             kept = checkpoint_step(trainer.checkpoint_path)
             where = f"{trainer.checkpoint_path} (step {kept}) is kept" if kept is not None else "nothing was saved"
-            logged = log_divergence(run_log, previous + history) if main else "rank 0 writes the log"
+            logged = log_divergence(self.run_log, history) if self.main else "rank 0 writes the log"
             raise LossDivergedError(f"{exc}; {where}; {logged}") from None
-        if main and trainer.step > start_step and not isinstance(exc, SaveError):
-            try:
-                path = save_outputs(trainer, run_log, previous + history, "failed")
-            except DivergedError:
-                raise
-            except SaveError as save_exc:
-                raise SaveError(f"{one_line(exc)}; and {save_exc}") from None
-            saved = f"the {trainer.step - start_step} step(s) trained so far are saved in {path}"
-            if isinstance(exc, PeerLostError):  # the one line of a job that lost a rank
-                raise PeerLostError(f"{exc}; {saved}") from None
-            LOG.warning("%s", saved)
-        raise
-    path = finish("finished")
-    if job is not None:
-        job.wait_for_all()  # rank 0 has written everything; all ranks leave together
-    if not main:
-        return 0
-    wall = time.perf_counter() - start
-    reading = "all frames read" if feeder.done.is_set() and feeder.error is None else "reading stopped at --steps"
-    print(f"trained {trainer.step - start_step} step(s) to step {trainer.step} in {wall:.1f} s "
-          f"({(trainer.step - start_step) / wall:.2f} steps/s); {feeder.frames_added} frame(s) buffered "
-          f"at {feeder.frames_per_second:.1f} frames/s ({reading})")
-    if job is not None:
-        print(f"{job.world_size} processes ({job.backend}), batch {trainer.batch_size} each; frames per rank: "
-              f"{run_log.frames_per_rank}; weights identical on all ranks: {run_log.weights_identical}")
-    print(read_stats.summary())
-    print(f"checkpoint: {path}\nlog: {out / 'train_log.json'}\nloss curves: {out / 'loss_curves.png'}")
-    return 0
+        if not self.main or trainer.step <= self.start_step or isinstance(exc, SaveError):
+            return
+        try:
+            path = save_outputs(trainer, self.run_log, history, "failed")
+        except DivergedError:
+            raise
+        except SaveError as save_exc:
+            raise SaveError(f"{one_line(exc)}; and {save_exc}") from None
+        saved = f"the {trainer.step - self.start_step} step(s) trained so far are saved in {path}"
+        if isinstance(exc, PeerLostError):  # the one line of a job that lost a rank
+            raise PeerLostError(f"{exc}; {saved}") from None
+        LOG.warning("%s", saved)
 
-
+    def _summary(self, path: Path) -> None:
+        trainer, feeder, job = self.trainer, self.feeder, self.job
+        wall = time.perf_counter() - self.start
+        steps = trainer.step - self.start_step
+        reading = "all frames read" if feeder.done.is_set() and feeder.error is None else "reading stopped at --steps"
+        print(f"trained {steps} step(s) to step {trainer.step} in {wall:.1f} s ({steps / wall:.2f} steps/s); "
+              f"{feeder.frames_added} frame(s) buffered at {feeder.frames_per_second:.1f} frames/s ({reading})")
+        if job is not None:
+            print(f"{job.world_size} processes ({job.backend}), batch {trainer.batch_size} each; frames per rank: "
+                  f"{self.run_log.frames_per_rank}; weights identical on all ranks: {self.run_log.weights_identical}")
+        print(self.read_stats.summary())
+        print(f"checkpoint: {path}\nlog: {self.out / 'train_log.json'}\nloss curves: {self.out / 'loss_curves.png'}")

@@ -8,9 +8,9 @@ least `min_interval_s` passed since the last one and the view moved (thumbnail d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -96,26 +96,3 @@ class KeyframeGate:
     def _skip(self, reason: str, motion: float) -> KeyframeDecision:
         self.rejected += 1
         return KeyframeDecision(False, reason, motion)
-
-
-class Keyframe(Protocol):
-    """What select_keyframes needs of a frame (deal_ros.io.bag.RGBDFrame has it)."""
-
-    stamp_ns: int
-    rgb: np.ndarray
-    tags: list[str]
-
-
-FrameT = TypeVar("FrameT", bound=Keyframe)
-
-
-def select_keyframes(frames: Iterable[FrameT], gate: KeyframeGate,
-                     on_skip: Callable[[str], None] | None = None) -> Iterator[FrameT]:
-    """The frames `gate` takes, in order: `deal-ros train` picks frames from a bag as the trainer node
-    picks them from the camera. on_skip(reason) hears of every frame left out."""
-    for frame in frames:
-        decision = gate.decide(frame.stamp_ns * 1e-9, frame.rgb, frame.tags)
-        if decision.accept:
-            yield frame
-        elif on_skip is not None:
-            on_skip(decision.reason)

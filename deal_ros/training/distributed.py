@@ -14,7 +14,8 @@ each forward, parameters from rank 0 at the start), and with N = 1 it changes no
 No rank waits for ever: joining the job and every collective give up after the peer timeout
 (`deal-ros train --peer-timeout S`, 60 s by default), with one line that says which rank, what it
 waited for and how to launch, so a half-configured start or a rank that died ends the others instead of
-hanging them for torch's 30 minutes.
+hanging them for torch's 30 minutes. A rank's SIGTERM (torchrun stops every rank when one fails) is handled
+by the command's one handler (deal_ros.cli): `deal-ros train` ends the rank with one line, rank 0 saving first.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ import hashlib
 import logging
 import os
 import re
-import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -73,10 +72,14 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def owns(self, index: int) -> bool:
+        """Whether item `index` of a stream is this rank's: items rank, rank + N, rank + 2N, ... (disjoint)."""
+        return index % self.world_size == self.rank
+
     def shard(self, items: Iterable[T]) -> Iterator[T]:
-        """This rank's share of a stream: items rank, rank + N, rank + 2N, ... (disjoint across ranks)."""
+        """This rank's share of a stream (see owns)."""
         for index, item in enumerate(items):
-            if index % self.world_size == self.rank:
+            if self.owns(index):
                 yield item
 
     def agree(self, ok: bool) -> bool:
@@ -113,7 +116,6 @@ class DistContext:
         try:
             yield
         except RuntimeError as exc:
-            _release_sigterm(signal.SIG_IGN)  # ending anyway: torchrun's SIGTERM must not cut rank 0's save short
             cause = one_line(re.sub(r"^\[[^\]]*\] ", "", str(exc)).split(". ")[0], 200)  # gloo: '[file:line] ...'
             raise PeerLostError(f"rank {self.rank} of {self.world_size}: {what} failed ({cause}): another rank "
                                 f"died or stalled for more than --peer-timeout {self.timeout_s:g} s") from None
@@ -181,22 +183,7 @@ def init_from_environment(requested_device: str, timeout_s: float) -> DistContex
             raise DistributedError(f"rank {rank} of {world}: the other ranks did not join at {where} within "
                                    f"--peer-timeout {timeout_s:g} s ({one_line(exc, 200)}): {LAUNCH}") from None
     LOG.info("rank %d of %d on %s (%s)", rank, world, device, backend)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     return DistContext(rank, world, backend, device, timeout_s)
-
-
-def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    """A rank's SIGTERM handler: torchrun stops every rank with SIGTERM when one fails, and the rank ends with the
-    one line (rank 0 saving the steps trained first) instead of dying silently. A second SIGTERM kills at once."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    raise PeerLostError(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: stopped by SIGTERM (torchrun "
-                        "stops every rank when one fails; its report names the rank)")
-
-
-def _release_sigterm(handler: Any) -> None:
-    """Replace _stop_on_sigterm (only ours, and only in the main thread, where signal.signal works) by `handler`."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _stop_on_sigterm:
-        signal.signal(signal.SIGTERM, handler)
 
 
 def _wait_for_rank0(address: str, port: int, timeout_s: float, message: str) -> None:
@@ -216,10 +203,9 @@ def _wait_for_rank0(address: str, port: int, timeout_s: float, message: str) -> 
 
 
 def shutdown() -> None:
-    """Leave the job (if joined) and give SIGTERM its default meaning back."""
+    """Leave the job (if joined)."""
     if dist.is_initialized():
         dist.destroy_process_group()
-    _release_sigterm(signal.SIG_DFL)
 
 
 class GradientSync:

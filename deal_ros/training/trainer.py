@@ -1,4 +1,4 @@
-"""The online trainer: frames in, CAM network trained with L_cls + lambda * L_DEAL + CE(seg, pseudo-labels).
+"""The online trainer: frames in, CAM network trained on the objective of deal_ros.training.objective.
 
 Used alike by the ROS trainer node (frames from a camera, steps in a worker thread), the command-line
 tool (frames from a bag) and the demo (built-in scenes). Thread-safe: `add_frame` may be called from
@@ -20,21 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from deal_ros.compute.device import describe_device, resolve_device
 from deal_ros.compute.live import StepControl, TrainingInterrupted, WeightSnapshot, snapshot_state
-from deal_ros.config import IGNORE_INDEX, ConfigError, DealRosConfig
-from deal_ros.depth.support_plane import fit_support_plane
+from deal_ros.config import ConfigError, DealRosConfig
 from deal_ros.errors import FrameError, one_line
 from deal_ros.frames.augment import augment_batch
 from deal_ros.frames.buffer import FrameBuffer, StoredFrame
 from deal_ros.frames.checks import check_depth
 from deal_ros.frames.tags import tags_to_vector
-from deal_ros.labels.pseudo_labels import make_pseudo_labels
-from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
-from deal_ros.losses.support import support_plane_loss
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.storage.checkpoint import (
     Checkpoint,
@@ -45,14 +40,14 @@ from deal_ros.storage.checkpoint import (
     load_model_state,
     save_checkpoint,
 )
+from deal_ros.training.objective import Objective
+from deal_ros.training.optimizer import apply_settings, make_optimizer, optimizer_changes
 
 if TYPE_CHECKING:
     from deal_ros.training.distributed import GradientSync
 
 LOG = logging.getLogger(__name__)
 
-OPTIMIZER_FIELDS = ("lr", "backbone_lr_scale", "weight_decay", "momentum")
-"""TrainConfig fields that live in the optimizer state; on resume the config's values win."""
 SAVE_LOCK_TIMEOUT_S = 60.0
 """The longest a save waits for the model lock (held for moments by an update, a snapshot or another save)."""
 
@@ -65,7 +60,10 @@ _COVER_MOMENTUM = 0.9
 
 @dataclass
 class StepStats:
-    """What one training step did; published as training health (pitfalls.md 8)."""
+    """What one training step did; published as training health (pitfalls.md 8).
+
+    loss is the objective's total, loss_<name> its terms unweighted (deal_ros.training.objective).
+    """
 
     step: int
     loss: float
@@ -118,11 +116,7 @@ class OnlineTrainer:
         self.buffer = FrameBuffer(cfg.buffer, cfg.num_classes, (cfg.model.input_height, cfg.model.input_width))
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
-        self.deal = DEALLoss.from_config(cfg.loss.deal)
-        # Structure losses (method.md §3). Their trainable modules (boundary branch, reconstruction decoder)
-        # live outside CAMNet and train with their own optimizer, so checkpoints, resume() and reset() of
-        # the model and its optimizer are unchanged whichever losses are enabled.
-        self.structure = StructureLosses(cfg.loss, self.model).to(self.device)
+        self.objective = Objective(cfg, self.model, self.device)
         self.aux_optimizer = self._make_aux_optimizer()
         self.step = 0
         self.batch_size = cfg.train.batch_size
@@ -154,22 +148,19 @@ class OnlineTrainer:
     def _amp(self) -> bool:
         return self.cfg.train.amp and self.device.type == "cuda"
 
+    @property
+    def structure(self) -> StructureLosses:
+        """The objective's structure losses (their trainable modules are the auxiliary optimizer's)."""
+        return self.objective.structure
+
     def _make_aux_optimizer(self) -> torch.optim.Optimizer | None:
         """Optimizer of the structure losses' own modules (heads' lr and settings); None when there are none."""
-        params = self.structure.trainable_parameters()
-        if not params:
-            return None
-        train = self.cfg.train
-        if train.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        params = self.objective.trainable_parameters()
+        return make_optimizer(self.cfg.train, params) if params else None
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         train = self.cfg.train
-        groups = self.model.param_groups(train.lr, train.backbone_lr_scale)
-        if train.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-        return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
+        return make_optimizer(train, self.model.param_groups(train.lr, train.backbone_lr_scale))
 
     # -- frames -----------------------------------------------------------------------------------
     def add_frame(self, rgb: np.ndarray, depth_m: np.ndarray, tags: Sequence[str]) -> None:
@@ -182,14 +173,8 @@ class OnlineTrainer:
 
     # -- training ---------------------------------------------------------------------------------
     def deal_weight(self, step: int | None = None) -> float:
-        """lambda at `step`: ramps linearly from 0 over warmup_steps (the classifier must lead early)."""
-        deal = self.cfg.loss.deal
-        if not deal.enabled:
-            return 0.0
-        step = self.step if step is None else step
-        if deal.warmup_steps == 0:
-            return deal.weight
-        return deal.weight * min(1.0, step / deal.warmup_steps)
+        """lambda at `step` (default: now), the objective's DEAL warm-up."""
+        return self.objective.deal_weight(self.step if step is None else step)
 
     def train_step(self) -> StepStats | None:
         """One optimisation step on a sampled batch; None if the buffer is empty or the step was skipped."""
@@ -222,55 +207,19 @@ class OnlineTrainer:
         cfg = self.cfg
         rgb, depth_m, tags = batch_to_tensors(frames, self.device)
         rgb, depth_m, _ = augment_batch(rgb, depth_m, cfg.augment, self._aug_generator)
-        lam = self.deal_weight()
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._amp):
             if self.sync is not None:
                 self.sync.before_forward()
             out = self.model(self.model.normalize_input(rgb))
-        loss_gap = classification_loss(out.class_logits, tags)
-        zero = loss_gap.new_zeros(())
-        loss_isl = zero
-        loss_cls = loss_gap
-        if self.structure.isl is not None:
-            loss_isl = self.structure.isl(out.cam_logits, depth_m, tags)
-            loss_cls = (1.0 - cfg.loss.isl.weight) * loss_gap + cfg.loss.isl.weight * loss_isl
-        loss_deal = self.deal(out.cam_logits, depth_m, tags) if lam > 0 else zero
-        loss_seg = zero
-        coverage = 0.0
-        labels = None
-        seg_on = cfg.loss.seg_weight > 0
-        wants_labels = self.step >= cfg.loss.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels)
-        plane = None  # the support plane of each frame, shared by the loss and the pseudo-labels
-        if cfg.loss.support_weight > 0 or (wants_labels and cfg.pseudo_label.support_plane):
-            plane = fit_support_plane(depth_m, cfg.pseudo_label.support_tolerance)
-        loss_support = zero
-        if plane is not None and cfg.loss.support_weight > 0:
-            loss_support = support_plane_loss(out.cam_logits, plane.background)
-        if wants_labels:
-            seg_size = tuple(out.seg_logits.shape[-2:])
-            prior = None
-            if cfg.pseudo_label.support_plane and plane is not None:
-                prior = F.interpolate(plane.prior.float(), size=seg_size, mode="nearest-exact").to(torch.int8)
-            labels, _ = make_pseudo_labels(out.cam_logits.detach(), tags, seg_size, cfg.pseudo_label,
-                                           rgb / 255.0, depth_m, plane_prior=prior)
-            confident = labels != IGNORE_INDEX
-            coverage = float(confident.float().mean())
-            self._update_class_cover(labels, tags)
-            if seg_on and bool(confident.any()):
-                loss_seg = F.cross_entropy(out.seg_logits.float(), labels, ignore_index=IGNORE_INDEX)
-        terms = self.structure.terms(out.cam_logits, depth_m, tags, rgb=rgb / 255.0, pseudo_labels=labels,
-                                     features=out.features, step=self.step)
-        weights = self.structure.weights
-        loss = loss_cls + lam * loss_deal + cfg.loss.seg_weight * loss_seg + cfg.loss.support_weight * loss_support
-        for name, term in terms.items():
-            loss = loss + weights[name] * term
+        value = self.objective(out, rgb, depth_m, tags, self.step)
+        if value.pseudo_labels is not None:
+            self._update_class_cover(value.pseudo_labels, tags)
+        loss = value.total
         finite = bool(torch.isfinite(loss))
         if self.sync is not None:
             finite = self.sync.agree(finite)  # all ranks skip together: a collective must never miss one
         if not finite:
-            LOG.warning("non-finite loss at step %d (cls %s, deal %s, seg %s, %s): step skipped", self.step,
-                        float(loss_cls), float(loss_deal), float(loss_seg),
-                        {k: float(v) for k, v in terms.items()})
+            LOG.warning("non-finite loss at step %d (%s): step skipped", self.step, value.describe())
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.zero_grad(set_to_none=True)
@@ -289,20 +238,17 @@ class OnlineTrainer:
             torch.nn.utils.clip_grad_norm_(self.model.seg_head.parameters(), cfg.train.grad_clip)
             if self.aux_optimizer is not None:
                 self.scaler.unscale_(self.aux_optimizer)
-                torch.nn.utils.clip_grad_norm_(self.structure.trainable_parameters(), cfg.train.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self.objective.trainable_parameters(), cfg.train.grad_clip)
         with self.model_lock:  # the update only: save and snapshots wait for this, never for a whole step
             self.scaler.step(self.optimizer)
             if self.aux_optimizer is not None:
                 self.scaler.step(self.aux_optimizer)
             self.scaler.update()
             self.step += 1
-        total, cls, deal, seg, isl, support = (
-            float(t.detach()) for t in (loss, loss_cls, loss_deal, loss_seg, loss_isl, loss_support))
-        extra = {f"loss_{'smooth' if k == 'smoothness' else k}": float(v.detach()) for k, v in terms.items()}
-        return StepStats(step=self.step, loss=total, loss_cls=cls, loss_deal=deal, loss_seg=seg,
-                         deal_weight=lam, pseudo_coverage=coverage, batch_size=len(frames), step_time_s=0.0,
-                         loss_isl=isl, loss_support=support, class_cover=dict(self.class_cover),
-                         diffuse_classes=self.diffuse_classes(), **extra)
+        return StepStats(step=self.step, loss=float(loss.detach()), deal_weight=value.deal_weight,
+                         pseudo_coverage=value.pseudo_coverage, batch_size=len(frames), step_time_s=0.0,
+                         class_cover=dict(self.class_cover), diffuse_classes=self.diffuse_classes(),
+                         **value.term_stats())
 
     def _update_class_cover(self, labels: torch.Tensor, tags: torch.Tensor) -> None:
         """labels (B, h, w) pseudo-labels, tags (B, K): update the running per-class cover; warn (every 100 steps
@@ -337,18 +283,15 @@ class OnlineTrainer:
             raise ConfigError("classes and model architecture cannot change at run time; restart with a new config")
         with self.model_lock:
             self.cfg = new
-            self.deal = DEALLoss.from_config(new.loss.deal)
-            structure = StructureLosses(new.loss, self.model, previous=self.structure).to(self.device)
-            rebuilt = {id(p) for p in structure.trainable_parameters()} != {
-                id(p) for p in self.structure.trainable_parameters()}
-            self.structure = structure
+            objective = Objective(new, self.model, self.device, previous=self.objective)
+            rebuilt = {id(p) for p in objective.trainable_parameters()} != {
+                id(p) for p in self.objective.trainable_parameters()}
+            self.objective = objective
             if rebuilt:
                 self.aux_optimizer = self._make_aux_optimizer()
             elif self.aux_optimizer is not None:
-                for group in self.aux_optimizer.param_groups:
-                    group["lr"] = new.train.lr
-            for group in self.optimizer.param_groups:
-                group["lr"] = new.train.lr * (new.train.backbone_lr_scale if group.get("name") == "backbone" else 1.0)
+                apply_settings(self.aux_optimizer, new.train)
+            apply_settings(self.optimizer, new.train)
 
     def reset(self) -> None:
         """Forget the frames and start the model over (fresh weights, optimizer and step count)."""
@@ -416,25 +359,14 @@ class OnlineTrainer:
                 except (ValueError, KeyError) as exc:
                     raise CheckpointError(f"checkpoint {path}: the optimizer state does not fit the model "
                                           f"({one_line(exc, 200)})") from None
-            self._apply_optimizer_settings()
+            apply_settings(self.optimizer, self.cfg.train)
             self.step = ckpt.step
-        old, new = ckpt.config.train, self.cfg.train
-        self.resume_changes = [f"train.{key} {getattr(old, key)} -> {getattr(new, key)}"
-                               for key in OPTIMIZER_FIELDS if getattr(old, key) != getattr(new, key)]
+        self.resume_changes = optimizer_changes(ckpt.config.train, self.cfg.train)
         if changed_kind:
             self.resume_changes.insert(0, f"optimizer {ckpt.optimizer_type} -> {kind} (its state starts afresh)")
         LOG.info("resumed from %s at step %d%s", path, self.step,
                  f"; applied to the optimizer: {', '.join(self.resume_changes)}" if self.resume_changes else "")
         return ckpt
-
-    def _apply_optimizer_settings(self) -> None:
-        """Set every optimizer group's lr (backbone scaled), weight decay and momentum from the config."""
-        train = self.cfg.train
-        for group in self.optimizer.param_groups:
-            group["lr"] = train.lr * (train.backbone_lr_scale if group.get("name") == "backbone" else 1.0)
-            group["weight_decay"] = train.weight_decay
-            if "momentum" in group:
-                group["momentum"] = train.momentum
 
     def weights_diverged(self) -> bool:
         """True when training diverged (weights NaN, inf or absurdly large): such weights are never saved."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from deal_ros.config import KeyframeConfig
 from deal_ros.io.bag import iter_rgbd_frames
-from deal_ros.online.keyframes import KeyframeGate, select_keyframes, thumbnail
+from deal_ros.online.keyframes import KeyframeGate, thumbnail
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 
@@ -66,18 +66,25 @@ def test_gate_decodes_only_when_the_interval_allows():
     assert gate.decide(0.1, decode, ["mug"]).reason == "too soon" and len(calls) == 1
 
 
-
 def test_bag_frames_through_the_gate(tmp_path):
     """`deal-ros train --set keyframe.min_interval_s=0.25`: the node's gate over a bag's 20 frames at 10 Hz."""
     bag = write_rgbd_bag(tmp_path / "bag", num_frames=20, jitter_ms=8)
     skipped: Counter[str] = Counter()
     gate = KeyframeGate.from_config(KeyframeConfig(min_interval_s=0.25, max_interval_s=0.0, motion_threshold=0.0))
-    frames = list(select_keyframes(iter_rgbd_frames(bag.path), gate, lambda reason: skipped.update([reason])))
+    frames = []
+    for frame in iter_rgbd_frames(bag.path):
+        decision = gate.decide(frame.stamp_ns * 1e-9, frame.rgb, frame.tags)
+        if decision.accept:
+            frames.append(frame)
+        else:
+            skipped.update([decision.reason])
     gaps = np.diff([f.stamp_ns for f in frames])
     assert len(frames) == 7 and np.all(gaps >= 0.25e9)
     assert skipped == {"too soon": 13} and gate.rejected == 13
-    two_bags = select_keyframes(iter_rgbd_frames([bag.path, bag.path]), KeyframeGate(0.5, 0.0, 0.0))
-    assert len(list(two_bags)) == 8  # the second bag starts over in time: its first frame is taken
+    gate = KeyframeGate(0.5, 0.0, 0.0)
+    two_bags = [f for f in iter_rgbd_frames([bag.path, bag.path])
+                if gate.decide(f.stamp_ns * 1e-9, f.rgb, f.tags).accept]
+    assert len(two_bags) == 8  # the second bag starts over in time: its first frame is taken
 
 
 def test_the_gate_takes_the_config_keyframe_section():

@@ -17,7 +17,7 @@ from deal_ros.compute.live import StepControl, TrainingInterrupted, WeightHandof
 from deal_ros.config import DealRosConfig
 from deal_ros.inference.segmenter import Segmenter
 from deal_ros.online.keyframes import KeyframeGate
-from deal_ros.online.training_loop import KeyframeIntake, TrainingLoop
+from deal_ros.online.training_loop import OTHER_SHARE, KeyframeIntake, LossDivergedError, TrainingLoop
 from deal_ros.training.trainer import OnlineTrainer
 
 TINY = {"model.pretrained_path": "", "model.input_height": 64, "model.input_width": 80,
@@ -264,6 +264,32 @@ def test_stop_interrupts_a_long_step(one_thread):
     assert wait_for(lambda: layers, 30.0)  # a step (seconds at this size on a CPU) is in flight
     assert loop.stop(timeout_s=10.0)
     assert trainer.step == 0 and trainer.interrupted_steps == 1  # the step was cut short, not waited for
+
+
+def test_run_in_this_thread_admits_by_the_schedule_and_leaves_the_last_save_to_the_caller(trainer):
+    trainer.cfg = trainer.cfg.updated({"checkpoint.period_steps": 2, "train.new_frames_per_step": 3})
+    saves, admitted, steps = Saves(), [], []
+    loop = TrainingLoop(trainer, LOG, save=saves, rate_cap=False, admit=admitted.append, check_divergence=True,
+                        on_step=lambda stats: steps.append(stats.step))
+    loop.run(until_step=4)
+    assert trainer.step == 4 and steps == [1, 2, 3, 4]
+    assert admitted == [2, 5, 8, 11]  # frames_before_step: a batch, then train.new_frames_per_step more per step
+    assert saves.calls == ["period"]  # at step 2; step 4 is the caller's final save
+
+
+def test_run_raises_when_the_loss_stays_non_finite(trainer, monkeypatch):
+    monkeypatch.setattr(trainer, "train_step", lambda: setattr(trainer, "skipped_steps", trainer.skipped_steps + 1))
+    with pytest.raises(LossDivergedError, match="10 steps in a row had a non-finite loss"):
+        TrainingLoop(trainer, LOG, rate_cap=False, check_divergence=True).run(until_step=1)
+
+
+def test_intake_keeps_its_share_of_the_keyframes(trainer):
+    trainer.buffer.clear()
+    intake = KeyframeIntake(trainer, KeyframeGate(min_interval_s=0.5, max_interval_s=5.0, motion_threshold=0.04),
+                            keep=lambda k: k % 2 == 1)
+    results = [intake.offer(i * 0.1, lambda i=i: frame(i)[0], lambda: frame(0)[1], ("mug",)) for i in range(12)]
+    assert [i for i, r in enumerate(results) if r.accepted] == [5]  # keyframes 0, 5, 10: the second is ours
+    assert [r.reason for r in results if r.reason == OTHER_SHARE] == [OTHER_SHARE] * 2 and len(trainer.buffer) == 1
 
 
 def test_intake_gates_every_pair_and_buffers_keyframes(trainer):

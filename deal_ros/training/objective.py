@@ -1,0 +1,130 @@
+"""The training objective in one place: every loss term, its weight and its warm-up, by name (method.md §2-3).
+
+    L = L_cls + lambda(step) * L_DEAL + seg_weight * CE(seg, pseudo-labels) + support_weight * L_support
+        + sum over the enabled structure losses of weight * term
+
+with L_cls = (1 - w) L_gap + w L_isl when ISL is on, lambda ramping from 0 over loss.deal.warmup_steps and
+the segmentation CE starting at loss.seg_warmup_steps. `Objective(...)(...)` returns the total and every term
+unweighted under its name; the step statistics (StepStats' loss_* fields) are those names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deal_ros.config import IGNORE_INDEX, DealRosConfig
+from deal_ros.depth.support_plane import fit_support_plane
+from deal_ros.labels.pseudo_labels import make_pseudo_labels
+from deal_ros.losses import DEALLoss, classification_loss
+from deal_ros.losses.structure import StructureLosses
+from deal_ros.losses.support import support_plane_loss
+
+if TYPE_CHECKING:
+    from deal_ros.models import CAMNet
+    from deal_ros.models.cam_net import CAMOutput
+
+STAT_NAMES = {"smoothness": "smooth"}
+"""Term name -> the suffix of its StepStats field (loss_<suffix>) where the two differ."""
+
+
+@dataclass
+class ObjectiveValue:
+    """One evaluation of the objective on a batch."""
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    """Every term unweighted, by name: cls (ISL mixed in), deal, seg, isl, support, then the structure losses'."""
+    deal_weight: float
+    pseudo_labels: torch.Tensor | None
+    """(B, h, w) pseudo-labels of this batch (255 = not confident), None before they start."""
+    pseudo_coverage: float
+    """Fraction of pixels with a confident pseudo-label (0.0 without pseudo-labels)."""
+
+    def term_stats(self) -> dict[str, float]:
+        """The StepStats fields of the terms: loss_<name> -> value."""
+        return {f"loss_{STAT_NAMES.get(name, name)}": float(value.detach()) for name, value in self.terms.items()}
+
+    def describe(self) -> str:
+        """The terms in one line (for the warning of a non-finite loss)."""
+        return ", ".join(f"{name} {float(value)}" for name, value in self.terms.items())
+
+
+class Objective:
+    """The loss modules of a config for a model: DEAL, and the structure losses with their trainable modules.
+
+    previous: the objective this one replaces at run time; structure modules with unchanged build options
+    (and their training) are kept.
+    """
+
+    def __init__(self, cfg: DealRosConfig, model: CAMNet, device: torch.device,
+                 previous: Objective | None = None) -> None:
+        self.cfg = cfg
+        self.deal = DEALLoss.from_config(cfg.loss.deal)
+        # The structure losses' trainable modules (boundary branch, reconstruction decoder) live outside CAMNet
+        # and train with their own optimizer, so checkpoints, resume() and reset() of the model are unchanged.
+        self.structure: StructureLosses = StructureLosses(
+            cfg.loss, model, None if previous is None else previous.structure).to(device)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.structure.trainable_parameters()
+
+    def deal_weight(self, step: int) -> float:
+        """lambda at `step`: ramps linearly from 0 over warmup_steps (the classifier must lead early)."""
+        deal = self.cfg.loss.deal
+        if not deal.enabled:
+            return 0.0
+        if deal.warmup_steps == 0:
+            return deal.weight
+        return deal.weight * min(1.0, step / deal.warmup_steps)
+
+    def __call__(self, out: CAMOutput, rgb: torch.Tensor, depth_m: torch.Tensor, tags: torch.Tensor,
+                 step: int) -> ObjectiveValue:
+        """out: the network's output on rgb (B, 3, H, W) 0..255 with depth_m (B, 1, H, W) and tags (B, K)."""
+        loss_cfg, pseudo_cfg = self.cfg.loss, self.cfg.pseudo_label
+        lam = self.deal_weight(step)
+        loss_gap = classification_loss(out.class_logits, tags)
+        zero = loss_gap.new_zeros(())
+        loss_isl = zero
+        loss_cls = loss_gap
+        if self.structure.isl is not None:
+            loss_isl = self.structure.isl(out.cam_logits, depth_m, tags)
+            loss_cls = (1.0 - loss_cfg.isl.weight) * loss_gap + loss_cfg.isl.weight * loss_isl
+        loss_deal = self.deal(out.cam_logits, depth_m, tags) if lam > 0 else zero
+        loss_seg = zero
+        coverage = 0.0
+        labels = None
+        seg_on = loss_cfg.seg_weight > 0
+        wants_labels = step >= loss_cfg.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels)
+        plane = None  # the support plane of each frame, shared by the loss and the pseudo-labels
+        if loss_cfg.support_weight > 0 or (wants_labels and pseudo_cfg.support_plane):
+            plane = fit_support_plane(depth_m, pseudo_cfg.support_tolerance)
+        loss_support = zero
+        if plane is not None and loss_cfg.support_weight > 0:
+            loss_support = support_plane_loss(out.cam_logits, plane.background)
+        if wants_labels:
+            height, width = out.seg_logits.shape[-2:]
+            seg_size = (height, width)
+            prior = None
+            if pseudo_cfg.support_plane and plane is not None:
+                prior = F.interpolate(plane.prior.float(), size=seg_size, mode="nearest-exact").to(torch.int8)
+            labels, _ = make_pseudo_labels(out.cam_logits.detach(), tags, seg_size, pseudo_cfg,
+                                           rgb / 255.0, depth_m, plane_prior=prior)
+            confident = labels != IGNORE_INDEX
+            coverage = float(confident.float().mean())
+            if seg_on and bool(confident.any()):
+                loss_seg = F.cross_entropy(out.seg_logits.float(), labels, ignore_index=IGNORE_INDEX)
+        structure = self.structure.terms(out.cam_logits, depth_m, tags, rgb=rgb / 255.0, pseudo_labels=labels,
+                                         features=out.features, step=step)
+        weights = self.structure.weights
+        total = (loss_cls + lam * loss_deal + loss_cfg.seg_weight * loss_seg
+                 + loss_cfg.support_weight * loss_support)
+        for name, term in structure.items():
+            total = total + weights[name] * term
+        terms = {"cls": loss_cls, "deal": loss_deal, "seg": loss_seg, "isl": loss_isl, "support": loss_support,
+                 **structure}
+        return ObjectiveValue(total, terms, lam, labels, coverage)
