@@ -8,7 +8,7 @@ from __future__ import annotations
 import colorsys
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -74,6 +74,10 @@ class Scene:
     patches: list[tuple[np.ndarray, np.ndarray, float, np.ndarray, str]]  # centre, half, yaw, colour, texture
     floor_colour: np.ndarray
     wall_colour: np.ndarray
+    structure: list[Primitive] = field(default_factory=list)
+    """What surrounds the objects and is not one (tray walls, shelf boards, a cloth, furniture): background."""
+    structure_colours: list[np.ndarray] = field(default_factory=list)
+    """(3,) RGB of each structure part."""
 
 
 def _class_hue(label: int, num_classes: int) -> float:
@@ -81,9 +85,10 @@ def _class_hue(label: int, num_classes: int) -> float:
 
 
 def sample_scene(rng: np.random.Generator, height: int, width: int, num_classes: int,
-                 camera_distance_m: tuple[float, float]) -> Scene:
-    """A robot's view of a table: tilted camera camera_distance_m from it, often with its far edge and the floor
-    or wall behind in view (the largest depth jump), and printed distractors in the objects' hues."""
+                 camera_distance_m: tuple[float, float], elevation_deg: tuple[float, float] = (32.0, 62.0)) -> Scene:
+    """A robot's view of a table: camera camera_distance_m from it, elevation_deg above the table's plane, often with
+    its far edge and the floor or wall behind in view (the largest depth jump), and printed distractors in the
+    objects' hues."""
     hfov = math.radians(rng.uniform(58.0, 70.0))
     f = (width / 2.0) / math.tan(hfov / 2.0)
     k = np.array(
@@ -94,7 +99,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, num_classes:
         ]
     )
     dist = rng.uniform(*camera_distance_m)  # along the optical axis to the table
-    elev = math.radians(rng.uniform(32.0, 62.0))
+    elev = math.radians(rng.uniform(*elevation_deg))
     az = math.radians(rng.uniform(-15.0, 15.0))
     target = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), 0.0])
     hdir = np.array([math.sin(az), math.cos(az), 0.0])
