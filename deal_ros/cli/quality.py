@@ -158,7 +158,7 @@ def _classes(args: argparse.Namespace, family: str | None) -> list[str]:
         return [c.strip() for c in args.classes.split(",") if c.strip()]
     if family is None:
         gt_dir = args.gt_dir or str(Path(args.folder) / "gt")
-        names = classes_from_index(gt_dir) if gt_dir else None
+        names = classes_from_index(gt_dir)
         if names is None:
             raise UserError("your own data needs --classes (in the order of the ground-truth ids 1, 2, ...) or a "
                             f"classes.txt / index.json in {gt_dir} or the folder above it")

@@ -18,7 +18,7 @@ import numpy as np
 from deal_ros.lab.synthetic.frame import SURFACE_OBJECT0
 from deal_ros.lab.synthetic.primitives import Box, Heightfield, Primitive
 from deal_ros.lab.synthetic.render import camera_rays, render_geometry, render_room
-from deal_ros.lab.synthetic.scene import Scene, SceneObject, _hsv, _sample_object, sample_scene
+from deal_ros.lab.synthetic.scene import Scene, SceneObject, hsv, sample_object, sample_scene
 
 Region = tuple[tuple[float, float], tuple[float, float]]
 """Where objects may stand on the plane z = 0: (x_min, x_max), (y_min, y_max) in world metres."""
@@ -48,7 +48,7 @@ def _structure(scene: Scene, part: Primitive, colour: np.ndarray) -> None:
 
 
 def _grey(rng: np.random.Generator) -> np.ndarray:
-    return _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.35), rng.uniform(0.35, 0.85))
+    return hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.35), rng.uniform(0.35, 0.85))
 
 
 def _table_room(rng: np.random.Generator, scene: Scene) -> Region:
@@ -116,7 +116,7 @@ def _no_plane_room(rng: np.random.Generator, scene: Scene) -> Region:
         waves = np.stack([rng.uniform(-1, 1, 4), rng.uniform(-1, 1, 4), rng.uniform(0, 2 * math.pi, 4)], -1)
         waves[:, :2] *= (2 * math.pi / rng.uniform(0.08, 0.25, 4) / np.linalg.norm(waves[:, :2], axis=1))[:, None]
         _structure(scene, Heightfield(scene.table_x, scene.table_y, rng.uniform(0.015, 0.04), waves),
-                   _hsv(rng.uniform(0, 360), rng.uniform(0.1, 0.5), rng.uniform(0.35, 0.8)))
+                   hsv(rng.uniform(0, 360), rng.uniform(0.1, 0.5), rng.uniform(0.35, 0.8)))
     scene.table_x = NO_TABLE
     return (-0.35, 0.35), (scene.cam[1] + 0.2, target[1] + 0.25)
 
@@ -154,7 +154,7 @@ def place_in_contact(rng: np.random.Generator, scene: Scene, labels: list[int], 
             draw = int(rng.integers(2**31))  # the same draw gives the same object wherever it is built
             if contact:
                 other = objects[int(rng.integers(len(objects)))]
-                size = _sample_object(np.random.default_rng(draw), label, num_classes, np.zeros(2), scale, styles)
+                size = sample_object(np.random.default_rng(draw), label, num_classes, np.zeros(2), scale, styles)
                 reach = (size.footprint_m + other.footprint_m) * rng.uniform(0.8, 1.0)
                 angle = rng.uniform(0, 2 * math.pi)
                 xy = other.parts[0].bound()[0][:2] + reach * np.array([math.cos(angle), math.sin(angle)])
@@ -163,7 +163,7 @@ def place_in_contact(rng: np.random.Generator, scene: Scene, labels: list[int], 
                 if point is None:
                     continue
                 xy = point
-            obj = _sample_object(np.random.default_rng(draw), label, num_classes, xy, scale, styles)
+            obj = sample_object(np.random.default_rng(draw), label, num_classes, xy, scale, styles)
             margin = obj.footprint_m * 0.8
             inside = x0 + margin < xy[0] < x1 - margin and y0 + margin < xy[1] < y1 - margin
             apart = all(np.hypot(*(xy - o.parts[0].bound()[0][:2])) > 0.75 * (obj.footprint_m + o.footprint_m)

@@ -70,7 +70,7 @@ def test_clutter_objects_are_small(families) -> None:
     sizes = [np.bincount(f.surface.ravel(), minlength=256)[SURFACE_OBJECT0:SURFACE_OBJECT0 + len(f.object_classes)]
              / f.surface.size for f in families["clutter"]]
     sizes = np.concatenate(sizes)
-    assert 0.003 <= sizes.min() and np.median(sizes) < 0.04
+    assert sizes.min() >= 0.003 and np.median(sizes) < 0.04
 
 
 def _plane_share(frames: list[SyntheticFrame]) -> float:
@@ -94,10 +94,11 @@ def test_deterministic_prefix_stable_and_seeded(families) -> None:
 
 
 def test_closeup_and_tabletop_families_are_the_makers() -> None:
-    assert FAMILIES == ("closeup", "tabletop", *NEW)
+    assert list(FAMILIES) == ["closeup", "tabletop", *NEW]
     for family, make, classes in (("closeup", make_closeup_scenes, CLOSEUP_CLASSES),
                                   ("tabletop", make_tabletop_scenes, CLOSEUP_CLASSES)):
         a, b = make_family_scenes(family, 2, 48, 64, classes, seed=1), make(2, 48, 64, classes, seed=1)
-        assert all(np.array_equal(x.rgb, y.rgb) and np.array_equal(x.gt_mask, y.gt_mask) for x, y in zip(a, b))
+        assert all(np.array_equal(x.rgb, y.rgb) and np.array_equal(x.gt_mask, y.gt_mask)
+                   for x, y in zip(a, b, strict=True))
     with pytest.raises(ValueError, match="unknown scene family"):
         make_family_scenes("attic", 1)
