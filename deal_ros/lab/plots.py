@@ -85,7 +85,7 @@ def plot_quality(rows: list[dict[str, Any]], path: Path) -> None:
         bars.plot(x, r["pseudo_miou"], "ko", markersize=3)
         for curve in r["curves"]:
             curves.plot([c["step"] for c in curve], [c["mask_miou"] for c in curve], color=f"C{i % 10}",
-                        linestyle=styles[f % len(styles)], alpha=0.8)
+                        linestyle=styles[f % len(styles)], marker="o", markersize=2, alpha=0.8)
     bars.set_xticks(np.arange(len(families)), families, fontsize=8)
     bars.set_ylim(0, 1)
     bars.set_title("held-out mask mIoU (bars), pseudo-label mIoU (dots)")
