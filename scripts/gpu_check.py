@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-CUDA_TEST_FILES = ["test/losses/test_deal.py", "test/losses/test_structure_losses.py", "test/test_models.py",
-                   "test/test_augment.py", "test/online/test_startup.py", "test/test_model_speed.py"]
+CUDA_TEST_FILES = ["test/losses/test_deal.py", "test/losses/test_structure_losses.py", "test/models/test_models.py",
+                   "test/frames/test_augment.py", "test/online/test_startup.py",
+                   "test/models/test_model_speed.py"]
 TRAIN_TARGET_SPS = 20.0
 SEGMENTER_TARGET_FPS = 100.0
 DEAL_TARGET = 0.05

@@ -22,7 +22,6 @@ when cls+deal is not run); on a shared CPU it is noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from deal_ros.config.loading import parse_overrides
 from deal_ros.io.ground_truth import GroundTruthFrame, load_bag, load_folder
 from deal_ros.lab.recipes import DEFAULT_SETS, REFERENCE_SET, TOKENS, set_overrides
 from deal_ros.online.parameters import load_parameter_file
-from deal_ros.storage.files import atomic_write_text, check_free_space, check_output_dir, write_or_rescue
+from deal_ros.storage.files import check_free_space, check_output_dir
 
 LOG = logging.getLogger("deal_ros.ablate")
 
@@ -81,7 +80,8 @@ def _base_config(args: argparse.Namespace) -> DealRosConfig:
 def _frames(args: argparse.Namespace, base: DealRosConfig) -> tuple[list[GroundTruthFrame], list[Any]]:
     from deal_ros.lab.synthetic import make_closeup_scenes
 
-    size = tuple(args.size)
+    height, width = args.size
+    size = (height, width)
     total = args.train_frames + args.eval_frames
     if args.folder:
         frames: list[Any] = load_folder(args.folder, size, base.classes)
@@ -90,7 +90,7 @@ def _frames(args: argparse.Namespace, base: DealRosConfig) -> tuple[list[GroundT
             raise UserError("--bag needs --gt-dir with the ground-truth masks")
         frames = load_bag(args.bag, args.gt_dir, size, base.classes, total, base.depth.float_unit)
     else:
-        frames = make_closeup_scenes(total, *size, base.classes, seed=args.seed)
+        frames = make_closeup_scenes(total, height, width, base.classes, seed=args.seed)
     if len(frames) < 2:
         raise UserError(f"need at least 2 labelled frames, found {len(frames)}")
     n_train = min(args.train_frames, len(frames) - 1)
@@ -121,24 +121,18 @@ def summary_rows(results: list[Any], reference: str) -> list[dict[str, Any]]:
 
 
 def write_report(out: Path, report: dict[str, Any], results: list[Any]) -> Path:
-    """ablation.json, ablation.md and ablation_miou.png of the sets done so far, atomically; returns the folder they
-    are in: `out`, or a rescue folder (warned) when `out` stops taking them, where the later sets go too."""
+    """ablation.json, ablation.md and ablation_miou.png of the sets done so far (deal_ros.lab.reports.write_report);
+    returns the folder they are in."""
     from deal_ros.lab.plots import plot_bars
+    from deal_ros.lab.reports import write_report as write_files
 
     header = (f"# deal-ros ablation\n\n{report['train_frames']} training / {report['eval_frames']} held-out frames "
               f"({report['source']}) at {report['size'][0]}x{report['size'][1]}, {report['steps']} steps per set, "
               f"seed {report['seed']}, weights: {report['weights'] or 'random init'}; sets done: "
               f"{report['sets_done']}. Step times are wall-clock means over all steps.\n\n")
     table = format_table(report["sets"], report["reference"])
-    written = write_or_rescue(out, {
-        "ablation.json": lambda p: atomic_write_text(p, json.dumps(report, indent=1)),
-        "ablation.md": lambda p: atomic_write_text(p, header + table + "\n\n![mIoU](ablation_miou.png)\n"),
-        "ablation_miou.png": lambda p: plot_bars(results, p),
-    })
-    if written.rescued:
-        LOG.warning("cannot write the report into %s (%s): the sets done so far, and those to come, are in %s",
-                    out, written.failure, written.folder)
-    return written.folder
+    return write_files(out, "ablation", report, header + table + "\n\n![mIoU](ablation_miou.png)\n",
+                       "ablation_miou.png", lambda p: plot_bars(results, p), "sets")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,6 +36,11 @@ class ArmResult:
     pseudo_cover: dict[str, float] = field(default_factory=dict)
     """Per class: mean fraction of the frame its pseudo-label covers, over the frames tagged with it (a class
     recognised from its context covers most of the frame: the diffuse-CAM signature)."""
+    pseudo_quality: dict[str, float] = field(default_factory=dict)
+    """LabelQuality.as_dict() of the final pseudo-labels: objects_iou, right_class, wrong_class,
+    background_as_object."""
+    mask_quality: dict[str, float] = field(default_factory=dict)
+    """The same of the final masks."""
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
@@ -76,7 +81,8 @@ def run_arm(name: str, cfg: DealRosConfig, train_frames: Sequence[LabelledFrame]
                        pseudo_iou=per_class_iou(final.pseudo, names), mask_iou=per_class_iou(final.masks, names),
                        mean_step_time_s=float(np.mean(step_times)) if step_times else 0.0,
                        wall_time_s=time.perf_counter() - start, history=history, curve=curve,
-                       pseudo_cover=final.pseudo_cover)
+                       pseudo_cover=final.pseudo_cover, pseudo_quality=final.pseudo_quality.as_dict(),
+                       mask_quality=final.mask_quality.as_dict())
     return result, trainer
 
 

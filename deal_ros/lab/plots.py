@@ -70,19 +70,25 @@ def plot_bars(results: Sequence[ArmResult], path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def plot_quality(rows: list[dict[str, Any]], classes: list[str], path: Path) -> None:
-    """Per-class mask IoU bars (one group per class) and the held-out mask mIoU learning curves."""
-    names = ["background", *classes]
+def plot_quality(rows: list[dict[str, Any]], path: Path) -> None:
+    """Mask mIoU (bars) and pseudo-label mIoU (dots) per family and recipe, and the held-out mask mIoU learning
+    curves (one colour per recipe, one line style per family)."""
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    recipes = list(dict.fromkeys(r["name"] for r in rows))
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [2, 1]})
-    width = 0.8 / max(len(rows), 1)
-    x = np.arange(len(names))
-    for i, r in enumerate(rows):
-        bars.bar(x + (i - (len(rows) - 1) / 2) * width, [r["mask_iou"][n] for n in names], width, label=r["name"])
+    width = 0.8 / max(len(recipes), 1)
+    styles = ("-", "--", ":", "-.")
+    for r in rows:
+        i, f = recipes.index(r["name"]), families.index(r["family"])
+        x = f + (i - (len(recipes) - 1) / 2) * width
+        bars.bar(x, r["mask_miou"], width, color=f"C{i % 10}", label=r["name"] if f == 0 else None)
+        bars.plot(x, r["pseudo_miou"], "ko", markersize=3)
         for curve in r["curves"]:
-            curves.plot([c["step"] for c in curve], [c["mask_miou"] for c in curve], color=f"C{i % 10}", alpha=0.8)
-    bars.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+            curves.plot([c["step"] for c in curve], [c["mask_miou"] for c in curve], color=f"C{i % 10}",
+                        linestyle=styles[f % len(styles)], marker="o", markersize=2, alpha=0.8)
+    bars.set_xticks(np.arange(len(families)), families, fontsize=8)
     bars.set_ylim(0, 1)
-    bars.set_title("mask IoU per class (held-out)")
+    bars.set_title("held-out mask mIoU (bars), pseudo-label mIoU (dots)")
     bars.legend(fontsize=7)
     curves.set_title("held-out mask mIoU")
     curves.set_xlabel("step")

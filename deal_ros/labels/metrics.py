@@ -1,9 +1,14 @@
-"""Segmentation metrics: a confusion matrix accumulated over a whole set.
+"""Segmentation metrics: a confusion matrix and label-quality counts accumulated over a whole set.
 
 Why a set-level matrix: mIoU averaged per image over-weights small frames and is undefined for
 classes absent from an image; accumulating counts over all frames and taking IoU at the end is
 the standard (VOC) protocol. Pseudo-labels carry an ignore value (255); by default it counts as
 background in the prediction (an unsure pixel is not a detection), and is skipped in the ground truth.
+
+mIoU alone hides which half of a labeller fails: finding objects (geometry) or naming them (classes). LabelQuality
+counts both apart: objects-vs-background IoU, the right-class share of the object pixels found, the wrong-class
+share in frames with several tagged objects (neighbours taking each other's class), and how often background
+structure (a tray's or shelf's walls) is labelled as an object.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ConfusionMatrix"]
+__all__ = ["BACKGROUND_AS_OBJECT_SHARE", "ConfusionMatrix", "LabelQuality"]
 
 
 def _to_numpy(x: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
@@ -154,3 +159,81 @@ class ConfusionMatrix:
 
     def __repr__(self) -> str:
         return f"ConfusionMatrix(num_classes={self.num_classes}, miou={self.miou():.4f}, pixels={self.total})"
+
+
+BACKGROUND_AS_OBJECT_SHARE = 0.1
+"""A frame counts as 'background labelled as an object' when its ground-truth background pixels labelled as some
+object exceed this share of the frame's ground-truth object area (walls of a tray or shelf, a table edge standing
+out): relative to the objects, so that one stray blob on a large frame does not count and a wall as large as an
+object does."""
+
+
+class LabelQuality:
+    """Set-level counts of what a label map gets right beyond per-class IoU (ignore 255 in the prediction counts as
+    background; ground-truth 255 pixels are skipped).
+
+    objects_iou: IoU of "any object" (id > 0) against background. right_class: among ground-truth object pixels
+    predicted as some object, the share with the right class. wrong_class: on frames with two or more tagged
+    classes, the share of ground-truth object pixels labelled with another of the frame's tagged classes.
+    background_as_object: the share of frames (with ground-truth objects) whose background pixels labelled as an
+    object exceed BACKGROUND_AS_OBJECT_SHARE of their object area. Each is NaN when nothing was counted.
+    """
+
+    def __init__(self, ignore_index: int = 255) -> None:
+        self.ignore_index = int(ignore_index)
+        self.object_tp = self.object_fp = self.object_fn = 0
+        self.found = self.found_right = 0
+        self.multi_object_pixels = self.multi_wrong_tagged = 0
+        self.frames = self.frames_background_as_object = 0
+
+    def update(self, pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor,
+               tagged: Sequence[int] | None = None) -> None:
+        """Add one frame: pred and gt are (H, W) integer label maps; tagged: the frame's tagged class ids (default:
+        the classes its ground truth holds)."""
+        p = _to_numpy(pred, "pred")
+        g = _to_numpy(gt, "gt")
+        if p.shape != g.shape:
+            raise ValueError(f"pred shape {tuple(p.shape)} does not match gt shape {tuple(g.shape)}")
+        keep = g != self.ignore_index
+        p, g = np.where(p == self.ignore_index, 0, p)[keep], g[keep]
+        gt_object, pred_object = g > 0, p > 0
+        self.object_tp += int((gt_object & pred_object).sum())
+        self.object_fp += int((~gt_object & pred_object).sum())
+        self.object_fn += int((gt_object & ~pred_object).sum())
+        found = gt_object & pred_object
+        self.found += int(found.sum())
+        self.found_right += int((found & (p == g)).sum())
+        ids = set(np.unique(g[gt_object]).tolist()) if tagged is None else {int(c) for c in tagged if c > 0}
+        if len(ids) >= 2:
+            self.multi_object_pixels += int(gt_object.sum())
+            self.multi_wrong_tagged += int((found & (p != g) & np.isin(p, list(ids))).sum())
+        area = int(gt_object.sum())
+        if area:
+            self.frames += 1
+            if int((~gt_object & pred_object).sum()) > BACKGROUND_AS_OBJECT_SHARE * area:
+                self.frames_background_as_object += 1
+
+    @staticmethod
+    def _share(part: int, whole: int) -> float:
+        return part / whole if whole else float("nan")
+
+    @property
+    def objects_iou(self) -> float:
+        return self._share(self.object_tp, self.object_tp + self.object_fp + self.object_fn)
+
+    @property
+    def right_class(self) -> float:
+        return self._share(self.found_right, self.found)
+
+    @property
+    def wrong_class(self) -> float:
+        return self._share(self.multi_wrong_tagged, self.multi_object_pixels)
+
+    @property
+    def background_as_object(self) -> float:
+        return self._share(self.frames_background_as_object, self.frames)
+
+    def as_dict(self) -> dict[str, float]:
+        """The four shares by name (NaN where nothing was counted)."""
+        return {"objects_iou": self.objects_iou, "right_class": self.right_class, "wrong_class": self.wrong_class,
+                "background_as_object": self.background_as_object}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
-from clitools import assert_user_error
+from clitools import CLASSES, assert_user_error
 
 from deal_ros.cli import main
+from deal_ros.lab.experiment import ArmResult
 
 pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` is the fast loop
 
@@ -48,6 +50,9 @@ def test_bench_quality_reduced(tmp_path, capsys):
     assert [p["step"] for p in lr["curves"][0]] == [1, 2]
     assert set(lr["mask_iou"]) == {"background", "mug", "box", "ball", "can", "tile", "ring", "bottle", "block"}
     assert 0 <= lr["max_pseudo_cover"] <= 1
+    assert lr["family"] == "closeup" and set(lr["mask_quality"]) == set(lr["pseudo_quality"]) == {
+        "objects_iou", "right_class", "wrong_class", "background_as_object"}
+    assert all(v is None or 0 <= v <= 1 for v in [*lr["mask_quality"].values(), *lr["pseudo_quality"].values()])
     assert (out / "quality.png").stat().st_size > 0
     assert "# deal-ros quality benchmark" in (out / "quality.md").read_text()
 
@@ -78,3 +83,71 @@ def test_bench_quality_refuses_a_scene_size_outside_16_to_4096_in_one_line(scene
     assert_user_error(rc, capsys.readouterr().err, f"--scene-size {' '.join(scene_size)}: height and width must be "
                       "16 to 4096 pixels")
     assert not (tmp_path / "q").exists()
+
+
+def _stand_in(name, cfg, train_frames, eval_frames, steps, *args, **kwargs):
+    """run_arm at once: the report's layout is under test here, not training."""
+    names = ["background", *cfg.classes]
+    shares = {"objects_iou": 0.8, "right_class": 0.5, "wrong_class": float("nan"), "background_as_object": 0.25}
+    return ArmResult(name=name, pseudo_miou=0.25, mask_miou=0.5, pseudo_iou=dict.fromkeys(names, 0.25),
+                     mask_iou=dict.fromkeys(names, 0.5), mean_step_time_s=0.1, wall_time_s=1.0,
+                     curve=[{"step": steps, "pseudo_miou": 0.25, "mask_miou": 0.5}],
+                     pseudo_cover=dict.fromkeys(cfg.classes, 0.1), pseudo_quality=shares, mask_quality=shares), None
+
+
+def test_bench_quality_all_families_in_one_table(tmp_path, capsys, monkeypatch):
+    """Every family is generated (2 frames each, tiny) and gets a family x recipe line with the label-quality
+    columns; 'n/a' where nothing was counted."""
+    monkeypatch.setattr("deal_ros.lab.experiment.run_arm", _stand_in)
+    out = tmp_path / "q"
+    rc = main(["bench", "quality", "--scenes", "all", "--recipes", "cls-only", "default", "--steps", "2",
+               "--train-frames", "2", "--val-frames", "2", "--scene-size", "32", "40", "--size", "32", "48",
+               "--weights", "none", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    report = json.loads((out / "quality.json").read_text())
+    families = ["closeup", "tabletop", "clutter", "bin", "shelf", "no_plane"]
+    assert [(r["family"], r["name"]) for r in report["recipes"]] == [(f, n) for f in families
+                                                                     for n in ("cls-only", "default")]
+    assert list(report["families"]) == families and report["recipes_done"] == "12 of 12"
+    assert report["families"]["tabletop"]["classes"] == ["mug", "box", "ball"]
+    assert report["recipes"][0]["mask_quality"] == {"objects_iou": 0.8, "right_class": 0.5, "wrong_class": None,
+                                                   "background_as_object": 0.25}
+    assert "| family | recipe | mask mIoU | pseudo-label mIoU | per seed (mask / pseudo) | objects IoU | right class " \
+           "| wrong class | bg as object | max class cover | s/step |" in text
+    assert ("| bin | default | 0.500 | 0.250 | 0.500 / 0.250 | 0.80 / 0.80 | 0.50 / 0.50 | n/a / n/a | 0.25 / 0.25 |"
+            in text)
+    assert "Per-class IoU on no_plane" in (out / "quality.md").read_text()
+
+
+def test_bench_quality_scores_a_bag_on_its_own_frames_with_classes_from_its_index(scene_bag, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """The 'label my own bag' measurement: no held-out bag, the class names from the gt folder's index.json."""
+    seen = {}
+
+    def stand_in(name, cfg, train_frames, eval_frames, steps, *args, **kwargs):
+        seen.update(classes=list(cfg.classes), same=train_frames is eval_frames, frames=len(train_frames))
+        return _stand_in(name, cfg, train_frames, eval_frames, steps)
+
+    monkeypatch.setattr("deal_ros.lab.experiment.run_arm", stand_in)
+    gt_dir = tmp_path / "data" / "gt"
+    shutil.copytree(scene_bag.gt_dir, gt_dir)
+    (gt_dir.parent / "index.json").write_text(json.dumps({"classes": ["background", *CLASSES]}))
+    out = tmp_path / "q"
+    rc = main(["bench", "quality", "--recipes", "default", "--steps", "1", "--bag", str(scene_bag.bag.path),
+               "--gt-dir", str(gt_dir), "--size", "32", "48", "--weights", "none", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert seen == {"classes": CLASSES, "same": True, "frames": 6}
+    report = json.loads((out / "quality.json").read_text())
+    assert report["recipes"][0]["family"] == "bag" and "scored on its own frames" in report["source"]
+
+
+def test_bench_quality_refuses_own_data_without_class_names(scene_bag, tmp_path, capsys):
+    rc = main(["bench", "quality", "--bag", str(scene_bag.bag.path), "--gt-dir", str(scene_bag.gt_dir),
+               "--out", str(tmp_path / "q")])
+    assert_user_error(rc, capsys.readouterr().err, "your own data needs --classes (in the order of the ground-truth "
+                      "ids 1, 2, ...) or a classes.txt / index.json in")
+    rc = main(["bench", "quality", "--scenes", "bin", "--bag", str(scene_bag.bag.path), "--gt-dir",
+               str(scene_bag.gt_dir), "--classes", "mug,box", "--out", str(tmp_path / "q")])
+    assert_user_error(rc, capsys.readouterr().err, "--scenes is for the built-in scenes")

@@ -10,6 +10,7 @@ from collections import namedtuple
 import pytest
 
 from deal_ros.cli import main
+from deal_ros.cli.quality import QUALITY_KEYS
 from deal_ros.lab.experiment import ArmResult
 
 QUALITY = ["bench", "quality", "--recipes", "cls-only", "plane", "--steps", "2", "--train-frames", "2",
@@ -34,7 +35,9 @@ class StandIn:
                            mask_iou=dict.fromkeys(names, 0.5), mean_step_time_s=0.1, wall_time_s=1.0,
                            history=[{"step": 1, "loss": 1.0}], curve=[{"step": 2, "pseudo_miou": 0.25,
                                                                        "mask_miou": 0.5}],
-                           pseudo_cover=dict.fromkeys(cfg.classes, 0.1))
+                           pseudo_cover=dict.fromkeys(cfg.classes, 0.1),
+                           pseudo_quality=dict.fromkeys(QUALITY_KEYS, 0.5),
+                           mask_quality=dict.fromkeys(QUALITY_KEYS, 0.5))
         return result, None
 
 

@@ -12,29 +12,40 @@ Conventions: camera frame x right, y down, z forward (optical axis); depth is th
 metres; world frame has the table top at z = 0 and +z up.
 
 Modules: primitives (ray-cast solids), scene (sampling camera, room and objects), render (z-buffer of
-one frame), shading (colour), sensor (the depth camera model), frame (the ground-truth record),
-makers (the public makers).
+one frame), families (clutter, bin, shelf and no-plane rooms and placements), shading (colour), sensor (the
+depth camera model), frame (the ground-truth record), makers (the public makers; make_family_scenes by name).
 """
 
 from __future__ import annotations
 
-from deal_ros.lab.synthetic.frame import SURFACE_BACKGROUND, SURFACE_OBJECT0, SURFACE_TABLE, SyntheticFrame
+from deal_ros.lab.synthetic.frame import (
+    SURFACE_BACKGROUND,
+    SURFACE_OBJECT0,
+    SURFACE_STRUCTURE,
+    SURFACE_TABLE,
+    SyntheticFrame,
+)
 from deal_ros.lab.synthetic.makers import (
     CLOSEUP_CLASSES,
     DEFAULT_CLASSES,
+    FAMILIES,
     MIN_IMAGE_SIDE,
     make_closeup_scenes,
+    make_family_scenes,
     make_tabletop_scenes,
 )
 
 __all__ = [
     "CLOSEUP_CLASSES",
     "DEFAULT_CLASSES",
+    "FAMILIES",
     "MIN_IMAGE_SIDE",
     "SURFACE_BACKGROUND",
     "SURFACE_OBJECT0",
+    "SURFACE_STRUCTURE",
     "SURFACE_TABLE",
     "SyntheticFrame",
     "make_closeup_scenes",
+    "make_family_scenes",
     "make_tabletop_scenes",
 ]

@@ -12,6 +12,9 @@ SURFACE_TABLE = 1
 """`SyntheticFrame.surface` id of the table top."""
 SURFACE_OBJECT0 = 2
 """`SyntheticFrame.surface` id of the first object instance; instance i has id 2 + i."""
+SURFACE_STRUCTURE = 255
+"""`SyntheticFrame.surface` id of the structure around the objects that is not an object (tray walls, shelf boards,
+a cloth, furniture in the background): background in the ground truth."""
 
 
 @dataclass
@@ -19,11 +22,11 @@ class SyntheticFrame:
     """One rendered RGB-D frame with ground truth.
 
     rgb: uint8 (H, W, 3) RGB. depth_m: float32 (H, W) metres, 0.0 = hole (invalid).
-    gt_mask: uint8 (H, W), 0 = background (table, floor, wall), k = class k (1-based into the
+    gt_mask: uint8 (H, W), 0 = background (table, floor, wall, structure), k = class k (1-based into the
     class list). tags: names of the classes present in gt_mask (each covers >= ~1 % of the image),
     in class-list order. intrinsics: float64 3x3 pinhole K of both images (depth aligned to colour).
     depth_true_m: float32 (H, W) noise- and hole-free depth, for measurements.
-    surface: uint8 (H, W), SURFACE_BACKGROUND / SURFACE_TABLE / SURFACE_OBJECT0 + instance.
+    surface: uint8 (H, W), SURFACE_BACKGROUND / SURFACE_TABLE / SURFACE_OBJECT0 + instance / SURFACE_STRUCTURE.
     table_edge_visible: whether the table's far edge (table-to-floor/wall jump) is in view.
     """
 

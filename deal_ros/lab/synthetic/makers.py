@@ -3,13 +3,15 @@ renders, shades, blurs and adds sensor noise."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
 
+from deal_ros.lab.synthetic.families import LAYOUTS, render_family_frame
 from deal_ros.lab.synthetic.frame import SURFACE_BACKGROUND, SURFACE_OBJECT0, SURFACE_TABLE, SyntheticFrame
 from deal_ros.lab.synthetic.render import render_frame
+from deal_ros.lab.synthetic.scene import Scene, SceneObject
 from deal_ros.lab.synthetic.sensor import depth_sensor
 from deal_ros.lab.synthetic.shading import shade_rgb
 
@@ -22,6 +24,8 @@ Textured (stripes, checks, spots) and untextured ('plain') objects, flat ones (t
 MIN_IMAGE_SIDE = 16
 """Smallest height and width of a generated scene (a scene needs room for its objects and their edges)."""
 
+_Rendered = tuple[Scene, list[SceneObject], np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""What a frame's renderer returns: scene, objects, ray directions, depth t, surface ids, is-wall flags."""
 _TABLETOP_STYLES = (("mug", "stripes"), ("box", "checks"), ("ball", "spots"))
 _CLOSEUP_STYLES = (("mug", "stripes"), ("box", "checks"), ("ball", "spots"), ("can", "plain"), ("tile", "plain"),
                    ("ring", "stripes"), ("bottle", "spots"), ("block", "plain"))
@@ -40,8 +44,10 @@ def make_tabletop_scenes(
     any num_frames > i). Classes are dealt from shuffled decks so each occurs about equally often;
     each frame holds objects_per_frame[0]..[1] objects (the same class may appear twice); the camera is
     camera_distance_m[0]..[1] metres from the table along its optical axis."""
-    return _make_scenes(num_frames, height, width, classes, seed, objects_per_frame, camera_distance_m,
-                        _TABLETOP_STYLES, None)
+    def render(rng: np.random.Generator, labels: list[int]) -> _Rendered:
+        return render_frame(rng, labels, height, width, len(classes), camera_distance_m, _TABLETOP_STYLES, None)
+
+    return _make_scenes(num_frames, height, width, classes, seed, objects_per_frame, render)
 
 
 def make_closeup_scenes(
@@ -58,8 +64,44 @@ def make_closeup_scenes(
     far side. Eight object styles (CLOSEUP_CLASSES; class k uses style k-1 modulo 8), textured and plain.
     Deterministic per seed and prefix-stable like make_tabletop_scenes; use different seeds for training
     and held-out sets."""
-    return _make_scenes(num_frames, height, width, classes, seed, objects_per_frame, (0.35, 0.6),
-                        _CLOSEUP_STYLES, coverage)
+    def render(rng: np.random.Generator, labels: list[int]) -> _Rendered:
+        return render_frame(rng, labels, height, width, len(classes), (0.35, 0.6), _CLOSEUP_STYLES, coverage)
+
+    return _make_scenes(num_frames, height, width, classes, seed, objects_per_frame, render)
+
+
+FAMILIES: tuple[str, ...] = ("closeup", "tabletop", *LAYOUTS)
+"""Scene families of make_family_scenes (`deal-ros bench quality --scenes`)."""
+
+
+def make_family_scenes(
+    family: str,
+    num_frames: int,
+    height: int = 240,
+    width: int = 320,
+    classes: Sequence[str] = CLOSEUP_CLASSES,
+    seed: int = 0,
+) -> list[SyntheticFrame]:
+    """Frames of one family (FAMILIES): 'closeup' and 'tabletop' are make_closeup_scenes / make_tabletop_scenes
+    with their defaults; 'clutter' (2-5 small objects of 0.5-3 % of the frame each, mostly in contact, on a table),
+    'bin' (2-5 touching objects in a tray or box with vertical or slanted walls), 'shelf' (a shelf cell from the
+    front, objects hidden in part by each other and by the cell's front lip) and 'no_plane' (1-3 objects held in
+    front of furniture, or on a cloth in folds) use the close-ups' objects and styles (class k: style k-1 modulo 8).
+    Tray, shelf, cloth and furniture are background in the ground truth. Deterministic per seed, prefix-stable."""
+    if family == "closeup":
+        return make_closeup_scenes(num_frames, height, width, classes, seed)
+    if family == "tabletop":
+        return make_tabletop_scenes(num_frames, height, width, classes, seed)
+    if family not in LAYOUTS:
+        raise ValueError(f"unknown scene family {family!r}; known: {', '.join(FAMILIES)}")
+    layout = LAYOUTS[family]
+
+    def render(rng: np.random.Generator, labels: list[int]) -> _Rendered:
+        return render_family_frame(rng, labels, height, width, len(classes), _CLOSEUP_STYLES, layout)
+
+    per_frame = (1, 3) if family == "no_plane" else (2, 5)
+    return _make_scenes(num_frames, height, width, classes, seed, per_frame, render)
+
 
 
 def _make_scenes(
@@ -69,9 +111,7 @@ def _make_scenes(
     classes: Sequence[str],
     seed: int,
     objects_per_frame: tuple[int, int],
-    camera_distance_m: tuple[float, float],
-    styles: Sequence[tuple[str, str]],
-    coverage: tuple[float, float] | None,
+    render: Callable[[np.random.Generator, list[int]], _Rendered],
 ) -> list[SyntheticFrame]:
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
@@ -96,8 +136,7 @@ def _make_scenes(
                 deck = [int(c) + 1 for c in deck_rng.permutation(num_classes)]
             labels.append(deck.pop())
         rng = np.random.default_rng(np.random.SeedSequence([seed, 1, i]))
-        scene, objects, dirs, t, surf, is_wall = render_frame(rng, labels, height, width, num_classes,
-                                                               camera_distance_m, styles, coverage)
+        scene, objects, dirs, t, surf, is_wall = render(rng, labels)
 
         rgb_lin = shade_rgb(rng, scene, objects, dirs, t, surf, is_wall)
         rgb = rgb_lin.reshape(height, width, 3).astype(np.float32)

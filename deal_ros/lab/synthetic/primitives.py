@@ -1,4 +1,5 @@
-"""Ray-cast primitives (sphere, cylinder, box, ring): exact hits give consistent depth, masks and occlusions.
+"""Ray-cast primitives (sphere, cylinder, box, ring, heightfield): exact hits give consistent depth, masks and
+occlusions.
 
 Rays are o + t * d with d not normalised; for camera rays the camera z component of d is 1, so t is the
 camera depth.
@@ -96,14 +97,18 @@ class Cylinder(Primitive):
 
 
 class Box(Primitive):
-    """Box standing on the table, rotated by yaw (rad) about world z; half extents in metres."""
+    """Box rotated by yaw (rad) about world z, then by tilt (rad) about its own x axis (a slanted tray wall leans
+    towards its local -y for tilt > 0); half extents in metres."""
 
-    def __init__(self, centre: np.ndarray, half: np.ndarray, yaw: float) -> None:
+    def __init__(self, centre: np.ndarray, half: np.ndarray, yaw: float, tilt: float = 0.0) -> None:
         self.c = np.asarray(centre, np.float64)
         self.a = np.asarray(half, np.float64)
         cy, sy = math.cos(yaw), math.sin(yaw)
         # world -> local rotation (rows are the local axes expressed in world coordinates)
         self.rot = np.array([[cy, sy, 0.0], [-sy, cy, 0.0], [0.0, 0.0, 1.0]])
+        if tilt:
+            ct, st = math.cos(tilt), math.sin(tilt)
+            self.rot = np.array([[1.0, 0.0, 0.0], [0.0, ct, st], [0.0, -st, ct]]) @ self.rot
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         ol = (np.atleast_2d(o) - self.c) @ self.rot.T
@@ -170,3 +175,68 @@ class Ring(Primitive):
 
     def bound(self) -> tuple[np.ndarray, float]:
         return np.array([self.cx, self.cy, self.h / 2]), math.hypot(self.r, self.h / 2)
+
+
+class Heightfield(Primitive):
+    """An uneven surface z = h(x, y) over a rectangle (a draped cloth): a sum of sine folds of amplitude
+    `amplitude` m. Ray cast by marching between the planes z = +-amplitude and refining by bisection."""
+
+    MARCH_STEPS = 48
+    """Samples along a ray between the bounding planes (folds are >= 8 cm long, so a fold is never skipped)."""
+
+    def __init__(self, x_range: tuple[float, float], y_range: tuple[float, float], amplitude: float,
+                 waves: np.ndarray) -> None:
+        self.x_range, self.y_range, self.amp = x_range, y_range, float(amplitude)
+        self.waves = np.asarray(waves, np.float64)
+        """(K, 3): wave vector kx, ky (rad/m) and phase of each fold; h is their mean sine times amplitude."""
+
+    def height(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        arg = x[..., None] * self.waves[:, 0] + y[..., None] * self.waves[:, 1] + self.waves[:, 2]
+        return self.amp * np.sin(arg).mean(-1)
+
+    CHUNK = 8192
+    """Rays marched at once (bounds the memory of the march to about 30 MB)."""
+
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        o = np.broadcast_to(o, d.shape)
+        return np.concatenate([self._march(o[i:i + self.CHUNK], d[i:i + self.CHUNK])
+                               for i in range(0, len(d), self.CHUNK)] or [np.zeros(0)])
+
+    def _march(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_top = (self.amp - o[:, 2]) / d[:, 2]
+            t_bot = (-self.amp - o[:, 2]) / d[:, 2]
+        t0 = np.clip(np.minimum(t_top, t_bot), EPS_T, None)
+        t1 = np.maximum(t_top, t_bot)
+        ok = np.isfinite(t1) & (t1 > t0)
+        t0, t1 = np.where(ok, t0, 0.0), np.where(ok, t1, 0.0)
+        steps = np.linspace(0.0, 1.0, self.MARCH_STEPS)
+        ts = t0[:, None] + (t1 - t0)[:, None] * steps[None, :]
+        p = o[:, None, :] + ts[..., None] * d[:, None, :]
+        above = p[..., 2] - self.height(p[..., 0], p[..., 1]) > 0
+        cross = above[:, :-1] & ~above[:, 1:]
+        hit = ok & cross.any(1)
+        first = cross.argmax(1)
+        rows = np.arange(len(d))
+        lo, hi = ts[rows, first], ts[rows, np.minimum(first + 1, self.MARCH_STEPS - 1)]
+        for _ in range(8):
+            mid = 0.5 * (lo + hi)
+            q = o + mid[:, None] * d
+            up = q[:, 2] - self.height(q[:, 0], q[:, 1]) > 0
+            lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+        t = 0.5 * (lo + hi)
+        q = o + t[:, None] * d
+        inside = ((q[:, 0] >= self.x_range[0]) & (q[:, 0] <= self.x_range[1])
+                  & (q[:, 1] >= self.y_range[0]) & (q[:, 1] <= self.y_range[1]))
+        return np.where(hit & inside & (t > EPS_T), t, MISS)
+
+    def normal_uv(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        arg = p[:, 0, None] * self.waves[:, 0] + p[:, 1, None] * self.waves[:, 1] + self.waves[:, 2]
+        grad = self.amp * (np.cos(arg)[..., None] * self.waves[None, :, :2]).mean(1)
+        n = np.concatenate([-grad, np.ones((len(p), 1))], -1)
+        return n / np.linalg.norm(n, axis=1, keepdims=True), p[:, 0], p[:, 1]
+
+    def bound(self) -> tuple[np.ndarray, float]:
+        cx, cy = sum(self.x_range) / 2, sum(self.y_range) / 2
+        half = math.hypot(self.x_range[1] - cx, self.y_range[1] - cy)
+        return np.array([cx, cy, 0.0]), math.hypot(half, self.amp)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deal_ros.lab.synthetic.frame import SURFACE_BACKGROUND, SURFACE_OBJECT0, SURFACE_TABLE
+from deal_ros.lab.synthetic.frame import SURFACE_BACKGROUND, SURFACE_OBJECT0, SURFACE_STRUCTURE, SURFACE_TABLE
 from deal_ros.lab.synthetic.primitives import EPS_T, MISS, Primitive
 from deal_ros.lab.synthetic.scene import Scene, SceneObject, place_objects, sample_scene
 
@@ -55,17 +55,22 @@ def _pixel_window(scene: Scene, part: Primitive, height: int, width: int) -> np.
     return (rows + np.arange(x0, x1)[None, :]).ravel()
 
 
-def _render_room(scene: Scene, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Z-buffer of the room without objects: depth t (N,), surface id (N,) uint8, is-wall flag (N,)."""
+def render_room(scene: Scene, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Z-buffer of the room and its structure without objects: depth t (N,), surface id (N,) uint8, is-wall flag
+    (N,)."""
     t, is_wall = _background_t(scene, scene.cam, dirs)
     surf = np.full(t.shape, SURFACE_BACKGROUND, np.uint8)
     t_tab = _table_t(scene, scene.cam, dirs)
     closer = t_tab < t
     t[closer], surf[closer] = t_tab[closer], SURFACE_TABLE
+    for part in scene.structure:
+        tp = part.intersect(scene.cam, dirs)
+        closer = tp < t
+        t[closer], surf[closer] = tp[closer], SURFACE_STRUCTURE
     return t, surf, is_wall
 
 
-def _render_geometry(
+def render_geometry(
     room: tuple[np.ndarray, np.ndarray, np.ndarray],
     scene: Scene,
     objects: list[SceneObject],
@@ -86,6 +91,15 @@ def _render_geometry(
     return t, surf, is_wall
 
 
+def camera_rays(scene: Scene, height: int, width: int) -> np.ndarray:
+    """World directions (H*W, 3) of the pixels' rays, row-major; their camera z component is 1, so t is the
+    camera depth."""
+    kinv = np.linalg.inv(scene.k)
+    jj, ii = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    pix = np.stack([jj.ravel(), ii.ravel(), np.ones(height * width)], -1)
+    return (pix @ kinv.T) @ scene.rot.T
+
+
 def render_frame(
     rng: np.random.Generator, labels: list[int], height: int, width: int, num_classes: int,
     camera_distance_m: tuple[float, float],
@@ -95,17 +109,14 @@ def render_frame(
     """Sample a scene and place the objects; with `coverage` (lo, hi), the objects are rescaled until together
     they cover about a fraction U(lo, hi) of the image (the close-up regime)."""
     scene = sample_scene(rng, height, width, num_classes, camera_distance_m)
-    kinv = np.linalg.inv(scene.k)
-    jj, ii = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    pix = np.stack([jj.ravel(), ii.ravel(), np.ones(height * width)], -1)
-    dirs = (pix @ kinv.T) @ scene.rot.T  # camera z component is 1 -> t is the camera depth
+    dirs = camera_rays(scene, height, width)
     min_px = 0.01 * height * width
-    room = _render_room(scene, dirs)
+    room = render_room(scene, dirs)
     best: tuple | None = None
     for attempt in range(10):
         scale = 1.0 if attempt < 5 else 1.3
         objects = place_objects(rng, scene, labels, height, width, num_classes, scale, styles)
-        t, surf, is_wall = _render_geometry(room, scene, objects, dirs, height, width)
+        t, surf, is_wall = render_geometry(room, scene, objects, dirs, height, width)
         counts = np.bincount(surf, minlength=SURFACE_OBJECT0 + len(objects))[SURFACE_OBJECT0:]
         ok = counts >= min_px
         if len(objects) == len(labels) and ok.all():
@@ -118,7 +129,7 @@ def render_frame(
     counts = np.bincount(surf, minlength=SURFACE_OBJECT0 + len(objects))[SURFACE_OBJECT0:]
     if (counts < min_px).any():  # drop objects that stay too small to be tagged, and re-render
         objects = [o for o, c in zip(objects, counts, strict=True) if c >= min_px]
-        t, surf, is_wall = _render_geometry(room, scene, objects, dirs, height, width)
+        t, surf, is_wall = render_geometry(room, scene, objects, dirs, height, width)
     if coverage is not None and objects:
         target = rng.uniform(*coverage)
         scale = 1.0
@@ -132,7 +143,7 @@ def render_frame(
             placed = place_objects(rng, scene, labels, height, width, num_classes, scale, styles)
             if len(placed) < len(objects):
                 continue  # the larger objects no longer fit on the table
-            rendered = _render_geometry(room, scene, placed, dirs, height, width)
+            rendered = render_geometry(room, scene, placed, dirs, height, width)
             new_error = abs(float((rendered[1] >= SURFACE_OBJECT0).mean()) / target - 1.0)
             if new_error < error:  # keep the placement closest to the target coverage
                 chosen, error = (placed, *rendered), new_error

@@ -8,7 +8,7 @@ from __future__ import annotations
 import colorsys
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,7 +37,8 @@ class SceneObject:
     footprint_m: float  # radius of the footprint circle on the table
 
 
-def _hsv(h_deg: float, s: float, v: float) -> np.ndarray:
+def hsv(h_deg: float, s: float, v: float) -> np.ndarray:
+    """RGB (3,) in [0, 1] of a hue in degrees and a saturation and value (clipped to [0, 1])."""
     s, v = min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0)
     return np.array(colorsys.hsv_to_rgb((h_deg % 360.0) / 360.0, s, v))
 
@@ -74,6 +75,10 @@ class Scene:
     patches: list[tuple[np.ndarray, np.ndarray, float, np.ndarray, str]]  # centre, half, yaw, colour, texture
     floor_colour: np.ndarray
     wall_colour: np.ndarray
+    structure: list[Primitive] = field(default_factory=list)
+    """What surrounds the objects and is not one (tray walls, shelf boards, a cloth, furniture): background."""
+    structure_colours: list[np.ndarray] = field(default_factory=list)
+    """(3,) RGB of each structure part."""
 
 
 def _class_hue(label: int, num_classes: int) -> float:
@@ -81,9 +86,10 @@ def _class_hue(label: int, num_classes: int) -> float:
 
 
 def sample_scene(rng: np.random.Generator, height: int, width: int, num_classes: int,
-                 camera_distance_m: tuple[float, float]) -> Scene:
-    """A robot's view of a table: tilted camera camera_distance_m from it, often with its far edge and the floor
-    or wall behind in view (the largest depth jump), and printed distractors in the objects' hues."""
+                 camera_distance_m: tuple[float, float], elevation_deg: tuple[float, float] = (32.0, 62.0)) -> Scene:
+    """A robot's view of a table: camera camera_distance_m from it, elevation_deg above the table's plane, often with
+    its far edge and the floor or wall behind in view (the largest depth jump), and printed distractors in the
+    objects' hues."""
     hfov = math.radians(rng.uniform(58.0, 70.0))
     f = (width / 2.0) / math.tan(hfov / 2.0)
     k = np.array(
@@ -94,7 +100,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, num_classes:
         ]
     )
     dist = rng.uniform(*camera_distance_m)  # along the optical axis to the table
-    elev = math.radians(rng.uniform(32.0, 62.0))
+    elev = math.radians(rng.uniform(*elevation_deg))
     az = math.radians(rng.uniform(-15.0, 15.0))
     target = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), 0.0])
     hdir = np.array([math.sin(az), math.cos(az), 0.0])
@@ -125,14 +131,14 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, num_classes:
 
     table_kind = str(rng.choice(["wood", "laminate", "cloth"]))
     if table_kind == "wood":
-        base = _hsv(rng.uniform(20, 40), rng.uniform(0.35, 0.6), rng.uniform(0.45, 0.75))
+        base = hsv(rng.uniform(20, 40), rng.uniform(0.35, 0.6), rng.uniform(0.45, 0.75))
         table_b = base * rng.uniform(0.7, 0.85)
     elif table_kind == "laminate":
-        base = _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.15), rng.uniform(0.55, 0.9))
+        base = hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.15), rng.uniform(0.55, 0.9))
         table_b = base * 0.92
     else:
-        base = _hsv(rng.uniform(0, 360), rng.uniform(0.1, 0.35), rng.uniform(0.4, 0.8))
-        table_b = _hsv(rng.uniform(0, 360), rng.uniform(0.1, 0.3), rng.uniform(0.4, 0.8))
+        base = hsv(rng.uniform(0, 360), rng.uniform(0.1, 0.35), rng.uniform(0.4, 0.8))
+        table_b = hsv(rng.uniform(0, 360), rng.uniform(0.1, 0.3), rng.uniform(0.4, 0.8))
 
     # Distractors printed on the table (paper, mats): flat, so only colour/texture, no depth.
     patches = []
@@ -147,7 +153,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, num_classes:
             hue = _class_hue(int(rng.integers(1, num_classes + 1)), num_classes) + rng.uniform(-25, 25)
         else:
             hue = rng.uniform(0, 360)
-        colour = _hsv(hue, rng.uniform(0.45, 0.9), rng.uniform(0.5, 0.95))
+        colour = hsv(hue, rng.uniform(0.45, 0.9), rng.uniform(0.5, 0.95))
         texture = str(rng.choice(["flat", "lines", "noise"]))
         patches.append((p[:2], half, rng.uniform(0, math.pi), colour, texture))
 
@@ -166,29 +172,31 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, num_classes:
         table_b=table_b,
         grain_dir=rng.uniform(-0.3, 0.3),
         patches=patches,
-        floor_colour=_hsv(rng.uniform(0, 60), rng.uniform(0.05, 0.3), rng.uniform(0.3, 0.6)),
-        wall_colour=_hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.15), rng.uniform(0.6, 0.9)),
+        floor_colour=hsv(rng.uniform(0, 60), rng.uniform(0.05, 0.3), rng.uniform(0.3, 0.6)),
+        wall_colour=hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.15), rng.uniform(0.6, 0.9)),
     )
 
 
 def _sample_appearance(rng: np.random.Generator, label: int, num_classes: int, texture: str) -> Appearance:
     hue = _class_hue(label, num_classes) + rng.uniform(-22, 22)
-    a = _hsv(hue, rng.uniform(0.55, 0.95), rng.uniform(0.55, 0.95))
+    a = hsv(hue, rng.uniform(0.55, 0.95), rng.uniform(0.55, 0.95))
     choice = rng.random()
     if choice < 0.4:
-        b = _hsv(0, 0, rng.uniform(0.85, 1.0))  # white-ish
+        b = hsv(0, 0, rng.uniform(0.85, 1.0))  # white-ish
     elif choice < 0.7:
         b = a * rng.uniform(0.3, 0.55)  # darker shade
     else:
-        b = _hsv(hue + rng.uniform(-40, 40), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.9))
+        b = hsv(hue + rng.uniform(-40, 40), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.9))
     period, phase, gloss = rng.uniform(0.012, 0.03), rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.6)
     return Appearance(a, b, texture, period, phase, gloss)
 
 
-def _sample_object(
+def sample_object(
     rng: np.random.Generator, label: int, num_classes: int, xy: np.ndarray, scale: float,
     styles: Sequence[tuple[str, str]],
 ) -> SceneObject:
+    """An object of class `label` standing at xy on z = 0: its style's shape, sized by `scale`, and a look in the
+    class's hue."""
     shape, texture = styles[(label - 1) % len(styles)]
     look = _sample_appearance(rng, label, num_classes, texture)
     parts: list[Primitive]
@@ -250,7 +258,7 @@ def place_objects(
             if ray[2] >= -1e-3:
                 continue
             p = scene.cam + ray * (-scene.cam[2] / ray[2])
-            obj = _sample_object(rng, label, num_classes, p[:2], scale, styles)
+            obj = sample_object(rng, label, num_classes, p[:2], scale, styles)
             margin = obj.footprint_m + 0.01
             on_table = (
                 scene.table_x[0] + margin < p[0] < scene.table_x[1] - margin

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from deal_ros.lab.synthetic.frame import SURFACE_OBJECT0
+from deal_ros.lab.synthetic.frame import SURFACE_OBJECT0, SURFACE_STRUCTURE
 
 _BASELINE_M = 0.05
 """Stereo baseline of the simulated depth camera (RealSense D435: 50 mm)."""
@@ -41,7 +41,7 @@ def depth_sensor(
 
     # A few larger blobs (specular reflections, dark/absorbing spots), often on objects.
     blobs = np.zeros(z.shape, np.uint8)
-    obj_pix = np.argwhere(surf >= SURFACE_OBJECT0)
+    obj_pix = np.argwhere((surf >= SURFACE_OBJECT0) & (surf != SURFACE_STRUCTURE))
     for _ in range(int(rng.integers(0, 3))):
         if len(obj_pix) and rng.random() < 0.6:
             cy, cx = obj_pix[rng.integers(len(obj_pix))]

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from deal_ros.lab.synthetic.frame import SURFACE_BACKGROUND, SURFACE_OBJECT0, SURFACE_TABLE
+from deal_ros.lab.synthetic.frame import SURFACE_BACKGROUND, SURFACE_OBJECT0, SURFACE_STRUCTURE, SURFACE_TABLE
 from deal_ros.lab.synthetic.scene import Scene, SceneObject
 
 
@@ -92,6 +92,24 @@ def shade_rgb(
                     shadow[near] |= np.isfinite(hit)
         lam[shadow] = amb
         rgb[sel] = col * lam[:, None]
+
+    # Structure (tray walls, shelf boards, cloth, furniture): its part's colour, noise texture, two-sided Lambert.
+    sel = surf == SURFACE_STRUCTURE
+    if sel.any():
+        p = p_all[sel]
+        best = np.full(len(p), np.inf)
+        col = np.zeros_like(p)
+        n = np.zeros_like(p)
+        for part, colour in zip(scene.structure, scene.structure_colours, strict=True):
+            tp = part.intersect(scene.cam, dirs[sel])
+            take = tp < best
+            if take.any():
+                nn, uu, vv = part.normal_uv(p[take])
+                n[take] = nn
+                col[take] = colour * (0.8 + 0.4 * _value_noise(grid, uu * 25 + 5.0, vv * 25))[:, None]
+                best[take] = tp[take]
+        n *= -np.sign((n * dirs[sel]).sum(-1, keepdims=True) + 1e-12)  # the side facing the camera
+        rgb[sel] = col * (amb + (1 - amb) * np.clip(n @ light, 0, 1))[:, None]
 
     # Objects: class texture, Lambert + a Phong highlight.
     for i, obj in enumerate(objects):
