@@ -7,7 +7,7 @@ Source: ``../shared/data/mobilenet_v2_imagenet_tflite/mobilenet_v2_1.0_224_quant
 test_data, Apache-2.0). Its weights are uint8 with one scale and zero point per tensor and its biases
 int32, so storing those integers with their scales keeps every value: the output is a safetensors file
 of about 3.5 MB (``deal_ros/models/data/``) whose dequantised tensors equal the float conversion in
-``../shared/data/mobilenet_v2_imagenet`` (test/test_weights.py checks it).
+``../shared/data/mobilenet_v2_imagenet`` (test/models/test_weights.py checks it).
 
 Why a reader of our own: the flatbuffer needs ~60 lines to walk, and no TFLite package becomes a
 dependency of the project. The graph is checked before anything is written (53 convs in MobileNetV2
