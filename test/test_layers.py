@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from deal_ros.cli import LAB_PACKAGES
+
 PACKAGE = Path(__file__).resolve().parents[1] / "deal_ros"
 
 ROOMS = ("errors", "vocabulary", "core", "io", "online", "lab", "apps")
@@ -36,7 +38,7 @@ LIGHT_MODULES = ("deal_ros", "deal_ros.errors", "deal_ros.storage.files", "deal_
                  "deal_ros.online.slot", "deal_ros.online.startup", "deal_ros.online.status", "deal_ros.ros",
                  "deal_ros.ros.runner")
 HEAVY = ("torch", "cv2", "rclpy", "rosbags", "matplotlib")
-LAB_ONLY = ("matplotlib", "tqdm", "skimage")
+LAB_ONLY = LAB_PACKAGES
 """The lab extra's packages: what the robot's install (`pip install .`) does not have."""
 MAX_MODULE_LINES = 600
 
@@ -164,11 +166,15 @@ trainer.add_frame(rng.integers(0, 255, (64, 64, 3), np.uint8), rng.uniform(0.5, 
                   ["mug"])
 for _ in progress_bar(range(2), desc="steps"):
     trainer.train_step()
+from deal_ros.cli import main
+assert main(["demo", "--steps", "1"]) == 2  # one line naming the lab extra, no traceback
 print(Segmenter(cfg, trainer.model)(np.zeros((64, 64, 3), np.uint8)).mask.shape)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("(64, 64)")
+    assert "deal-ros demo: error: needs matplotlib, which comes with the lab extra: pip install 'deal_ros[lab]'" in (
+        result.stderr)
 
 
 @pytest.mark.parametrize("module", LIGHT_MODULES)

@@ -167,6 +167,10 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
     return word if word in SUBCOMMANDS else None
 
 
+LAB_PACKAGES = ("matplotlib", "tqdm", "skimage")
+"""What `pip install 'deal_ros[lab]'` adds (demo, ablate, bench, plots): the robot's install has none of them."""
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with `only`, just that subcommand's module is imported (a faster start)."""
     parser = argparse.ArgumentParser(
@@ -210,6 +214,12 @@ def _run(argv: list[str], prog: str, command: str | None, verbose: bool) -> int:
     except KeyboardInterrupt as exc:
         print(f"\n{prog}: {stop_reason(exc)}", file=sys.stderr)
         return stop_exit_code(exc)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in LAB_PACKAGES:
+            raise
+        _report(prog, f"needs {exc.name.split('.')[0]}, which comes with the lab extra: pip install 'deal_ros[lab]'",
+                verbose)
+        return USER_ERROR
     except BrokenPipeError:  # `deal-ros info bag | head`: the reader left, nothing to report
         _silence_stdout()
         return INTERNAL_ERROR

@@ -64,6 +64,7 @@ class PlainProgress:
         self.n, self.desc, self.unit, self.disable = initial, desc, unit, disable
         self.postfix = ""
         self._last_line = -float("inf")
+        self._printed_n: int | None = None
 
     def __iter__(self) -> Iterator[Any]:
         for item in self.iterable or ():
@@ -90,7 +91,8 @@ class PlainProgress:
 
     def close(self) -> None:
         if self._last_line != float("inf"):
-            self._line()
+            if self._printed_n != self.n:
+                self._line()
             self._last_line = float("inf")
 
     def _line(self) -> None:
@@ -100,7 +102,7 @@ class PlainProgress:
         self.stream.write(f"{self.desc}: {self.n}{of} {self.unit}" + (f" [{self.postfix}]" if self.postfix else "")
                           + "\n")
         self.stream.flush()
-        self._last_line = time.monotonic()
+        self._last_line, self._printed_n = time.monotonic(), self.n
 
 
 def progress_bar(iterable: Iterable[Any] | None = None, *, stream: TextIO | None = None,

@@ -354,4 +354,6 @@ class TrainSession:
             print(f"{job.world_size} processes ({job.backend}), batch {trainer.batch_size} each; frames per rank: "
                   f"{self.run_log.frames_per_rank}; weights identical on all ranks: {self.run_log.weights_identical}")
         print(self.read_stats.summary())
-        print(f"checkpoint: {path}\nlog: {self.out / 'train_log.json'}\nloss curves: {self.out / 'loss_curves.png'}")
+        curves = self.out / "loss_curves.png"
+        print(f"checkpoint: {path}\nlog: {self.out / 'train_log.json'}"
+              + (f"\nloss curves: {curves}" if curves.exists() else ""))
