@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -197,7 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"deal-ros {command}" if command else "deal-ros"
     verbose = any(a in ("-v", "--verbose") for a in argv)
     with _stop_signals(prog):
-        return _run(argv, prog, command, verbose)
+        code = _run(argv, prog, command, verbose)
+    distributed = sys.modules.get("deal_ros.training.distributed")
+    if distributed is not None and distributed.exit_without_teardown():  # a torchrun job that lost a rank
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _run(argv: list[str], prog: str, command: str | None, verbose: bool) -> int:

@@ -143,12 +143,16 @@ def build_config(args: argparse.Namespace, tags: Any) -> DealRosConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    lost: BaseException | None = None
     try:
         return _train(args)
+    except Exception as exc:
+        lost = exc
+        raise
     finally:
         distributed = sys.modules.get("deal_ros.training.distributed")  # not imported (torch!) by a refusal before it
-        if distributed is not None:
-            distributed.shutdown()  # leave the torchrun job, if any
+        if distributed is not None:  # leave the torchrun job, if any
+            distributed.shutdown(peer_lost=isinstance(lost, distributed.PeerLostError))
 
 
 def _check_args(args: argparse.Namespace) -> str:

@@ -202,10 +202,23 @@ def _wait_for_rank0(address: str, port: int, timeout_s: float, message: str) -> 
             time.sleep(0.2)
 
 
-def shutdown() -> None:
-    """Leave the job (if joined)."""
-    if dist.is_initialized():
+def shutdown(peer_lost: bool = False) -> None:
+    """Leave the job (if joined). After a lost peer the process group is not torn down: gloo's teardown with a
+    dead peer aborts the process ("terminate called without an active exception") after the one line was said;
+    the process then ends without running C++ destructors (`exit_without_teardown`)."""
+    global _ABANDONED
+    if peer_lost and dist.is_initialized():
+        _ABANDONED = True
+    elif dist.is_initialized():
         dist.destroy_process_group()
+
+
+_ABANDONED = False
+
+
+def exit_without_teardown() -> bool:
+    """Whether the process must end with os._exit: a job left with a lost peer (see shutdown)."""
+    return _ABANDONED
 
 
 class GradientSync:
