@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deal_ros.cli import UserError
+from deal_ros.cli.figures import write_figure
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import one_line
 
@@ -149,14 +150,5 @@ def checkpoint_step(path: Path) -> int | None:
 
 
 def plot_losses_file(history: list[dict[str, Any]], path: Path) -> None:
-    """loss_curves.png, atomically; a picture that cannot be written is a warning (the log holds the numbers)."""
-    try:
-        from deal_ros.lab.plots import plot_losses
-    except ImportError:
-        LOG.info("%s not written: plots need matplotlib (pip install deal_ros[lab]); the numbers are in "
-                 "train_log.json", path.name)
-        return
-    try:
-        plot_losses({"train": history}, path)
-    except OSError as exc:
-        LOG.warning("could not write %s (%s); the numbers are in train_log.json", path, one_line(exc, 200))
+    """loss_curves.png, atomically (the log holds the numbers)."""
+    write_figure(path, lambda plots: plots.plot_losses({"train": history}, path))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from deal_ros.cli import UserError
+from deal_ros.cli.figures import write_figure
 from deal_ros.config import DealRosConfig
-from deal_ros.errors import one_line
-
-LOG = logging.getLogger("deal_ros.train")
 
 
 class Validation:
@@ -43,14 +40,5 @@ class Validation:
         return point
 
     def plot(self, path: Path) -> None:
-        """val_miou.png: the held-out mIoU against the step (needs the lab extra's matplotlib; else one line)."""
-        try:
-            from deal_ros.lab.plots import plot_validation
-        except ImportError:
-            LOG.info("%s not written: plots need matplotlib (pip install deal_ros[lab]); the numbers are in "
-                     "train_log.json", path.name)
-            return
-        try:
-            plot_validation(self.curve, len(self.frames), path)
-        except OSError as exc:
-            LOG.warning("could not write %s (%s); the numbers are in train_log.json", path, one_line(exc, 200))
+        """val_miou.png: the held-out mIoU against the step."""
+        write_figure(path, lambda plots: plots.plot_validation(self.curve, len(self.frames), path))
