@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         with progress_bar(total=args.steps, desc=f"{name:<20}", unit="step") as bar:
             def on_step(stats: StepStats, bar: tqdm | PlainProgress = bar) -> None:
                 bar.update(1)
-                bar.set_postfix(cls=f"{stats.loss_cls:.3f}", deal=f"{stats.loss_deal:.3f}", seg=f"{stats.loss_seg:.3f}")
+                bar.set_postfix(cls=f"{stats.loss_cls:.3f}", deal=f"{stats.loss_deal:.3f}", seg=f"{stats.loss_seg:.3f}",
+                                refresh=False)  # a refresh would print a line per step off a terminal
             result, trainer = run_arm(name, cfg, train_frames, eval_frames, args.steps, on_step)
         arms.append((result, Segmenter(cfg, trainer.model)))
         log.info("%s: pseudo-label mIoU %.3f, mask mIoU %.3f (%.2f s/step)", name, result.pseudo_miou,
