@@ -222,19 +222,17 @@ def _run(argv: list[str], prog: str, command: str | None, verbose: bool) -> int:
     except KeyboardInterrupt as exc:
         print(f"\n{prog}: {stop_reason(exc)}", file=sys.stderr)
         return stop_exit_code(exc)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] not in LAB_PACKAGES:
-            raise
-        _report(prog, f"needs {exc.name.split('.')[0]}, which comes with the lab extra: pip install 'deal_ros[lab]'",
-                verbose)
-        return USER_ERROR
     except BrokenPipeError:  # `deal-ros info bag | head`: the reader left, nothing to report
         _silence_stdout()
         return INTERNAL_ERROR
     except (DealRosError, OSError) as exc:
         _report(prog, describe_os_error(exc) if isinstance(exc, OSError) else one_line(exc), verbose)
         return USER_ERROR
-    except Exception as exc:  # a bug: say where, keep the traceback for -v
+    except Exception as exc:  # a bug: say where, keep the traceback for -v; or the lab extra is missing
+        missing = exc.name.split(".")[0] if isinstance(exc, ModuleNotFoundError) and exc.name else ""
+        if missing in LAB_PACKAGES:
+            _report(prog, f"needs {missing}, which comes with the lab extra: pip install 'deal_ros[lab]'", verbose)
+            return USER_ERROR
         _report(prog, f"internal error {_origin(exc)}{type(exc).__name__}: {one_line(exc, 300)} "
                       "(run with -v for the traceback)", verbose)
         return INTERNAL_ERROR
