@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from deal_ros.config import ConfigError
-from deal_ros.errors import UserError
-from deal_ros.frames.checks import depth_problem
+from deal_ros.errors import DegenerateDataError, UserError
 from deal_ros.online.keyframes import KeyframeGate
 from deal_ros.online.status import RateLimiter, RateMeter
 
@@ -110,12 +109,11 @@ class KeyframeIntake:
             index, self.keyframes = self.keyframes, self.keyframes + 1
             if self.keep is not None and not self.keep(index):
                 return IntakeResult(False, OTHER_SHARE)
-            depth = depth_m()
-            problem = depth_problem(depth, "depth")
-            if problem is not None:
+            try:  # the trainer checks the depth once, as for every frame given to it
+                self.trainer.add_frame(rgb_once(), depth_m(), list(tags))
+            except DegenerateDataError as problem:
                 self.degenerate += 1
                 return IntakeResult(False, "unusable depth", str(problem))
-            self.trainer.add_frame(rgb_once(), depth, list(tags))
             self.buffered += 1
             return IntakeResult(True, decision.reason)
 
