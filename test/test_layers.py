@@ -38,8 +38,6 @@ LIGHT_MODULES = ("deal_ros", "deal_ros.errors", "deal_ros.storage.files", "deal_
                  "deal_ros.online.slot", "deal_ros.online.startup", "deal_ros.online.status", "deal_ros.ros",
                  "deal_ros.ros.runner")
 HEAVY = ("torch", "cv2", "rclpy", "rosbags", "matplotlib")
-LAB_ONLY = LAB_PACKAGES
-"""The lab extra's packages: what the robot's install (`pip install .`) does not have."""
 MAX_MODULE_LINES = 600
 
 
@@ -143,7 +141,7 @@ def test_no_module_is_longer_than_a_newcomer_reads_at_once():
 
 BLOCK_LAB = f"""
 import sys
-sys.modules.update(dict.fromkeys({LAB_ONLY!r}))  # None: import raises ImportError, find_spec says not found
+sys.modules.update(dict.fromkeys({LAB_PACKAGES!r}))  # None: import raises ImportError, find_spec says not found
 """
 """Run first in a subprocess: matplotlib, tqdm and scikit-image behave as not installed."""
 
