@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -34,7 +34,8 @@ from typing import Any
 from deal_ros.errors import DealRosError, UserError, describe_os_error, one_line
 
 __all__ = ["SUBCOMMANDS", "Stopped", "UserError", "add_set_argument", "build_parser", "config_keys_text",
-           "hold_stop_signals", "main", "parse_overrides", "save_on_stop", "stop_exit_code", "stop_reason"]
+           "hold_stop_signals", "main", "parse_overrides", "save_on_stop", "stop_between_steps", "stop_exit_code",
+           "stop_reason"]
 
 SUBCOMMANDS = ("demo", "info", "train", "label", "eval", "bench", "ablate", "export")
 INTERRUPTED = 130
@@ -52,6 +53,10 @@ class _StopState:
     """What is stopping the command: the signal's name, or 'an error'."""
     saves: bool = False
     """The command saves its work when stopped (save_on_stop)."""
+    request_stop: Callable[[], None] | None = None
+    """Set inside stop_between_steps: the first signal asks the loop to stop instead of raising."""
+    pending: int | None = None
+    """The signal that asked the loop to stop, raised as Stopped once the loop has returned."""
 
 
 _STOP = _StopState()
@@ -60,6 +65,23 @@ _STOP = _StopState()
 def save_on_stop() -> None:
     """Declare that from now on this command saves its work when stopped: a later signal must not abort that save."""
     _STOP.first, _STOP.saves = None, True  # a signal swallowed before (inside an import) does not count
+
+
+@contextlib.contextmanager
+def stop_between_steps(request_stop: Callable[[], None]) -> Iterator[None]:
+    """Inside: the first SIGINT / SIGTERM calls request_stop (the loop ends after its current step) and is
+    raised as Stopped when the block ends.
+
+    A Stopped raised inside a step would leave an update half applied (some parameter groups stepped, the
+    step count not) or a step done without its history entry, and the save that follows would keep that.
+    """
+    _STOP.request_stop, _STOP.pending = request_stop, None
+    try:
+        yield
+    finally:
+        _STOP.request_stop = None
+    if _STOP.pending is not None:
+        raise Stopped(_STOP.pending)
 
 
 def hold_stop_signals() -> None:
@@ -101,7 +123,11 @@ def _stop_signals(prog: str) -> Iterator[None]:
     def handle(signum: int, frame: FrameType | None) -> None:
         if _STOP.first is None or not _STOP.saves:
             _STOP.first = signal.Signals(signum).name
-            raise Stopped(signum)
+            if _STOP.request_stop is None:
+                raise Stopped(signum)
+            _STOP.pending = signum
+            _STOP.request_stop()
+            return
         print(f"\n{prog}: {signal.Signals(signum).name} ignored: still stopping after "
               f"{_STOP.first} and saving what was done (kill -9 would lose it)",
               file=sys.stderr, flush=True)
@@ -114,7 +140,7 @@ def _stop_signals(prog: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _STOP.first, _STOP.saves = None, False
+        _STOP.first, _STOP.saves, _STOP.request_stop, _STOP.pending = None, False, None, None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

@@ -77,12 +77,12 @@ class FrameFeeder:
         """Let the buffer take in the bag's first `count` frames; return when it has (or the bag ended).
 
         Waits as long as the bag is being read: reading either yields a frame or ends (with an error
-        that is re-raised here); the wait is woken every second so that Ctrl-C is seen at once.
+        that is re-raised here); the wait is woken every second so that a stop (Ctrl-C) is seen at once.
         """
         with self._progress:
             self._admitted = max(self._admitted, count)
             self._progress.notify_all()
-            while self.frames_added < count and not self.done.is_set():
+            while self.frames_added < count and not self.done.is_set() and not self._stop.is_set():
                 self._progress.wait(timeout=1.0)
         self.check()
 
@@ -96,6 +96,10 @@ class FrameFeeder:
         """Frames taken in per second since the bag was opened (bounded by the admissions, not by reading alone)."""
         elapsed = (self.end_time or time.perf_counter()) - self.start_time
         return self.frames_added / elapsed if elapsed > 0 else 0.0
+
+    def release(self) -> None:
+        """Stop reading soon, and let a waiting `admit` return within a second; safe in a signal handler."""
+        self._stop.set()
 
     def stop(self) -> None:
         """Stop reading (the bag is closed by the worker); returns at once if reading has ended."""
@@ -122,8 +126,16 @@ def train_until(trainer: OnlineTrainer, feeder: FrameFeeder, steps: int,
     `frames_before_step` allows it, no rate cap, and LossDivergedError when training diverged (the weights
     became NaN, inf or absurdly large, checked before on_step may save them, or too many steps in a row had
     a non-finite loss). save(why): the periodic save, every checkpoint.period_steps before `steps`.
+    A stop signal ends the run after the step in flight (and its on_step), then raises Stopped.
     """
+    from deal_ros.cli import stop_between_steps
+
     wait_for_batch(trainer, feeder)
     loop = TrainingLoop(trainer, LOG, save=save, rate_cap=False, admit=feeder.admit, check_divergence=True,
                         on_step=on_step)
-    loop.run(until_step=steps)
+    def stop() -> None:
+        loop.stop_after_step()
+        feeder.release()
+
+    with stop_between_steps(stop):  # Ctrl-C / SIGTERM end the run after a whole step
+        loop.run(until_step=steps)

@@ -191,6 +191,11 @@ class TrainingLoop:
         self.trainer.control.interrupt("stop")
         self._wake.set()
 
+    def stop_after_step(self) -> None:
+        """Stop once the step in flight is done (and recorded); returns at once. Every rank of a job finishes it."""
+        self._stop.set()
+        self._wake.set()
+
     def stop(self, timeout_s: float = 2.0) -> bool:
         """request_stop, then wait up to timeout_s for the worker; True when it ended."""
         self.request_stop()
@@ -218,6 +223,8 @@ class TrainingLoop:
             if self.admit is not None:
                 train = trainer.cfg.train
                 self.admit(frames_before_step(trainer.step - start_step, train.batch_size, train.new_frames_per_step))
+                if self._stop.is_set():  # stopped while waiting for frames
+                    break
             if self._paused or not self.ready() or len(trainer.buffer) == 0:
                 self._idle(0.2)
                 continue

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import torch
 
+from deal_ros.cli import Stopped, _stop_signals
 from deal_ros.cli.feeding import FrameFeeder, frames_before_step, train_until
 from deal_ros.config import DealRosConfig
 from deal_ros.lab.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
@@ -78,3 +82,43 @@ def test_a_reading_error_ends_the_wait_with_that_error(scenes) -> None:
     with pytest.raises(OSError, match="truncated"):
         train_until(trainer, feeder, STEPS)
     feeder.stop()
+
+
+def test_a_stop_signal_ends_the_run_after_a_whole_step_and_its_record(scenes) -> None:
+    """Ctrl-C inside a step: the step and its on_step finish, then Stopped (what was trained is what is recorded)."""
+    trainer = OnlineTrainer(_cfg(0))
+    feeder = FrameFeeder(lambda f: trainer.add_frame(f.rgb, f.depth_m, f.tags), iter(scenes))
+    recorded: list[int] = []
+
+    def on_step(stats) -> None:
+        if stats.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives before the step is recorded
+        recorded.append(stats.step)
+
+    with _stop_signals("deal-ros train"), pytest.raises(Stopped):
+        try:
+            train_until(trainer, feeder, STEPS, on_step)
+        finally:
+            feeder.stop()
+    assert recorded == [1, 2] and trainer.step == 2
+
+
+def test_a_stop_signal_while_waiting_for_frames_is_seen_within_a_second(scenes) -> None:
+    answering = threading.Event()
+
+    def stalls():
+        yield from scenes[:2]
+        answering.wait(30)  # a bag on a network share that stopped answering
+
+    trainer = OnlineTrainer(_cfg(4))
+    feeder = FrameFeeder(lambda f: trainer.add_frame(f.rgb, f.depth_m, f.tags), stalls())
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    with _stop_signals("deal-ros train"), pytest.raises(Stopped):
+        timer.start()
+        started = time.monotonic()
+        try:
+            train_until(trainer, feeder, STEPS)
+        finally:
+            answering.set()
+            feeder.stop()
+    assert time.monotonic() - started < 4.0 and trainer.step == 1
