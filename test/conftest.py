@@ -51,6 +51,12 @@ def apc_scene() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ycbv_sample() -> Path:
+    """81 real YCB-Video RGB-D frames as a bag (bag/) with ground-truth class masks (gt/), see its README."""
+    return _shared("ycbv_real_sample")
+
+
+@pytest.fixture(scope="session")
 def imagenet_labels() -> list[str]:
     path = _shared("mobilenet_v2_imagenet_tflite") / "imagenet_labels.txt"
     return path.read_text().splitlines()

@@ -9,6 +9,10 @@ No intrinsics are needed: a 3-D plane n . X = d seen by a pinhole camera has inv
 the pixel coordinates, 1 / z = a u + b v + c. The plane is found by RANSAC on 1 / z at a coarse grid
 (deterministic: a fixed generator seed), refined by least squares on its inliers, and a pixel is
 classified by its relative depth residual (z_plane - z) / z_plane.
+
+Flat things lying on the surface that reach the frame's edge (a keyboard, a mat, a sheet of paper, a tray
+floor seen past the objects) stand out of the plane by a few millimetres only; with `slab_height` they count
+as part of the support surface: background for the labels, as the ground truth of real scenes has them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from deal_ros.depth.surfaces import container_walls, flat_slabs
 
 __all__ = ["SupportPlane", "fit_support_plane"]
 
@@ -62,12 +68,15 @@ def _plane_params(uv1: torch.Tensor, inv: torch.Tensor, weights: torch.Tensor) -
 
 @torch.no_grad()
 def fit_support_plane(depth_m: torch.Tensor, tolerance: float = 0.01, grid: int = 48, hypotheses: int = 96,
-                      min_inlier_fraction: float = 0.2, seed: int = 0) -> SupportPlane:
+                      min_inlier_fraction: float = 0.2, seed: int = 0, slab_height: float = 0.0,
+                      walls: bool = False) -> SupportPlane:
     """Dominant plane of depth_m (B, 1, H, W) metres (0 / NaN = hole).
 
     tolerance: relative depth residual of an inlier (0.01 = 1 % of the distance: ~5 mm at 0.5 m, above
     RealSense noise, below the height of a flat object such as a tile). grid: the RANSAC grid's long side in
     cells. A plane needs min_inlier_fraction of the valid grid cells; images without one get found = False.
+    slab_height: flat_slabs lower than this (relative to the distance; 0 = none) lie on the plane. walls: the
+    container_walls around a floor (a tray's, a box's) are background too (behind = False there: they surround).
     """
     if depth_m.ndim != 4 or depth_m.shape[1] != 1:
         raise ValueError(f"depth_m must be (B, 1, H, W), got {tuple(depth_m.shape)}")
@@ -115,4 +124,11 @@ def fit_support_plane(depth_m: torch.Tensor, tolerance: float = 0.01, grid: int 
     residual = 1.0 - plane_inv / pixel_inv
     on_plane = pixel_valid & (residual.abs() <= tolerance) & (plane_inv > 0)
     behind = pixel_valid & ((residual < -tolerance) | (plane_inv <= 0))
-    return SupportPlane(on_plane=on_plane, behind=behind, in_front=pixel_valid & ~on_plane & ~behind, found=found)
+    in_front = pixel_valid & ~on_plane & ~behind
+    if slab_height > 0:
+        slabs = flat_slabs(in_front & found[:, None, None, None], residual, depth, slab_height)
+        on_plane, in_front = on_plane | slabs, in_front & ~slabs
+    if walls:
+        rims = container_walls(in_front & found[:, None, None, None], on_plane | behind, depth)
+        on_plane, in_front = on_plane | rims, in_front & ~rims
+    return SupportPlane(on_plane=on_plane, behind=behind, in_front=in_front, found=found)

@@ -82,7 +82,8 @@ def make_pseudo_labels(
     """
     if plane_prior is None and cfg.support_plane and depth_m is not None:
         depth_at_size = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=size, mode="nearest-exact")
-        plane_prior = fit_support_plane(depth_at_size, cfg.support_tolerance).prior
+        plane_prior = fit_support_plane(depth_at_size, cfg.support_tolerance, slab_height=cfg.slab_height,
+                                         walls=cfg.container_walls).prior
     keep = None if plane_prior is None else (plane_prior >= 0).to(cam_logits.device, torch.float32)
     scores = class_scores(cam_logits, tags, size, cfg.cam_norm)
     if keep is not None:

@@ -102,7 +102,8 @@ class Objective:
         wants_labels = step >= loss_cfg.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels)
         plane = None  # the support plane of each frame, shared by the loss and the pseudo-labels
         if loss_cfg.support_weight > 0 or (wants_labels and pseudo_cfg.support_plane):
-            plane = fit_support_plane(depth_m, pseudo_cfg.support_tolerance)
+            plane = fit_support_plane(depth_m, pseudo_cfg.support_tolerance, slab_height=pseudo_cfg.slab_height,
+                                      walls=pseudo_cfg.container_walls)
         loss_support = zero
         if plane is not None and loss_cfg.support_weight > 0:
             loss_support = support_plane_loss(out.cam_logits, plane.background)

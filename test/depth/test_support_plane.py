@@ -61,3 +61,65 @@ def test_degenerate_valid_cells_do_not_fail() -> None:
     plane = fit_support_plane(depth)
     assert not plane.found.any()
     assert plane.prior.abs().sum() == 0
+
+
+def _table_with(h: int = 60, w: int = 80) -> np.ndarray:
+    """A tilted table at ~0.6 m; a keyboard-like slab (2 cm) along the top edge; a 6 cm box and a 10 cm bottle
+    that reaches the bottom edge, both standing out of the table."""
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    depth = 1.0 / (1.0 / 0.6 + 0.004 * (v - h / 2) + 0.001 * (u - w / 2))
+    depth[0:10, 5:60] -= 0.02  # the slab reaches the frame's top edge
+    depth[25:38, 30:45] -= 0.06  # a box in the middle
+    depth[45:, 60:70] -= 0.10  # a tall object cut by the bottom edge
+    return depth.astype(np.float32)
+
+
+def test_flat_slabs_reaching_the_edge_join_the_table_objects_do_not() -> None:
+    depth = torch.from_numpy(_table_with())[None, None]
+    plain = fit_support_plane(depth)
+    with_slabs = fit_support_plane(depth, slab_height=0.05)
+    assert plain.in_front[0, 0, 2:8, 10:55].all()  # without slab_height the keyboard stands out
+    background = with_slabs.background[0, 0]
+    assert background[2:8, 10:55].all()
+    assert not background[26:37, 31:44].any()  # the box rises 10 % of its distance: an object
+    assert not background[47:, 61:69].any()  # reaches the edge, but far too tall for a slab
+    assert torch.equal(with_slabs.behind, plain.behind)
+
+
+def test_a_low_box_in_the_middle_is_no_slab() -> None:
+    depth = _table_with()
+    depth[28:34, 10:20] -= 0.015  # as flat as the keyboard but seen whole: a book, an object
+    plane = fit_support_plane(torch.from_numpy(depth)[None, None], slab_height=0.05)
+    assert plane.in_front[0, 0, 29:33, 11:19].all()
+
+
+def _tray(h: int = 96, w: int = 128) -> np.ndarray:
+    """A table at ~0.7 m seen from above; a tray's four walls (7 cm) around a floor at table height, with a 6 cm
+    box inside it and a taller one touching the inner side of the left wall."""
+    depth = np.full((h, w), 0.7, np.float32)
+    depth[15:80, 20:24] = depth[15:80, 100:104] = 0.63  # left and right walls
+    depth[15:19, 20:104] = depth[76:80, 20:104] = 0.63  # far and near walls
+    depth[40:55, 55:70] = 0.64  # a box in the middle
+    depth[30:42, 24:34] = 0.60  # a box against the left wall, 3 cm taller: a depth step parts them (one of the
+    # wall's height would merge with it: PART_JUMP)
+    return depth
+
+
+def test_the_walls_of_a_tray_are_background_the_objects_in_it_are_not() -> None:
+    depth = torch.from_numpy(_tray())[None, None]
+    plain = fit_support_plane(depth)
+    plane = fit_support_plane(depth, walls=True)
+    assert plain.in_front[0, 0, 20:70, 20:24].all()  # without walls=True a wall stands out like an object
+    background = plane.background[0, 0]
+    for wall in (np.s_[15:80, 20:24], np.s_[15:80, 100:104], np.s_[15:19, 20:104], np.s_[76:80, 20:104]):
+        assert background[wall].float().mean() > 0.95
+    assert plane.in_front[0, 0, 41:54, 56:69].all()
+    assert plane.in_front[0, 0, 31:41, 25:33].all()
+
+
+def test_objects_on_an_open_table_are_no_walls() -> None:
+    depth = _tray()
+    depth[76:80, 20:104] = 0.7  # no near wall: nothing encloses a floor
+    depth[15:80, 100:104] = 0.7
+    plane = fit_support_plane(torch.from_numpy(depth)[None, None], walls=True)
+    assert torch.equal(plane.in_front, fit_support_plane(torch.from_numpy(depth)[None, None]).in_front)
