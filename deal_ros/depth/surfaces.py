@@ -90,7 +90,7 @@ def _holes(mask: np.ndarray) -> np.ndarray:
     h, w = mask.shape
     flood = np.zeros((h + 2, w + 2), np.uint8)
     flood[1:-1, 1:-1] = mask
-    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 2)
+    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), (2,))
     return flood[1:-1, 1:-1] == 0
 
 
