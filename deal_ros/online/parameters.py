@@ -84,7 +84,7 @@ class NodeParameters:
 ONE_NODE: dict[str, str] = {
     "keyframe": TRAINER, "resume": TRAINER, "weights_sync_steps": TRAINER, "inference_priority": TRAINER,
     "reload_period_s": SEGMENTER, "overlay_alpha": SEGMENTER, "points": SEGMENTER,
-    "publish_pseudo_label": SEGMENTER, "mask": SEGMENTER,
+    "publish_pseudo_label": SEGMENTER, "mask": SEGMENTER, "trust": TRAINER,
 }
 """Parameters (by their first name part) that only one node declares; both declare every other."""
 
