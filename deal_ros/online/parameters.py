@@ -42,6 +42,11 @@ class MaskParameters:
         "withhold", """withhold: deal/mask, deal/confidence and deal/points are not published while warming up
         (overlay, pseudo_label and deal/mask_info are); publish: they are, flagged warming_up in deal/mask_info.""",
         runtime=True)
+    until_trusted: Literal["mark", "withhold"] = setting(
+        "mark", """Before the trainer trusts the masks of the weights in use (its status field masks_trusted; trust.*
+        settings): mark = publish them with trusted false in deal/mask_info; withhold = deal/mask, deal/confidence
+        and deal/points are not published until then (overlay, pseudo_label and deal/mask_info are). Standalone, the
+        trust is the checkpoint's, recorded when the trainer saved it.""", runtime=True)
 
 
 @dataclass
