@@ -8,7 +8,7 @@ trust.min_agreement values and prints, for each, the step at which the masks bec
 step whose held-out mask mIoU reached --target (0.6), and the held-out mIoU at the trusted step: the threshold to
 choose is the one whose trusted step follows the target step closely without coming before it.
 
-    python scripts/trust_vs_heldout.py --steps 400 --seeds 0 1 --json trust_curve.json
+    python scripts/trust_vs_heldout.py --size 96 128 --train-scenes 96 --steps 300 --val-scenes 24 --json t.json
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--target", type=float, default=0.6, help="held-out mask mIoU the trust should mean")
     parser.add_argument("--thresholds", type=float, nargs="+",
-                        default=[0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9])
+                        default=[0.35, 0.4, 0.45, 0.5, 0.52, 0.55, 0.6, 0.7])
     parser.add_argument("--json", type=Path, default=None, help="write the curves and the table here")
     return parser.parse_args(argv)
 

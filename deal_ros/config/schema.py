@@ -476,9 +476,11 @@ class TrustConfig(Section):
     field masks_trusted, the segmenter's mask.until_trusted, and `deal-ros train`'s note of the step."""
 
     min_agreement: float = setting(
-        0.6, """Masks become trusted when the segmentation head's agreement with the pseudo-labels of its training
+        0.52, """Masks become trusted when the segmentation head's agreement with the pseudo-labels of its training
         batches (mIoU of its argmax against them, on the pixels with a confident label), averaged over the last
-        window_steps steps, stays at or above this for hold_steps steps.""", ge=0, le=1, runtime=True)
+        window_steps steps, stays at or above this for hold_steps steps. 0.52 ~ held-out mask mIoU 0.6 on the
+        built-in close-up scenes (held-out mIoU = 1.10 x agreement + 0.03 measured, r 0.985).""", ge=0, le=1,
+        runtime=True)
     release_margin: float = setting(
         0.1, """Hysteresis: trusted masks become untrusted again only when that average falls below
         min_agreement minus this.""", ge=0, le=1, runtime=True)
