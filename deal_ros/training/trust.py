@@ -2,7 +2,7 @@
 
 A planner needs one yes / no, not a loss curve. The head learns from the pseudo-labels of the training batches; the
 mIoU between its argmax and those labels (on the pixels with a confident label) rises as it learns them, and on
-the built-in close-up scenes it tracks the held-out mask mIoU (README notes: notes_readme_trust.md). One batch is
+the built-in close-up scenes it tracks the held-out mask mIoU (scripts/trust_vs_heldout.py). One batch is
 noisy, so the rule uses the mean over the last `trust.window_steps` steps that had pseudo-labels, and it has
 hysteresis: trusted once that mean stays >= `trust.min_agreement` for `trust.hold_steps` steps in a row, untrusted
 again only below `min_agreement - release_margin`. The agreement is computed under no_grad from tensors the
