@@ -224,6 +224,7 @@ class TrainSession:
         if job is not None:
             attach(trainer, job)  # rank 0's weights everywhere; gradients averaged over the ranks from now on
         self.start_step = trainer.step
+        self.trusted = trainer.trust.trusted
         # Every rank gates every frame as one process would; keyframe k trains on rank k % N only.
         self.intake = KeyframeIntake(trainer, self.gate, None if job is None else job.owns)
 
@@ -248,10 +249,18 @@ class TrainSession:
             point = self.validation.evaluate(self.trainer)
             self.bar.write(f"step {point['step']}: held-out mask mIoU {point['mask_miou']:.3f}, "
                            f"pseudo-label mIoU {point['pseudo_miou']:.3f}")
+        if self.main and stats.masks_trusted != self.trusted:
+            self.trusted = stats.masks_trusted
+            self.bar.write(f"step {stats.step}: {self._trust_line()}")
         diffuse = stats.diffuse_classes
         if self.main and diffuse and stats.step % 100 == 0:
             self.bar.write(f"step {stats.step}: pseudo-labels of {diffuse} cover most of the frames they are tagged "
                            "in (class recognised from the whole frame)")
+
+    def _trust_line(self) -> str:
+        from deal_ros.online.status import trust_message
+
+        return trust_message(self.trainer.trust.summary(self.trainer.cfg.trust))
 
     def _save_period(self, why: str) -> None:
         if self.job is not None:
@@ -358,6 +367,7 @@ class TrainSession:
             print(f"{job.world_size} processes ({job.backend}), batch {trainer.batch_size} each; frames per rank: "
                   f"{self.run_log.frames_per_rank}; weights identical on all ranks: {self.run_log.weights_identical}")
         print(self.read_stats.summary())
+        print(self._trust_line())
         curves = self.out / "loss_curves.png"
         print(f"checkpoint: {path}\nlog: {self.out / 'train_log.json'}"
               + (f"\nloss curves: {curves}" if curves.exists() else ""))

@@ -138,9 +138,11 @@ class WeightSnapshot:
     state: dict[str, torch.Tensor]
     ready: torch.cuda.Event | None = None
     """CUDA event recorded after the copy (None on the CPU): a reader on another stream waits for it."""
+    trusted: bool = False
+    """Whether the trainer trusted the masks of these weights (deal_ros.training.trust)."""
 
 
-def snapshot_state(model: nn.Module, step: int) -> WeightSnapshot:
+def snapshot_state(model: nn.Module, step: int, trusted: bool = False) -> WeightSnapshot:
     """Detached copies of `model`'s parameters and buffers (call with the model's lock held)."""
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     ready = None
@@ -148,7 +150,7 @@ def snapshot_state(model: nn.Module, step: int) -> WeightSnapshot:
     if device.type == "cuda":
         ready = torch.cuda.Event()
         ready.record(torch.cuda.current_stream(device))
-    return WeightSnapshot(step, state, ready)
+    return WeightSnapshot(step, state, ready, trusted)
 
 
 class WeightHandoff:

@@ -46,6 +46,7 @@ from deal_ros.config.schema import (
     SSCConfig,
     SyncConfig,
     TrainConfig,
+    TrustConfig,
     WeightsProfile,
 )
 
@@ -55,6 +56,6 @@ __all__ = [
     "DealLossConfig", "DealRosConfig", "DepthConfig", "EdgeNorm", "EdgeOperator", "FSLConfig", "GridStride",
     "HoleFill", "ISLConfig", "KeyframeConfig", "LossConfig", "ModelConfig", "PseudoLabelConfig", "ReconstructionConfig",
     "SSCConfig",
-    "Section", "Setting", "SmoothnessConfig", "SyncConfig", "TrainConfig", "WeightsProfile", "choices_of", "coerce",
-    "config_keys", "load_config", "setting",
+    "Section", "Setting", "SmoothnessConfig", "SyncConfig", "TrainConfig", "TrustConfig", "WeightsProfile",
+    "choices_of", "coerce", "config_keys", "load_config", "setting",
 ]

@@ -30,6 +30,7 @@ from deal_ros.frames.tags import tags_to_vector
 from deal_ros.labels.pseudo_labels import make_pseudo_labels
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.storage.checkpoint import load_checkpoint, load_model_state
+from deal_ros.training.trust import checkpoint_trusted
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Segmenter:
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" and weights is not None else None
         self.step = -1
         """Training step of the weights in use (-1 = initial weights)."""
+        self.trusted = False
+        """Whether the trainer trusted the masks of the weights in use (from the snapshot or the checkpoint)."""
         self.swaps = 0
         """Weight snapshots swapped in from `weights`."""
         self._halt = StepControl()
@@ -82,6 +85,7 @@ class Segmenter:
         with self._locked():
             load_model_state(self.model, ckpt.model_state, path)  # a mismatch: one short line naming it
         self.step = ckpt.step
+        self.trusted = checkpoint_trusted(ckpt.extra)
         return ckpt.step
 
     def _locked(self) -> contextlib.AbstractContextManager:
@@ -107,6 +111,7 @@ class Segmenter:
             if self._stream is not None:
                 self._stream.synchronize()  # the trainer may free the snapshot as soon as we return
         self.step = snapshot.step
+        self.trusted = snapshot.trusted
         self.swaps += 1
         return True
 

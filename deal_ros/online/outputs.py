@@ -114,9 +114,11 @@ def class_map_json(classes: Sequence[str]) -> str:
     return json.dumps({"classes": {str(i): name for i, name in class_map(classes)}, "ignore": IGNORE_INDEX})
 
 
-def mask_info(header: Any, model_step: int, warming_up: bool, published: Sequence[str]) -> dict[str, Any]:
+def mask_info(header: Any, model_step: int, warming_up: bool, published: Sequence[str],
+              trusted: bool = False) -> dict[str, Any]:
     """deal/mask_info of one processed frame: the model step its outputs came from, whether they are still
-    warming up (not for planners), and which outputs went out with this stamp (match them by stamp)."""
+    warming up (not for planners), whether the trainer trusted the masks of those weights (deal_ros.training.trust),
+    and which outputs went out with this stamp (match them by stamp)."""
     return {"stamp": {"sec": int(header.stamp.sec), "nanosec": int(header.stamp.nanosec)},
             "frame_id": str(header.frame_id), "model_step": int(model_step), "warming_up": bool(warming_up),
-            "published": list(published)}
+            "trusted": bool(trusted), "published": list(published)}

@@ -42,6 +42,11 @@ class MaskParameters:
         "withhold", """withhold: deal/mask, deal/confidence and deal/points are not published while warming up
         (overlay, pseudo_label and deal/mask_info are); publish: they are, flagged warming_up in deal/mask_info.""",
         runtime=True)
+    until_trusted: Literal["mark", "withhold"] = setting(
+        "mark", """Before the trainer trusts the masks of the weights in use (its status field masks_trusted; trust.*
+        settings): mark = publish them with trusted false in deal/mask_info; withhold = deal/mask, deal/confidence
+        and deal/points are not published until then (overlay, pseudo_label and deal/mask_info are). Standalone, the
+        trust is the checkpoint's, recorded when the trainer saved it.""", runtime=True)
 
 
 @dataclass
@@ -84,7 +89,7 @@ class NodeParameters:
 ONE_NODE: dict[str, str] = {
     "keyframe": TRAINER, "resume": TRAINER, "weights_sync_steps": TRAINER, "inference_priority": TRAINER,
     "reload_period_s": SEGMENTER, "overlay_alpha": SEGMENTER, "points": SEGMENTER,
-    "publish_pseudo_label": SEGMENTER, "mask": SEGMENTER,
+    "publish_pseudo_label": SEGMENTER, "mask": SEGMENTER, "trust": TRAINER,
 }
 """Parameters (by their first name part) that only one node declares; both declare every other."""
 

@@ -138,9 +138,12 @@ def trainer_status(*, step: int, paused: bool, tags: Sequence[str], tags_known: 
                    gpu_memory_mb: float | None, batch_size: int, keyframes_accepted: int, keyframes_rejected: int,
                    pairs: int, skipped_frames: int, sync_warning: str | None,
                    last_checkpoint: str, checkpoint_error: str, requested_device: str, depth_degenerate: int = 0,
-                   steps_interrupted: int = 0, inference_yield_s: float = 0.0) -> dict[str, Any]:
+                   steps_interrupted: int = 0, inference_yield_s: float = 0.0, trust: dict[str, Any] | None = None,
+                   ) -> dict[str, Any]:
     """The trainer's status message (JSON-serialisable dict); `last` is StepStats.as_dict() or None.
 
+    trust: TrustTracker.summary() (deal_ros.training.trust); its verdict is the top-level "masks_trusted", the one
+    field a planner reads ("head_agreement" beside it: the smoothed agreement the verdict comes from).
     depth_degenerate: keyframes left out because their depth had no valid pixel or one constant value (they
     would teach DEAL "no edges"); steps_interrupted: steps abandoned between layers (pause, shutdown);
     inference_yield_s: seconds training stood aside for the in-process segmenter.
@@ -172,6 +175,9 @@ def trainer_status(*, step: int, paused: bool, tags: Sequence[str], tags_known: 
         "sync_warning": sync_warning or "",
         "last_checkpoint": last_checkpoint,
         "checkpoint_error": checkpoint_error,
+        "masks_trusted": bool(trust and trust["masks_trusted"]),
+        "head_agreement": trust["head_agreement"] if trust else None,
+        "trust": trust or {},
     }
 
 
@@ -197,6 +203,7 @@ def trainer_diagnostics(status: dict[str, Any]) -> list[DiagnosticEntry]:
         (f"pseudo-labels of {diffuse} cover most of the frames they are tagged in (class recognised from the "
          "whole frame)") if diffuse else "no class covers most of its frames",
         {f"cover_{name}": _fmt(value) for name, value in cover.items()}))
+    entries.append(trust_diagnostic(status))
     fill = status["buffer"]
     empty_classes = [c for c, n in status["frames_per_class"].items() if n == 0]
     entries.append(DiagnosticEntry(
@@ -228,6 +235,34 @@ def trainer_diagnostics(status: dict[str, Any]) -> list[DiagnosticEntry]:
     return entries
 
 
+def trust_message(trust: dict[str, Any]) -> str:
+    """The trust verdict in one line, from TrustTracker.summary() (deal_ros.training.trust)."""
+    agreement = trust.get("head_agreement")
+    if trust.get("masks_trusted"):
+        return f"masks trusted since step {trust.get('trusted_since_step')}: head agreement {agreement:.3f}"
+    if agreement is None:
+        return "masks not trusted yet: no pseudo-labels measured (segmentation head still warming up)"
+    return (f"masks not trusted yet: head agreement {agreement:.3f} over {trust.get('steps_measured')} steps "
+            f"(needs >= {trust.get('min_agreement')} over {trust.get('window_steps')} steps, "
+            f"{trust.get('hold_steps')} in a row)")
+
+
+def trust_diagnostic(status: dict[str, Any]) -> DiagnosticEntry:
+    """'deal_ros: mask trust': OK once the masks are trusted, WARN before (with the agreement and the rule)."""
+    trust = status.get("trust") or {}
+    return DiagnosticEntry(OK if status.get("masks_trusted") else WARN, "deal_ros: mask trust", trust_message(trust),
+                           {k: _fmt(v) for k, v in trust.items()})
+
+
+def masks_for_planners(warming: bool, trusted: bool, while_warming_up: str, until_trusted: str) -> bool:
+    """Whether deal/mask, deal/confidence and deal/points go out for this frame: not while warming up with
+    mask.while_warming_up 'withhold', not before trust with mask.until_trusted 'withhold' (else flagged in
+    deal/mask_info)."""
+    if warming and while_warming_up == "withhold":
+        return False
+    return trusted or until_trusted != "withhold"
+
+
 def warming_up(model_step: int, min_model_step: int) -> bool:
     """Masks from weights trained fewer than `min_model_step` steps are not for planners yet."""
     return model_step < min_model_step
@@ -235,9 +270,10 @@ def warming_up(model_step: int, min_model_step: int) -> bool:
 
 def segmenter_status(*, model_step: int, min_model_step: int, withhold: bool, frames: int, masks_withheld: int,
                      dropped: int, times: dict[str, Any], fps: float, device: str, reload_error: str,
-                     sync_warning: str | None, skipped_frames: int, tags: Sequence[str], clock_note: str = "",
-                     ) -> dict[str, Any]:
-    """The segmenter's status: model step and warm-up state, throughput, latency and its parts (LatencyStats)."""
+                     sync_warning: str | None, skipped_frames: int, tags: Sequence[str], trusted: bool,
+                     withhold_until_trusted: bool, clock_note: str = "") -> dict[str, Any]:
+    """The segmenter's status: model step, warm-up state and trust of the weights in use, throughput, latency and
+    its parts (LatencyStats)."""
     warming = warming_up(model_step, min_model_step)
     return {
         "node": "segmenter",
@@ -245,6 +281,8 @@ def segmenter_status(*, model_step: int, min_model_step: int, withhold: bool, fr
         "model_step": model_step,
         "min_model_step": min_model_step,
         "masks_withheld_while_warming_up": withhold,
+        "masks_trusted": trusted,
+        "masks_withheld_until_trusted": withhold_until_trusted,
         "frames": frames,
         "masks_withheld": masks_withheld,
         "frames_dropped": dropped,
@@ -269,6 +307,9 @@ def segmenter_diagnostics(status: dict[str, Any]) -> list[DiagnosticEntry]:
         what = "masks withheld" if status["masks_withheld_while_warming_up"] else "masks NOT for planners"
         level, message = WARN, (f"warming up: model step {status['model_step']} < {status['min_model_step']} "
                                 f"({what}); {message}")
+    elif not status.get("masks_trusted", True):
+        what = "masks withheld" if status.get("masks_withheld_until_trusted") else "masks marked untrusted"
+        level, message = WARN, f"masks not trusted yet by the trainer ({what}); {message}"
     if status["sync_warning"]:
         level, message = WARN, status["sync_warning"]
     elif status["reload_error"]:

@@ -4,7 +4,9 @@ Inference runs in its own thread on the newest synchronised pair only (no backlo
 hot-reloads the trainer's checkpoint; in the onboard process it runs its own copy of the network and
 swaps in the trainer's weights between frames (deal_ros.compute.live), so a frame never waits for a training
 step. Until the weights have trained `mask.min_model_step` steps the node is "warming up": masks are
-withheld (or flagged) and every frame's deal/mask_info says which model step it came from.
+withheld (or flagged) and every frame's deal/mask_info says which model step it came from. Until the trainer
+trusts the masks of the weights in use (in-process: the weight snapshot's verdict; standalone: the checkpoint's,
+recorded at save time) they are marked `trusted: false` in deal/mask_info, or withheld (`mask.until_trusted`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from deal_ros.online.status import (
     LatencyStats,
     RateMeter,
     clock_note,
+    masks_for_planners,
     segmenter_diagnostics,
     segmenter_status,
     stamp_latency_s,
@@ -96,6 +99,7 @@ class SegmenterNode(RGBDNode):
         self.clock_note = ""
         self.frames = 0
         self.masks_withheld = 0
+        self._trusted_seen: bool | None = None
 
         self.subscribe_pairs(self._on_pair)
         self.camera_info_sub = ru.subscribe(self, CameraInfo, CAMERA_INFO, self._on_camera_info, ru.IMAGE_QOS)
@@ -113,7 +117,9 @@ class SegmenterNode(RGBDNode):
                  "publishing deal/mask, deal/confidence, deal/pseudo_label, deal/overlay, deal/points, "
                  "deal/mask_info, deal/class_map; masks "
                  + ("withheld" if self.values["mask.while_warming_up"] == "withhold" else "flagged")
-                 + f" until model step {self.values['mask.min_model_step']}")
+                 + f" until model step {self.values['mask.min_model_step']}, "
+                 + ("withheld" if self.values["mask.until_trusted"] == "withhold" else "marked")
+                 + " until the trainer trusts them")
 
     @property
     def config(self) -> DealRosConfig:
@@ -210,9 +216,11 @@ class SegmenterNode(RGBDNode):
         network_start = time.perf_counter()
         result = self.segmenter(rgb, depth_m, tags)
         inference_s = time.perf_counter() - network_start
-        step = self.segmenter.step
+        step, trusted = self.segmenter.step, self.segmenter.trusted
         warming = warming_up(step, self.values["mask.min_model_step"])
-        for_planners = not warming or self.values["mask.while_warming_up"] == "publish"
+        for_planners = masks_for_planners(warming, trusted, self.values["mask.while_warming_up"],
+                                          self.values["mask.until_trusted"])
+        self._note_trust(trusted, step)
         want_overlay = self.pubs["overlay"].get_subscription_count() > 0
         fields = output_image_fields(result, rgb, with_overlay=want_overlay, alpha=self.values["overlay_alpha"])
         published = [name for name in fields if for_planners or name not in PLANNER_OUTPUTS]
@@ -228,7 +236,7 @@ class SegmenterNode(RGBDNode):
             published.append("points")
         if not for_planners:
             self.masks_withheld += 1
-        self.mask_info_pub.publish(String(data=json.dumps(mask_info(header, step, warming, published))))
+        self.mask_info_pub.publish(String(data=json.dumps(mask_info(header, step, warming, published, trusted))))
         now_s = ru.stamp_s(self.get_clock().now().to_msg())
         stamp_s = ru.stamp_s(header.stamp)
         self.clock_note = clock_note(now_s, stamp_s)
@@ -236,6 +244,19 @@ class SegmenterNode(RGBDNode):
                        wait_s=taken.wait_s, inference_s=inference_s, processing_s=time.perf_counter() - start)
         self.frames += 1
         self.fps.tick()
+
+    def _note_trust(self, trusted: bool, step: int) -> None:
+        """One log line when the trust of the weights in use changes (masks start or stop going out if withheld)."""
+        if trusted == self._trusted_seen:
+            return
+        if self._trusted_seen is not None or trusted:  # the first frame logs only trust, not its absence
+            withhold = self.values["mask.until_trusted"] == "withhold"
+            if trusted:
+                line = f"masks trusted from model step {step}" + (": publishing deal/mask" if withhold else "")
+            else:
+                line = f"masks no longer trusted at model step {step}" + (": withholding deal/mask" if withhold else "")
+            self.get_logger().info(line)
+        self._trusted_seen = trusted
 
     # -- status -------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -247,7 +268,8 @@ class SegmenterNode(RGBDNode):
             masks_withheld=self.masks_withheld, dropped=self.slot.dropped, times=self.times.summary(),
             fps=self.fps.rate(), device=describe_device(self.segmenter.device), reload_error=self.reload_error,
             sync_warning=self.sync_warning, skipped_frames=self.skipped_frames, tags=self.tag_state.tags,
-            clock_note=self.clock_note)
+            clock_note=self.clock_note, trusted=self.segmenter.trusted,
+            withhold_until_trusted=self.values["mask.until_trusted"] == "withhold")
 
     def request_stop(self) -> None:
         self._stop.set()

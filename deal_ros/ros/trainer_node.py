@@ -185,7 +185,8 @@ class TrainerNode(RGBDNode):
             skipped_frames=self.skipped_frames, sync_warning=self.sync_warning,
             last_checkpoint=self.last_checkpoint, checkpoint_error=self.checkpoint_error,
             requested_device=trainer.cfg.train.device, depth_degenerate=self.intake.degenerate,
-            steps_interrupted=trainer.interrupted_steps, inference_yield_s=trainer.control.yield_s)
+            steps_interrupted=trainer.interrupted_steps, inference_yield_s=trainer.control.yield_s,
+            trust=trainer.trust.summary(trainer.cfg.trust))
 
     def request_stop(self) -> None:
         """Start stopping at once: the training step in flight ends at its next layer."""

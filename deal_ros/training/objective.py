@@ -23,6 +23,7 @@ from deal_ros.labels.pseudo_labels import make_pseudo_labels
 from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
 from deal_ros.losses.support import support_plane_loss
+from deal_ros.training.trust import HeadAgreement, head_agreement
 
 if TYPE_CHECKING:
     from deal_ros.models import CAMNet
@@ -44,6 +45,8 @@ class ObjectiveValue:
     """(B, h, w) pseudo-labels of this batch (255 = not confident), None before they start."""
     pseudo_coverage: float
     """Fraction of pixels with a confident pseudo-label (0.0 without pseudo-labels)."""
+    agreement: HeadAgreement | None = None
+    """The segmentation head's argmax against the pseudo-labels (None without confident ones): the trust signal."""
 
     def term_stats(self) -> dict[str, float]:
         """The StepStats fields of the terms: loss_<name> -> value."""
@@ -98,6 +101,7 @@ class Objective:
         loss_seg = zero
         coverage = 0.0
         labels = None
+        agreement = None
         seg_on = loss_cfg.seg_weight > 0
         wants_labels = step >= loss_cfg.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels)
         plane = None  # the support plane of each frame, shared by the loss and the pseudo-labels
@@ -117,6 +121,7 @@ class Objective:
                                            rgb / 255.0, depth_m, plane_prior=prior)
             confident = labels != IGNORE_INDEX
             coverage = float(confident.float().mean())
+            agreement = head_agreement(out.seg_logits.detach(), labels)  # no_grad: the loss is untouched
             if seg_on and bool(confident.any()):
                 loss_seg = F.cross_entropy(out.seg_logits.float(), labels, ignore_index=IGNORE_INDEX)
         structure = self.structure.terms(out.cam_logits, depth_m, tags, rgb=rgb / 255.0, pseudo_labels=labels,
@@ -128,4 +133,4 @@ class Objective:
             total = total + weights[name] * term
         terms = {"cls": loss_cls, "deal": loss_deal, "seg": loss_seg, "isl": loss_isl, "support": loss_support,
                  **structure}
-        return ObjectiveValue(total, terms, lam, labels, coverage)
+        return ObjectiveValue(total, terms, lam, labels, coverage, agreement)

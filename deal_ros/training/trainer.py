@@ -42,6 +42,7 @@ from deal_ros.storage.checkpoint import (
 )
 from deal_ros.training.objective import Objective
 from deal_ros.training.optimizer import apply_settings, make_optimizer, optimizer_changes
+from deal_ros.training.trust import TrustTracker
 
 if TYPE_CHECKING:
     from deal_ros.training.distributed import GradientSync
@@ -90,6 +91,14 @@ class StepStats:
     with it (classes not seen yet are absent)."""
     diffuse_classes: list[str] = field(default_factory=list)
     """Classes whose class_cover exceeds DIFFUSE_COVER: recognised from the whole frame, not the object."""
+    head_agreement: float | None = None
+    """This batch: mIoU of the segmentation head's argmax against the pseudo-labels (None without confident ones)."""
+    head_pixel_agreement: float | None = None
+    """This batch: share of the confidently labelled pixels where the head's argmax is the pseudo-label."""
+    trust_agreement: float | None = None
+    """head_agreement averaged over the last trust.window_steps steps with pseudo-labels (deal_ros.training.trust)."""
+    masks_trusted: bool = False
+    """The trust rule's verdict after this step: the segmentation head's masks are trustworthy."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +140,8 @@ class OnlineTrainer:
         """Stops a step in flight between layers (shutdown, pause) and lets an in-process segmenter go first."""
         self.control.attach(self.model)
         self.reseed_data(cfg.train.seed)
+        self.trust = TrustTracker()
+        """Whether the head's masks are trustworthy yet; updated with every step, saved in checkpoints."""
         self.class_cover: dict[str, float] = {}
         """Running mean per class of the frame fraction its pseudo-label covers where tagged (StepStats)."""
         self._diffuse_warned_step: dict[str, int] = {}
@@ -245,9 +256,14 @@ class OnlineTrainer:
                 self.scaler.step(self.aux_optimizer)
             self.scaler.update()
             self.step += 1
+            agreement = value.agreement
+            self.trust.update(self.step, None if agreement is None else agreement.miou, cfg.trust)
         return StepStats(step=self.step, loss=float(loss.detach()), deal_weight=value.deal_weight,
                          pseudo_coverage=value.pseudo_coverage, batch_size=len(frames), step_time_s=0.0,
                          class_cover=dict(self.class_cover), diffuse_classes=self.diffuse_classes(),
+                         head_agreement=None if agreement is None else agreement.miou,
+                         head_pixel_agreement=None if agreement is None else agreement.pixel_accuracy,
+                         trust_agreement=self.trust.agreement, masks_trusted=self.trust.trusted,
                          **value.term_stats())
 
     def _update_class_cover(self, labels: torch.Tensor, tags: torch.Tensor) -> None:
@@ -302,6 +318,7 @@ class OnlineTrainer:
             self.optimizer = self._make_optimizer()
             self.step = 0
             self.batch_size = self.cfg.train.batch_size
+            self.trust.reset()
         self.buffer.clear()
 
     @contextlib.contextmanager
@@ -316,9 +333,10 @@ class OnlineTrainer:
             self.control.resume("reset")
 
     def weight_snapshot(self) -> WeightSnapshot:
-        """The current weights and step, copied between optimiser updates (for an in-process segmenter)."""
+        """The current weights, step and trust verdict, copied between optimiser updates (for an in-process
+        segmenter)."""
         with self.model_lock:
-            return snapshot_state(self.model, self.step)
+            return snapshot_state(self.model, self.step, self.trust.trusted)
 
     # -- checkpoints --------------------------------------------------------------------------------
     @property
@@ -336,7 +354,8 @@ class OnlineTrainer:
                                   f"{SAVE_LOCK_TIMEOUT_S:g} s (a training step or another save is stuck); "
                                   "the previous checkpoint is untouched")
         try:
-            return save_checkpoint(path or self.checkpoint_path, self.model, self.cfg, self.step, self.optimizer)
+            return save_checkpoint(path or self.checkpoint_path, self.model, self.cfg, self.step, self.optimizer,
+                                   extra={"trust": self.trust.state_dict()})
         finally:
             self.model_lock.release()
 
@@ -361,6 +380,7 @@ class OnlineTrainer:
                                           f"({one_line(exc, 200)})") from None
             apply_settings(self.optimizer, self.cfg.train)
             self.step = ckpt.step
+            self.trust.load_state_dict(ckpt.extra.get("trust") or {})
         self.resume_changes = optimizer_changes(ckpt.config.train, self.cfg.train)
         if changed_kind:
             self.resume_changes.insert(0, f"optimizer {ckpt.optimizer_type} -> {kind} (its state starts afresh)")

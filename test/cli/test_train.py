@@ -63,6 +63,21 @@ def test_held_out_bag_is_scored_while_training(realsense_bag, scene_bag, tmp_pat
     assert rc == 2 and "--val-bag and --val-gt go together" in capsys.readouterr().err
 
 
+def test_train_says_when_masks_became_trusted(realsense_bag, tmp_path, capsys):
+    out = tmp_path / "model"
+    trust = ["--set", "loss.seg_warmup_steps=1", "--set", "trust.min_agreement=0", "--set", "trust.window_steps=1",
+             "--set", "trust.hold_steps=1"]  # trusted on the first step with pseudo-labels (step 2)
+    rc = main(["train", str(realsense_bag.path), "--tags", "mug,box", "--steps", "3", "--out", str(out), *TINY,
+               *trust])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "step 2: masks trusted since step 2: head agreement" in captured.out
+    history = json.loads((out / "train_log.json").read_text())["history"]
+    assert [h["masks_trusted"] for h in history] == [False, True, True] and history[0]["head_agreement"] is None
+    assert 0 <= history[1]["head_agreement"] <= 1
+    assert load_checkpoint(out / "model.safetensors").extra["trust"]["trusted"]  # a resume keeps the verdict
+
+
 def test_held_out_masks_of_another_aspect_are_refused_not_stretched(realsense_bag, scene_bag, other_aspect_gt,
                                                                     tmp_path, capsys):
     rc = main(["train", str(realsense_bag.path), "--tags", "mug,box", "--steps", "1", "--out", str(tmp_path / "m"),

@@ -52,10 +52,13 @@ def test_hot_reload_from_a_trainer_checkpoint(tmp_path) -> None:
     path = trainer.save()
     segmenter = Segmenter(CFG, device="cpu")
     before = segmenter(rgb).confidence
-    assert segmenter.load(str(path)) == 3 and segmenter.step == 3
+    assert segmenter.load(str(path)) == 3 and segmenter.step == 3 and not segmenter.trusted
     after = segmenter(rgb).confidence
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after, Segmenter(CFG, trainer.model)(rgb).confidence, rtol=1e-5, atol=1e-6)
     other = Segmenter(CFG.updated({"classes": ["cup", "box"]}), device="cpu")
     with pytest.raises(CheckpointError, match="classes"):
         other.load(str(path))
+    trainer.trust.trusted = True  # the trust the trainer had at save time travels with the checkpoint
+    segmenter.load(str(trainer.save()))
+    assert segmenter.trusted

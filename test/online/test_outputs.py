@@ -78,7 +78,8 @@ def test_mask_info_names_the_model_step_per_stamp():
     header = Ns(stamp=Ns(sec=12, nanosec=345), frame_id="cam")
     info = json.loads(json.dumps(mask_info(header, 57, True, ["overlay"])))
     assert info == {"stamp": {"sec": 12, "nanosec": 345}, "frame_id": "cam", "model_step": 57, "warming_up": True,
-                    "published": ["overlay"]}
+                    "trusted": False, "published": ["overlay"]}
+    assert json.loads(json.dumps(mask_info(header, 300, False, ["mask"], trusted=True)))["trusted"] is True
 
 
 K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])

@@ -79,6 +79,19 @@ def test_node_specific_parameters():
     assert "keyframe.min_interval_s" in trainer and "keyframe.min_interval_s" not in segmenter
     assert "reload_period_s" in segmenter and "reload_period_s" not in trainer
     assert "tags" in trainer and "tags" in segmenter
+    # the trainer computes the trust (trust.*), the segmenter acts on it (mask.until_trusted)
+    assert "trust.min_agreement" in trainer and "trust.min_agreement" not in segmenter
+    assert "mask.until_trusted" in segmenter and "mask.until_trusted" not in trainer
+
+
+def test_until_trusted_parameter():
+    spec = spec_map(SEGMENTER)["mask.until_trusted"]
+    assert spec.default == "mark" and spec.choices == ("mark", "withhold") and spec.runtime
+    assert "One of: mark, withhold." in spec.describe()
+    with pytest.raises(ValueError, match="one of"):
+        parameter_value(spec, "publish")
+    trust = spec_map(TRAINER)["trust.min_agreement"]
+    assert trust.kind == "double" and trust.runtime and "Range [0.0, 1.0]." in trust.describe()
 
 
 def test_parameter_value():

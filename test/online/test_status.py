@@ -12,11 +12,13 @@ from deal_ros.online.status import (
     RateLimiter,
     RateMeter,
     clock_note,
+    masks_for_planners,
     segmenter_diagnostics,
     segmenter_status,
     stamp_latency_s,
     trainer_diagnostics,
     trainer_status,
+    trust_message,
     warming_up,
 )
 
@@ -105,7 +107,7 @@ def _segmenter_status(**over):
     stats.add(latency_s=0.12, receive_latency_s=0.1, wait_s=0.01, inference_s=0.05, processing_s=0.08)
     base = dict(model_step=250, min_model_step=200, withhold=True, frames=10, masks_withheld=0, dropped=3,
                 times=stats.summary(), fps=9.5, device="cpu", reload_error="", sync_warning=None, skipped_frames=0,
-                tags=("mug",))
+                tags=("mug",), trusted=True, withhold_until_trusted=False)
     base.update(over)
     return segmenter_status(**base)
 
@@ -126,3 +128,43 @@ def test_segmenter_warming_up():
     assert entry.level == WARN and entry.message.startswith("warming up: model step 12 < 200 (masks withheld)")
     (flagged,) = segmenter_diagnostics(_segmenter_status(model_step=12, withhold=False))
     assert "masks NOT for planners" in flagged.message
+
+
+TRUST = {"masks_trusted": False, "head_agreement": 0.41, "trusted_since_step": None, "steps_measured": 20,
+         "window_steps": 20, "min_agreement": 0.6, "release_below": 0.5, "hold_steps": 10}
+
+
+def test_trainer_status_says_whether_masks_are_trusted():
+    assert _trainer_status()["masks_trusted"] is False and _trainer_status()["head_agreement"] is None
+    untrusted = _trainer_status(trust=TRUST)
+    assert untrusted["masks_trusted"] is False and untrusted["head_agreement"] == 0.41
+    entry = {e.name: e for e in trainer_diagnostics(untrusted)}["deal_ros: mask trust"]
+    assert entry.level == WARN and entry.message == ("masks not trusted yet: head agreement 0.410 over 20 steps "
+                                                     "(needs >= 0.6 over 20 steps, 10 in a row)")
+    assert entry.values["min_agreement"] == "0.6"
+    trusted = _trainer_status(trust={**TRUST, "masks_trusted": True, "head_agreement": 0.72, "trusted_since_step": 180})
+    assert trusted["masks_trusted"] is True and trusted["trust"]["trusted_since_step"] == 180
+    entry = {e.name: e for e in trainer_diagnostics(trusted)}["deal_ros: mask trust"]
+    assert entry.level == OK and entry.message == "masks trusted since step 180: head agreement 0.720"
+    assert "no pseudo-labels measured" in trust_message({**TRUST, "head_agreement": None})
+
+
+def test_masks_for_planners_by_warm_up_and_trust():
+    # (warming, trusted, while_warming_up, until_trusted) -> published
+    assert masks_for_planners(False, True, "withhold", "withhold")
+    assert masks_for_planners(False, False, "withhold", "mark")  # marked untrusted in deal/mask_info
+    assert not masks_for_planners(False, False, "withhold", "withhold")
+    assert not masks_for_planners(True, True, "withhold", "mark")  # warming up and withheld, trusted or not
+    assert masks_for_planners(True, False, "publish", "mark")
+    assert not masks_for_planners(True, False, "publish", "withhold")
+
+
+def test_segmenter_status_and_diagnostics_tell_untrusted_masks():
+    status = _segmenter_status(trusted=False, withhold_until_trusted=True)
+    assert status["masks_trusted"] is False and status["masks_withheld_until_trusted"] is True
+    (entry,) = segmenter_diagnostics(status)
+    assert entry.level == WARN and entry.message.startswith("masks not trusted yet by the trainer (masks withheld)")
+    (marked,) = segmenter_diagnostics(_segmenter_status(trusted=False))
+    assert "masks marked untrusted" in marked.message
+    (ready,) = segmenter_diagnostics(_segmenter_status(trusted=True))
+    assert ready.level == OK

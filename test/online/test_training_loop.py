@@ -185,6 +185,11 @@ def test_handoff_gives_the_segmenter_its_own_copy(trainer):
     trainer.train_step()  # training on does not touch the segmenter's copy until the next snapshot
     np.testing.assert_array_equal(segmenter(rgb, depth).confidence, result.confidence)
     assert segmenter.step == 1 and handoff.take() is None
+    # the snapshot carries the trainer's trust verdict of those weights
+    assert not segmenter.trusted
+    trainer.trust.trusted = True
+    handoff.publish(trainer.weight_snapshot())
+    assert segmenter.refresh() and segmenter.trusted and segmenter.step == 2
 
 
 def test_snapshot_is_detached():

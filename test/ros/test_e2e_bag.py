@@ -149,6 +149,7 @@ def test_bag_into_onboard_launch(tmp_path):
         assert stamp[0] * 10**9 + stamp[1] in sent and mask.header.frame_id == "camera_color_optical_frame"
         info = info_by_stamp[stamp]
         assert not info["warming_up"] and info["model_step"] >= MIN_MODEL_STEP and "mask" in info["published"]
+    assert all(isinstance(i["trusted"], bool) for _, i in listener.mask_info)  # default mark: every mask says it
     warming = [i for _, i in listener.mask_info if i["warming_up"]]
     assert warming and all("mask" not in i["published"] and i["model_step"] < MIN_MODEL_STEP for i in warming)
 
@@ -160,6 +161,7 @@ def test_bag_into_onboard_launch(tmp_path):
 
     # it learned: loss_cls below ln 2; tags came from the bag's topic and show in both nodes' parameter
     last = listener.status[-1][1]
+    assert isinstance(last["masks_trusted"], bool) and last["trust"]["min_agreement"] > 0
     assert last["step"] >= MIN_MODEL_STEP and last["last_step"]["loss_cls"] < math.log(2), last["last_step"]
     assert last["tags"] == ["mug", "box"] and tags_param == ["mug", "box"] and seg_tags_param == ["mug", "box"]
     # the gate saw every pair (one per 0.2 s of the 10 Hz stream), and every keyframe it took reached the buffer

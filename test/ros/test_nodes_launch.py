@@ -71,12 +71,15 @@ class Driver(Node):
         self.pseudo: list[Image] = []
         self.points: list[PointCloud2] = []
         self.status: list[dict] = []
+        self.mask_info: list[dict] = []
         self.class_names: list[str] = []
         self.sent: dict[tuple[int, int], str] = {}
         self.create_subscription(Image, f"{ns}/deal/mask", self.masks.append, 10)
         self.create_subscription(Image, f"{ns}/deal/pseudo_label", self.pseudo.append, 10)
         self.create_subscription(PointCloud2, f"{ns}/deal/points", self.points.append, 10)
         self.create_subscription(String, f"{ns}/deal/status", lambda m: self.status.append(json.loads(m.data)), 10)
+        self.create_subscription(String, f"{ns}/deal/mask_info", lambda m: self.mask_info.append(json.loads(m.data)),
+                                 10)
         self.seg_status: list[dict] = []
         self.create_subscription(String, f"{ns}/deal/segmenter_status",
                                  lambda m: self.seg_status.append(json.loads(m.data)), 10)
@@ -179,6 +182,9 @@ def test_onboard_in_process(ros, tmp_path):
         # tags from the topic show in both nodes' parameter (ros2 param get tells the truth)
         assert trainer.get_parameter("tags").value == ["mug", "box"] == nodes[1].get_parameter("tags").value
         assert {"loss", "loss_cls", "loss_deal", "pseudo_coverage", "step_time_s"} <= set(status["last_step"])
+        # the planner's field: default trust rule (20 steps averaged), a few steps in: not trusted, masks marked
+        assert status["masks_trusted"] is False and status["trust"]["window_steps"] == 20
+        assert driver.mask_info and all(i["trusted"] is False and "mask" in i["published"] for i in driver.mask_info)
         assert spin_until(executor, lambda: len(driver.pseudo) >= 1 and len(driver.points) >= 1, 60, driver)
         assert driver.pseudo[-1].encoding == "mono8" and driver.points[-1].point_step == 16
         # run-time parameter change and a refused one
@@ -282,3 +288,51 @@ def test_a_qos_override_changes_only_its_topic(ros, tmp_path):
     finally:
         node.shutdown()
         node.destroy_node()
+
+
+def test_onboard_withholds_masks_until_trusted(ros, tmp_path):
+    """mask.until_trusted: withhold: no mask before the trainer trusts the weights in use, masks after; the trust
+    reaches the standalone segmenter through the checkpoint."""
+    from deal_ros.ros.onboard import build_onboard
+    from deal_ros.ros.segmenter_node import SegmenterNode
+
+    # a rule that trusts after the first step with pseudo-labels (any agreement >= 0, one step averaged)
+    params = {**tiny_params(tmp_path), "mask.until_trusted": "withhold", "trust.min_agreement": 0.0,
+              "trust.window_steps": 1, "trust.hold_steps": 1}
+    nodes = build_onboard(parameter_overrides=_overrides(params), cli_args=_remaps("/t3"))
+    driver = Driver("/t3")
+    executor = MultiThreadedExecutor(num_threads=4)
+    for node in (*nodes, driver):
+        executor.add_node(node)
+    path = tmp_path / "model" / "model.safetensors"
+    try:
+        # no tags: no training, no trust: frames are processed (mask_info) but no mask goes out
+        assert spin_until(executor, lambda: len(driver.mask_info) >= 3, 60, driver), "no frame processed"
+        assert not driver.masks
+        assert all(not i["trusted"] and "mask" not in i["published"] for i in driver.mask_info)
+        assert driver.status and driver.status[-1]["masks_trusted"] is False
+        assert spin_until(executor, lambda: driver.seg_status, 10, driver)
+        assert driver.seg_status[-1]["masks_trusted"] is False
+        assert driver.seg_status[-1]["masks_withheld_until_trusted"] is True
+        driver.tags_pub.publish(String(data="mug, box"))
+        assert spin_until(executor, lambda: driver.status and driver.status[-1]["masks_trusted"], 120, driver), \
+            f"never trusted: {driver.status[-1] if driver.status else 'no status'}"
+        trusted_status = driver.status[-1]
+        assert trusted_status["head_agreement"] is not None and trusted_status["trust"]["trusted_since_step"] >= 1
+        assert spin_until(executor, lambda: len(driver.masks) >= 1, 60, driver), "no mask after trust"
+        stamp = driver.masks[-1].header.stamp
+        info = {(i["stamp"]["sec"], i["stamp"]["nanosec"]): i for i in driver.mask_info}[(stamp.sec, stamp.nanosec)]
+        assert info["trusted"] and "mask" in info["published"]
+        assert call(executor, driver, Trigger, "/deal_trainer/save", Trigger.Request()).success
+    finally:
+        for node in nodes:
+            node.shutdown()
+            node.destroy_node()
+        executor.shutdown()
+    standalone = SegmenterNode(parameter_overrides=_overrides(params), cli_args=_remaps("/t3"))
+    try:
+        assert standalone.segmenter.step == int(read_manifest(path)["step"]) and standalone.segmenter.trusted
+    finally:
+        standalone.shutdown()
+        standalone.destroy_node()
+        driver.destroy_node()
