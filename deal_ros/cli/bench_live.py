@@ -25,10 +25,11 @@ mIoU >= 0.6 within 120 s and >= 0.7 within 300 s.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from deal_ros.cli.frames import add_tag_options, add_topic_options, default_clas
 from deal_ros.config.loading import parse_overrides
 from deal_ros.storage.files import atomic_write_text, check_output_dir
 
+BUILTIN_SECONDS = 300.0
+"""Default length of the built-in stream (s)."""
 TARGETS = {"0.6": 120.0, "0.7": 300.0}
 """Issue 19: window mIoU level -> seconds of stream by which it must be reached (built-in stream, 10 Hz)."""
 
@@ -59,8 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_set_argument(parser, "config override or node parameter, e.g. --set model.input_height=128 "
                              "--set mask.min_model_step=50")
     parser.add_argument("--rate", type=float, default=1.0, help="play speed (default: %(default)s = real time)")
-    parser.add_argument("--seconds", type=float, default=300.0,
-                        help="built-in stream: its length in seconds of stream (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, metavar="S",
+                        help=f"play the first S seconds of stream (default: the whole bag; the built-in stream: "
+                             f"{BUILTIN_SECONDS:g})")
     parser.add_argument("--camera-hz", type=float, default=10.0, help="built-in stream: frame rate (default: "
                                                                       "%(default)s)")
     parser.add_argument("--camera-size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"),
@@ -80,19 +84,18 @@ class _Source:
     frames: Any
     gt: Callable[[int], np.ndarray | None]
     description: str
-    num_frames: int
 
 
 def _check_args(args: argparse.Namespace) -> Path | None:
-    if not args.rate > 0 or not args.window > 0:
-        raise UserError("--rate and --window must be > 0")
+    if not args.rate > 0 or not args.window > 0 or (args.seconds is not None and not args.seconds > 0):
+        raise UserError("--rate, --window and --seconds must be > 0")
     if args.bag is None:
         if args.gt is not None:
             raise UserError("--gt goes with BAG; the built-in stream brings its own ground truth")
         if args.tags is not None or args.tags_topic is not None or args.tags_yaml is not None:
             raise UserError("the built-in stream has its own tags; --tags, --tags-topic and --tags-yaml go with BAG")
-        if not args.seconds > 0 or not args.camera_hz > 0:
-            raise UserError("--seconds and --camera-hz must be > 0")
+        if not args.camera_hz > 0:
+            raise UserError("--camera-hz must be > 0")
         if min(args.camera_size) < 16:
             raise UserError("--camera-size must be at least 16 16")
     elif args.gt is None:
@@ -126,11 +129,12 @@ def _builtin(args: argparse.Namespace, cfg: Any) -> _Source:
 
     height, width = args.camera_size
     started = time.monotonic()
-    stream = CloseupStream(args.seconds, args.camera_hz, height, width, cfg.classes, args.seed)
-    print(f"built-in close-up stream: {args.seconds:g} s at {args.camera_hz:g} Hz, {width}x{height}, "
+    seconds = BUILTIN_SECONDS if args.seconds is None else args.seconds
+    stream = CloseupStream(seconds, args.camera_hz, height, width, cfg.classes, args.seed)
+    print(f"built-in close-up stream: {seconds:g} s at {args.camera_hz:g} Hz, {width}x{height}, "
           f"{len(stream.segments)} object sets ({'; '.join(','.join(s.tags) for s in stream.segments)}), "
           f"rendered in {time.monotonic() - started:.0f} s")
-    return _Source(stream.frames(), stream.gt, f"built-in close-up stream, seed {args.seed}", stream.num_frames)
+    return _Source(stream.frames(), stream.gt, f"built-in close-up stream, seed {args.seed}")
 
 
 def _bag(args: argparse.Namespace, cfg: Any, tags: Any) -> _Source:
@@ -163,8 +167,11 @@ def _bag(args: argparse.Namespace, cfg: Any, tags: Any) -> _Source:
         path = paths.get(index)
         return None if path is None else read_gt_mask(path)
 
-    frames = prefetch(read_frames(args.bag, args, cfg, tags, ReadStats(), require_tags=False))
-    return _Source(frames, gt_of, f"{args.bag} ({len(paths)} of {len(keys)} frames with ground truth)", len(keys))
+    frames: Iterable[Any] = prefetch(read_frames(args.bag, args, cfg, tags, ReadStats(), require_tags=False))
+    if args.seconds is not None:
+        end_ns = keys[0][1] + round(args.seconds * 1e9)
+        frames = itertools.takewhile(lambda frame: frame.stamp_ns < end_ns, frames)
+    return _Source(frames, gt_of, f"{args.bag} ({len(paths)} of {len(keys)} frames with ground truth)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
     if plot is not None:
         from deal_ros.lab.plots import plot_live
 
-        plot_live(report["windows"], plot, f"{source.description}, rate {args.rate:g}")
+        plot_live(report["windows"], plot, f"{source.description}, rate {args.rate:g}",
+                  [change["wall_s"] for change in report["tag_changes"]])
         print(f"plot: {plot}")
     return 0
 
@@ -199,10 +207,14 @@ def measure(cfg: Any, node: dict[str, Any], source: _Source, rate: float, window
     masks: list[tuple[float, LiveMask]] = []
     steps: list[tuple[float, int, float]] = []
     clock = {"start": 0.0}
+    tag_changes: list[dict[str, Any]] = []
 
     def on_offer(frame: Any, offered_s: float) -> None:
         if not clock["start"]:
             clock["start"] = offered_s
+        tags = list(frame.tags) if frame.tags_known else None
+        if not tag_changes or tags != tag_changes[-1]["tags"]:
+            tag_changes.append({"wall_s": offered_s - clock["start"], "tags": tags})
 
     load_start = os.getloadavg()[0]
     rig = LiveRig(cfg, node, on_mask=lambda m: masks.append((m.done_s - clock["start"], m)),
@@ -229,7 +241,7 @@ def measure(cfg: Any, node: dict[str, Any], source: _Source, rate: float, window
         "stream_s": duration * rate, "window_s": window_s,
         "seconds_to_miou": seconds_to_miou(windows),
         "seconds_to_miou_all_masks": seconds_to_miou(windows, all_masks=True),
-        "windows": [asdict(w) for w in windows],
+        "windows": [asdict(w) for w in windows], "tag_changes": tag_changes,
         "masks": published, "masks_per_s": published / duration, "masks_computed": len(masks),
         "masks_computed_per_s": len(masks) / duration, "masks_withheld": rig.masks_withheld,
         "latency_median_s": float(np.median(latencies)) if latencies else None,

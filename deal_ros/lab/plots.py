@@ -114,9 +114,11 @@ def plot_validation(curve: Sequence[Mapping[str, Any]], num_frames: int, path: s
     save_figure(fig, path)
 
 
-def plot_live(windows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> None:
+def plot_live(windows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "",
+              tag_changes_s: Sequence[float] = ()) -> None:
     """`deal-ros bench live`: window mask mIoU (published masks, and all masks withheld ones included) and the
-    window's mean training loss against wall-clock seconds since the stream started."""
+    window's mean training loss against wall-clock seconds since the stream started; a vertical line where the
+    tags changed (new objects in view)."""
     ends = [w["end_s"] for w in windows]
 
     def values(key: str) -> list[float]:
@@ -127,6 +129,8 @@ def plot_live(windows: Sequence[Mapping[str, Any]], path: str | Path, title: str
     ax.plot(ends, values("miou_all"), "x--", color="C0", alpha=0.5, label="mask mIoU (all, withheld included)")
     for level in (0.5, 0.6, 0.7):
         ax.axhline(level, color="grey", linewidth=0.6, linestyle=":")
+    for change_s in tag_changes_s:
+        ax.axvline(change_s, color="C2", linewidth=0.8, alpha=0.6)
     ax.set_xlabel("wall-clock seconds since the stream started (window end)")
     ax.set_ylabel("window mIoU")
     ax.set_ylim(0, 1)

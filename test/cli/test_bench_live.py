@@ -47,6 +47,7 @@ def test_builtin_stream_end_to_end(tmp_path, capsys):
     check_report(data, 0.5)
     assert data["rate"] == 10 and data["frames"] == 200 and data["stream_s"] == pytest.approx(20, abs=0.5)
     assert data["keyframes"] > 0 and data["network"] == [32, 48]
+    assert data["tag_changes"][0]["wall_s"] == 0.0 and data["tag_changes"][0]["tags"]
     assert data["node"]["mask.min_model_step"] == 0 and data["keyframe"]["min_interval_s"] == 0.5  # node defaults
     assert (tmp_path / "live.png").stat().st_size > 0
     assert "seconds to window mIoU" in text
@@ -91,3 +92,11 @@ def test_builtin_stream_refuses_bag_options(capsys):
     assert_user_error(rc, capsys.readouterr().err, "built-in stream")
     rc = main(["bench", "live", "--set", "mask.min_model_step=-1", *TINY])
     assert_user_error(rc, capsys.readouterr().err, "mask.min_model_step")
+
+
+def test_seconds_cuts_a_bag(scene_bag, tmp_path, capsys):
+    out = tmp_path / "cut.json"
+    rc = main(["bench", "live", str(scene_bag.bag.path), "--gt", str(scene_bag.gt_dir), "--classes", "mug,box",
+               "--seconds", "0.001", "--rate", "10", *TINY, *PUBLISH, "--json", str(out)])
+    assert rc == 0, capsys.readouterr()
+    assert json.loads(out.read_text())["frames"] == 1
