@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Segmentation while training in one process, without rclpy (`python scripts/bench_live.py`).
 
-The onboard process's parts, wired as the nodes wire them: a camera thread at --camera-hz does what
-the synchronised-pair callbacks do (the trainer's keyframe intake, the segmenter's latest-frame
-slot); the segmenter thread runs its own copy of the network with the trainer's weight snapshots
-and step control; the training loop trains. Two phases in the same run, the same frames:
+The onboard process's parts, wired as the nodes wire them (deal_ros.online.live_rig.LiveRig, as `deal-ros
+bench live` uses them): a camera thread at --camera-hz offers each frame as the synchronised-pair callbacks
+take it (the trainer's keyframe intake, the segmenter's latest-frame slot); the segmenter thread runs its own
+copy of the network with the trainer's weight snapshots and step control; the training loop trains. Two
+phases in the same run, the same frames:
 
   paused   - training paused: the segmenter alone (the baseline);
   training - training on.
@@ -18,24 +19,22 @@ the share of the pairs the keyframe gate took that reached the buffer (target >=
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from deal_ros.compute.live import WeightHandoff
 from deal_ros.config import DealRosConfig
 from deal_ros.errors import DealRosError, one_line
-from deal_ros.inference.segmenter import Segmenter
-from deal_ros.lab.synthetic import make_tabletop_scenes
-from deal_ros.online.keyframes import KeyframeGate
-from deal_ros.online.slot import LatestSlot
-from deal_ros.online.training_loop import KeyframeIntake, TrainingLoop
-from deal_ros.training.trainer import OnlineTrainer
+from deal_ros.io.bag import RGBDFrame
+from deal_ros.lab.synthetic import SyntheticFrame, make_tabletop_scenes
+from deal_ros.online.live_rig import LiveMask, LiveRig, play
 
 LOG = logging.getLogger("bench_live")
 
@@ -57,75 +56,34 @@ def size_hw(text: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-class Rig:
-    """Trainer, segmenter, training loop and a camera, as in the onboard process."""
+def camera(scenes: list[SyntheticFrame], camera_hz: float) -> Iterator[RGBDFrame]:
+    """The scenes over and over, stamped as a camera at camera_hz would stamp them."""
+    for index in itertools.count():
+        scene = scenes[index % len(scenes)]
+        yield RGBDFrame(round(index * 1e9 / camera_hz), scene.rgb, scene.depth_m, scene.tags, "", None, index)
 
-    def __init__(self, cfg: DealRosConfig, frames: list, camera_hz: float, priority: float) -> None:
-        self.trainer = OnlineTrainer(cfg)
-        self.trainer.control.yield_share = priority if self.trainer.device.type == "cpu" else 0.0
-        handoff = WeightHandoff()
-        self.loop = TrainingLoop(self.trainer, LOG, ready=lambda: True, save=lambda why: (True, why),
-                                 handoff=handoff)
-        self.loop.publish_weights()
-        self.segmenter = Segmenter(cfg, device=self.trainer.device, weights=handoff, control=self.trainer.control)
-        self.intake = KeyframeIntake(self.trainer, KeyframeGate())
-        self.frames = frames
-        self.period_s = 1.0 / camera_hz
-        self.slot: LatestSlot[tuple[float, np.ndarray, np.ndarray]] = LatestSlot()
+
+class Phases:
+    """The rig's masks and steps, counted per measuring phase."""
+
+    def __init__(self, rig: LiveRig) -> None:
+        self.rig = rig
         self.latencies: list[float] = []
         self.inference: list[float] = []
-        self.masks = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._camera, daemon=True),
-                         threading.Thread(target=self._segment, daemon=True)]
 
-    def _camera(self) -> None:
-        index = 0
-        next_time = time.monotonic()
-        while not self._stop.is_set():
-            frame = self.frames[index % len(self.frames)]
-            captured = time.monotonic()
-            self.intake.offer(captured, lambda f=frame: f.rgb, lambda f=frame: f.depth_m, frame.tags)
-            self.slot.put((captured, frame.rgb, frame.depth_m))
-            index += 1
-            next_time += self.period_s
-            self._stop.wait(max(0.0, next_time - time.monotonic()))
-
-    def _segment(self) -> None:
-        while not self._stop.is_set():
-            taken = self.slot.take(timeout=0.2)
-            if taken is None:
-                continue
-            captured, rgb, depth = taken.item
-            started = time.monotonic()
-            self.segmenter(rgb, depth)
-            done = time.monotonic()
-            self.latencies.append(done - captured)
-            self.inference.append(done - started)
-            self.masks += 1
-
-    def start(self) -> None:
-        self.loop.start()
-        for thread in self._threads:
-            thread.start()
+    def on_mask(self, mask: LiveMask) -> None:
+        self.latencies.append(mask.done_s - mask.offered_s)
+        self.inference.append(mask.inference_s)
 
     def measure(self, seconds: float) -> dict[str, float]:
-        self.latencies, self.inference, self.masks = [], [], 0
-        steps, started = self.trainer.step, time.monotonic()
+        self.latencies, self.inference = [], []
+        steps, started = self.rig.trainer.step, time.monotonic()
         time.sleep(seconds)
         elapsed = time.monotonic() - started
-        return {"masks_per_s": self.masks / elapsed, "latency_median_s": percentile(self.latencies, 50),
-                "latency_p90_s": percentile(self.latencies, 90),
-                "inference_median_s": percentile(self.inference, 50),
-                "steps_per_s": (self.trainer.step - steps) / elapsed}
-
-    def stop(self) -> float:
-        self._stop.set()
-        started = time.monotonic()
-        self.loop.stop(timeout_s=5.0)
-        for thread in self._threads:
-            thread.join(timeout=5.0)
-        return time.monotonic() - started
+        latencies, inference = list(self.latencies), list(self.inference)
+        return {"masks_per_s": len(latencies) / elapsed, "latency_median_s": percentile(latencies, 50),
+                "latency_p90_s": percentile(latencies, 90), "inference_median_s": percentile(inference, 50),
+                "steps_per_s": (self.rig.trainer.step - steps) / elapsed}
 
 
 def main() -> None:
@@ -147,22 +105,32 @@ def main() -> None:
     classes = ["mug", "box", "ball"]
     cfg = DealRosConfig(classes=classes).updated({
         "model.input_height": net_h, "model.input_width": net_w, "model.pretrained_path": args.weights,
-        "train.batch_size": args.batch_size, "train.device": args.device, "checkpoint.period_steps": 0})
-    frames = make_tabletop_scenes(20, cam_h, cam_w, classes=classes, seed=0)
-    rig = Rig(cfg, frames, args.camera_hz, args.priority)
+        "train.batch_size": args.batch_size, "train.device": args.device})
+    scenes = make_tabletop_scenes(20, cam_h, cam_w, classes=classes, seed=0)
+    rig = LiveRig(cfg, {"inference_priority": args.priority}, LOG)
+    phases = Phases(rig)
+    rig.on_mask = phases.on_mask
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other processes share them)")
     print(f"device {rig.trainer.device}, torch threads {torch.get_num_threads()}, camera {cam_w}x{cam_h} at "
           f"{args.camera_hz} Hz, network {net_w}x{net_h}, batch {args.batch_size}, inference_priority "
           f"{rig.trainer.control.yield_share}")
+    stop = threading.Event()
+    player = threading.Thread(target=play, args=(rig, camera(scenes, args.camera_hz)), kwargs={"stop": stop},
+                              daemon=True)
     rig.loop.set_paused(True)
     rig.start()
+    player.start()
     time.sleep(args.warmup)
-    paused = rig.measure(args.seconds)
+    paused = phases.measure(args.seconds)
     rig.loop.set_paused(False)
     time.sleep(args.warmup)
-    training = rig.measure(args.seconds)
-    offered = rig.intake.gate.accepted
-    stop_s = rig.stop()
+    training = phases.measure(args.seconds)
+    offered = rig.gate.accepted
+    started = time.monotonic()
+    stop.set()
+    player.join(timeout=5.0)
+    rig.stop()
+    stop_s = time.monotonic() - started
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     for name, result in (("paused", paused), ("training", training)):
         print(f"{name:9s} masks/s {result['masks_per_s']:6.2f}  latency median {result['latency_median_s']:.3f} s "

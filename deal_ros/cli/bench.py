@@ -1,4 +1,4 @@
-"""`deal-ros bench decode | train-io | quality`: speed (each against a baseline in the same run) and label quality.
+"""`deal-ros bench decode | train-io | quality | live`: speed (each against a baseline in the same run), label quality.
 
 decode    image decoding vs a memcpy of the same bytes (target: zero-copy decoders <= 2x memcpy).
 train-io  training steps/s when frames come from a bag, read in the background worker exactly as
@@ -7,6 +7,9 @@ train-io  training steps/s when frames come from a bag, read in the background w
           scenes at camera resolution is written to a temporary folder first. On a CPU the
           reader takes cores from the trainer, so the gap grows with the frames read per step
           (2 by default, about what a training run reads; the report gives the cost per frame).
+
+quality   label quality of training recipes (deal_ros.cli.quality).
+live      mask quality over time while training live, wired as the onboard process (deal_ros.cli.bench_live).
 
 Exit code 1 when a target is missed (timings on a busy machine are noisy: rerun before trusting one).
 """
@@ -21,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deal_ros.cli import UserError, add_set_argument, quality
+from deal_ros.cli import UserError, add_set_argument, bench_live, quality
 from deal_ros.cli.feeding import FrameFeeder, train_until
 from deal_ros.config.loading import parse_overrides
 from deal_ros.online.training_loop import ALL_FRAMES
@@ -32,7 +35,8 @@ TRAIN_IO_TARGET = 0.9
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="speed (decode, train-io) and label quality (quality) benchmarks",
+    parser = subparsers.add_parser("bench", help="speed (decode, train-io), label quality (quality) and live "
+                                   "mask quality (live) benchmarks",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     decode = which.add_parser("decode", help="image decoding vs memcpy of the same bytes")
@@ -57,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     io.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON")
     io.set_defaults(func=run_train_io)
     quality.register(which)
+    bench_live.register(which)
 
 
 def run_decode(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ def _fit(rgb: np.ndarray, depth_m: np.ndarray, gt_path: Path, size: tuple[int, i
          classes: list[str]) -> GroundTruthFrame:
     """The frame at the network's input `size`; its ground truth must be at the frame's own size."""
     height, width = size
-    gt = _read_gt(gt_path)
+    gt = read_gt_mask(gt_path)
     check_same_size(str(gt_path), "ground truth", gt, "its frame", rgb)
     if rgb.shape[:2] != (height, width):
         rgb, depth_m = resize_frame(rgb, depth_m, size)
@@ -60,7 +60,8 @@ def _read_depth(path: Path) -> np.ndarray:
     return raw_depth_to_metres(raw, "16UC1" if raw.dtype == np.uint16 else "32FC1")
 
 
-def _read_gt(path: Path) -> np.ndarray:
+def read_gt_mask(path: str | Path) -> np.ndarray:
+    """(H, W) uint8 class ids of a ground-truth PNG."""
     gt = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if gt is None:
         raise UserError(f"cannot read ground truth {path}")
@@ -98,11 +99,38 @@ def load_bag(bag: str, gt_dir: str, size: tuple[int, int], classes: list[str], l
         raise UserError(f"--gt-dir {gt_dir} is not a folder")
     frames = []
     for frame in iter_rgbd_frames(bag, require_tags=False, depth_float_unit=depth_float_unit):
-        gt_path = next((p for p in (gt_root / f"{frame.index:06d}.png", gt_root / f"{frame.stamp_ns}.png")
-                        if p.exists()), None)
+        gt_path = gt_mask_path(gt_root, frame.index, frame.stamp_ns)
         if gt_path is None:
             continue
         frames.append(_fit(np.array(frame.rgb), np.array(frame.depth_m), gt_path, size, classes))
         if len(frames) >= limit:
             break
     return frames
+
+
+def gt_mask_path(gt_root: Path, index: int, stamp_ns: int) -> Path | None:
+    """The ground truth of a bag's frame: gt_root/<index:06d>.png (its number among the frames read, 0-based) or
+    gt_root/<stamp_ns>.png (its colour stamp); None when neither exists."""
+    return next((p for p in (gt_root / f"{index:06d}.png", gt_root / f"{stamp_ns}.png") if p.exists()), None)
+
+
+def match_gt_folder(gt_dir: str | Path, frames: list[tuple[int, int]], what: str) -> dict[int, Path]:
+    """frame index -> its ground-truth PNG, for the (index, stamp_ns) of every frame of `what` (a bag); refuses
+    (UserError) a folder that is missing, holds no PNG, or holds a PNG that names no frame (another bag's)."""
+    root = Path(gt_dir)
+    if not root.is_dir():
+        raise UserError(f"ground-truth folder {gt_dir} is not a folder")
+    names = {p.name for p in root.glob("*.png")}
+    if not names:
+        raise UserError(f"ground-truth folder {gt_dir} holds no PNG mask (<frame index:06d>.png or <stamp_ns>.png)")
+    found: dict[int, Path] = {}
+    for index, stamp_ns in frames:
+        path = gt_mask_path(root, index, stamp_ns)
+        if path is not None:
+            found[index] = path
+    unmatched = sorted(names - {p.name for p in found.values()})
+    if unmatched:
+        raise UserError(f"{len(unmatched)} of the {len(names)} masks in {gt_dir} name no frame of {what} "
+                        f"({len(frames)} frames; e.g. {unmatched[0]}): masks are <frame index:06d>.png or "
+                        "<colour stamp ns>.png of the frames read")
+    return found

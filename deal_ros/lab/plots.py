@@ -112,3 +112,34 @@ def plot_validation(curve: Sequence[Mapping[str, Any]], num_frames: int, path: s
     ax.set_title(f"held-out: {num_frames} frames")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_live(windows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "",
+              tag_changes_s: Sequence[float] = ()) -> None:
+    """`deal-ros bench live`: window mask mIoU (published masks, and all masks withheld ones included) and the
+    window's mean training loss against wall-clock seconds since the stream started; a vertical line where the
+    tags changed (new objects in view)."""
+    ends = [w["end_s"] for w in windows]
+
+    def values(key: str) -> list[float]:
+        return [np.nan if w[key] is None else w[key] for w in windows]
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(ends, values("miou"), "o-", label="mask mIoU (published)")
+    ax.plot(ends, values("miou_all"), "x--", color="C0", alpha=0.5, label="mask mIoU (all, withheld included)")
+    for level in (0.5, 0.6, 0.7):
+        ax.axhline(level, color="grey", linewidth=0.6, linestyle=":")
+    for change_s in tag_changes_s:
+        ax.axvline(change_s, color="C2", linewidth=0.8, alpha=0.6)
+    ax.set_xlabel("wall-clock seconds since the stream started (window end)")
+    ax.set_ylabel("window mIoU")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    loss_ax = ax.twinx()
+    loss_ax.plot(ends, values("loss"), "s-", color="C3", markersize=3, label="training loss (window mean)")
+    loss_ax.set_ylabel("loss")
+    lines = ax.get_lines()[:2] + loss_ax.get_lines()
+    ax.legend(lines, [str(line.get_label()) for line in lines], fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)

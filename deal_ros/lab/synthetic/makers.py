@@ -18,7 +18,7 @@ from deal_ros.lab.synthetic.shading import shade_rgb
 DEFAULT_CLASSES: tuple[str, ...] = ("mug", "box", "ball")
 """Default object classes; class k (1-based) is rendered as shape/texture k-1 modulo 3."""
 CLOSEUP_CLASSES: tuple[str, ...] = ("mug", "box", "ball", "can", "tile", "ring", "bottle", "block")
-"""Classes of the close-up preset; class k (1-based) gets shape and texture _CLOSEUP_STYLES[k-1] (modulo 8).
+"""Classes of the close-up preset; class k (1-based) gets shape and texture CLOSEUP_STYLES[k-1] (modulo 8).
 Textured (stripes, checks, spots) and untextured ('plain') objects, flat ones (tile, ring) and tall ones."""
 
 MIN_IMAGE_SIDE = 16
@@ -27,8 +27,13 @@ MIN_IMAGE_SIDE = 16
 _Rendered = tuple[Scene, list[SceneObject], np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """What a frame's renderer returns: scene, objects, ray directions, depth t, surface ids, is-wall flags."""
 _TABLETOP_STYLES = (("mug", "stripes"), ("box", "checks"), ("ball", "spots"))
-_CLOSEUP_STYLES = (("mug", "stripes"), ("box", "checks"), ("ball", "spots"), ("can", "plain"), ("tile", "plain"),
-                   ("ring", "stripes"), ("bottle", "spots"), ("block", "plain"))
+CLOSEUP_STYLES = (("mug", "stripes"), ("box", "checks"), ("ball", "spots"), ("can", "plain"), ("tile", "plain"),
+                  ("ring", "stripes"), ("bottle", "spots"), ("block", "plain"))
+"""(shape, texture) of close-up class k at index k-1 (modulo 8)."""
+CLOSEUP_DISTANCE_M = (0.35, 0.6)
+"""Camera distance of the close-ups along the optical axis to the table (m)."""
+CLOSEUP_COVERAGE = (0.08, 0.35)
+"""Fraction of the image the close-ups' objects cover together."""
 
 
 def make_tabletop_scenes(
@@ -57,7 +62,7 @@ def make_closeup_scenes(
     classes: Sequence[str] = CLOSEUP_CLASSES,
     seed: int = 0,
     objects_per_frame: tuple[int, int] = (1, 2),
-    coverage: tuple[float, float] = (0.08, 0.35),
+    coverage: tuple[float, float] = CLOSEUP_COVERAGE,
 ) -> list[SyntheticFrame]:
     """Close-up "onboarding" frames: one or two objects that together cover coverage[0]..[1] of the image,
     seen from 0.35-0.6 m, the table's far edge and the floor often in view, stereo shadows on the objects'
@@ -65,7 +70,7 @@ def make_closeup_scenes(
     Deterministic per seed and prefix-stable like make_tabletop_scenes; use different seeds for training
     and held-out sets."""
     def render(rng: np.random.Generator, labels: list[int]) -> _Rendered:
-        return render_frame(rng, labels, height, width, len(classes), (0.35, 0.6), _CLOSEUP_STYLES, coverage)
+        return render_frame(rng, labels, height, width, len(classes), CLOSEUP_DISTANCE_M, CLOSEUP_STYLES, coverage)
 
     return _make_scenes(num_frames, height, width, classes, seed, objects_per_frame, render)
 
@@ -97,7 +102,7 @@ def make_family_scenes(
     layout = LAYOUTS[family]
 
     def render(rng: np.random.Generator, labels: list[int]) -> _Rendered:
-        return render_family_frame(rng, labels, height, width, len(classes), _CLOSEUP_STYLES, layout)
+        return render_family_frame(rng, labels, height, width, len(classes), CLOSEUP_STYLES, layout)
 
     per_frame = (1, 3) if family == "no_plane" else (2, 5)
     return _make_scenes(num_frames, height, width, classes, seed, per_frame, render)
