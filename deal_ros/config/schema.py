@@ -370,9 +370,9 @@ class PseudoLabelConfig(Section):
         0.01, "Relative depth residual (|z - z_plane| / z_plane) within which a pixel lies on the support plane.",
         gt=0, lt=0.5, runtime=True)
     slab_height: float = setting(
-        0.0, """With support_plane: flat things lying on the plane that reach the frame's edge (a keyboard, a mat,
+        0.04, """With support_plane: flat things lying on the plane that reach the frame's edge (a keyboard, a mat,
         paper) and rise less than this above it, relative to their distance (0.04 = 4 cm at 1 m), are background
-        too; 0 = off.""", ge=0, lt=0.5, runtime=True)
+        too (deal_ros.depth.surfaces); 0 = off.""", ge=0, lt=0.5, runtime=True)
     container_walls: bool = setting(
         False, """With support_plane: the walls of a tray or box (what stands out of the plane along the outer rim
         of a region that encloses a floor) are background too (deal_ros.depth.surfaces).""", runtime=True)

@@ -321,8 +321,14 @@ def test_onboard_withholds_masks_until_trusted(ros, tmp_path):
         assert trusted_status["head_agreement"] is not None and trusted_status["trust"]["trusted_since_step"] >= 1
         assert spin_until(executor, lambda: len(driver.masks) >= 1, 60, driver), "no mask after trust"
         stamp = driver.masks[-1].header.stamp
-        info = {(i["stamp"]["sec"], i["stamp"]["nanosec"]): i for i in driver.mask_info}[(stamp.sec, stamp.nanosec)]
-        assert info["trusted"] and "mask" in info["published"]
+        key = (stamp.sec, stamp.nanosec)
+
+        def info_of_mask() -> dict | None:  # mask_info goes out after the mask it describes
+            return next((i for i in driver.mask_info if (i["stamp"]["sec"], i["stamp"]["nanosec"]) == key), None)
+
+        assert spin_until(executor, lambda: info_of_mask() is not None, 30), "no mask_info for the mask"
+        info = info_of_mask()
+        assert info is not None and info["trusted"] and "mask" in info["published"]
         assert call(executor, driver, Trigger, "/deal_trainer/save", Trigger.Request()).success
     finally:
         for node in nodes:
