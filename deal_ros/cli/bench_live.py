@@ -225,9 +225,11 @@ def measure(cfg: Any, node: dict[str, Any], source: _Source, rate: float, window
     rig.start()
     try:
         played = play(rig, source.frames, rate, on_offer=on_offer)
+        rig.drain()  # the last pair of the stream is segmented and scored
+        ended_s = time.monotonic()
     finally:
         rig.stop()
-    duration = played.end_s - clock["start"]
+    duration = max(played.end_s, ended_s) - clock["start"]
     scorer = TimelineScorer(cfg.num_classes + 1, window_s, ["background", *cfg.classes])
     for wall_s, mask in masks:
         scorer.add_mask(wall_s, mask.mask, source.gt(mask.frame.index), mask.published)
@@ -238,7 +240,7 @@ def measure(cfg: Any, node: dict[str, Any], source: _Source, rate: float, window
     latencies = [m.done_s - m.offered_s for _, m in masks]
     return {
         "source": source.description, "rate": rate, "frames": played.frames, "duration_s": duration,
-        "stream_s": duration * rate, "window_s": window_s,
+        "stream_s": (played.end_s - clock["start"]) * rate, "window_s": window_s,
         "seconds_to_miou": seconds_to_miou(windows),
         "seconds_to_miou_all_masks": seconds_to_miou(windows, all_masks=True),
         "windows": [asdict(w) for w in windows], "tag_changes": tag_changes,

@@ -107,6 +107,9 @@ class LiveRig:
         self.frames_segmented = 0
         self.masks_withheld = 0
         self._stop = threading.Event()
+        self._pairs_kept = 0
+        """Pairs put in the slot and not replaced there by a newer one before the segmenter took them."""
+        self._pairs_done = 0
         self._worker = threading.Thread(target=self._segment, name="deal_segmenter_worker", daemon=True)
 
     def start(self) -> None:
@@ -123,7 +126,8 @@ class LiveRig:
             result = self.intake.offer(stamp_s, lambda: rgb, lambda: depth_m, tags)
             if result.accepted:
                 self.loop.wake()
-        self.slot.put((frame, rgb, depth_m))
+        replaced = self.slot.put((frame, rgb, depth_m))
+        self._pairs_kept += 1 - int(replaced)
         return result
 
     def _segment(self) -> None:
@@ -146,6 +150,13 @@ class LiveRig:
             if self.on_mask is not None:
                 self.on_mask(LiveMask(frame, result.mask, self.segmenter.step, published, taken.put_time, done,
                                       done - started))
+            self._pairs_done += 1
+
+    def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait (at most timeout_s) until the segmenter has taken and finished the newest pair: a stream's end."""
+        end = time.monotonic() + timeout_s
+        while self._pairs_done < self._pairs_kept and time.monotonic() < end and self._worker.is_alive():
+            time.sleep(0.01)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop training (the step in flight ends at its next layer) and the segmenter thread."""

@@ -92,7 +92,7 @@ def test_a_stop_signal_ends_the_run_after_a_whole_step_and_its_record(scenes) ->
 
     def on_step(stats) -> None:
         if stats.step == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # arrives before the step is recorded
+            os.kill(os.getpid(), signal.SIGTERM)  # before the step is recorded (SIGINT: ignored in background jobs)
         recorded.append(stats.step)
 
     with _stop_signals("deal-ros train"), pytest.raises(Stopped):
@@ -112,7 +112,7 @@ def test_a_stop_signal_while_waiting_for_frames_is_seen_within_a_second(scenes) 
 
     trainer = OnlineTrainer(_cfg(4))
     feeder = FrameFeeder(lambda f: trainer.add_frame(f.rgb, f.depth_m, f.tags), stalls())
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
     with _stop_signals("deal-ros train"), pytest.raises(Stopped):
         timer.start()
         started = time.monotonic()
