@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from deal_ros.frames.tags import TagRange
 from deal_ros.io.bag.frames import RGBDFrame
 from deal_ros.lab.synthetic.frame import SURFACE_OBJECT0
 from deal_ros.lab.synthetic.makers import CLOSEUP_COVERAGE, CLOSEUP_DISTANCE_M, CLOSEUP_STYLES, MIN_IMAGE_SIDE
@@ -44,15 +45,6 @@ LOOK_SWING_M = 0.1
 """How far (m) the point the camera looks at strays from the objects' centre: they move across the image."""
 BASE_STAMP_NS = 1_700_000_000 * 10**9
 FRAME_ID = "camera_color_optical_frame"
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One object set in view: stream seconds [start_s, end_s) and its tags (the operator's words)."""
-
-    start_s: float
-    end_s: float
-    tags: tuple[str, ...]
 
 
 @dataclass
@@ -116,11 +108,11 @@ class CloseupStream:
         self.slots = max(1, round(PATH_PERIOD_S * self.poses_per_s))
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
         sets = object_sets(self.classes, rng)
-        self.segments: list[Segment] = []
+        self.segments: list[TagRange] = []  # one object set in view each, in stream seconds
         start = 0.0
         while start < self.num_frames / camera_hz:
             end = start + float(rng.uniform(*segment_s))
-            self.segments.append(Segment(start, end, next(sets)))
+            self.segments.append(TagRange(start, end, next(sets)))
             start = end
         self._scenes: dict[int, _SegmentScene] = {}
         self._poses: dict[tuple[int, int], _Pose] = {}
