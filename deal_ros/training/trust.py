@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from deal_ros.config import IGNORE_INDEX, TrustConfig
+from deal_ros.labels.metrics import ConfusionMatrix
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,11 @@ class HeadAgreement:
 def head_agreement(seg_logits: torch.Tensor, labels: torch.Tensor) -> HeadAgreement | None:
     """seg_logits (B, K+1, h, w), labels (B, h, w) class ids with IGNORE_INDEX = not confident; None when no pixel
     has a confident label."""
-    confident = labels != IGNORE_INDEX
-    count = int(confident.sum())
-    if count == 0:
+    matrix = ConfusionMatrix(seg_logits.shape[1], ignore_index=IGNORE_INDEX)
+    matrix.update(seg_logits.argmax(dim=1), labels)
+    if matrix.total == 0:
         return None
-    classes = seg_logits.shape[1]
-    predicted = seg_logits.argmax(dim=1)[confident]
-    truth = labels[confident].long()
-    confusion = torch.bincount(truth * classes + predicted, minlength=classes * classes).reshape(classes, classes)
-    hits = confusion.diagonal().double()
-    union = confusion.sum(0).double() + confusion.sum(1).double() - hits
-    present = union > 0
-    return HeadAgreement(miou=float((hits[present] / union[present]).mean()),
-                         pixel_accuracy=float(hits.sum()) / count)
+    return HeadAgreement(miou=matrix.miou(), pixel_accuracy=matrix.pixel_accuracy())
 
 
 class TrustTracker:
