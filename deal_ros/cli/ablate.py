@@ -1,7 +1,7 @@
 """`deal-ros ablate`: train the same model, data, seed and budget once per loss set and compare.
 
 A loss set is '+'-joined tokens starting with 'cls' (the classification loss, always on):
-deal (DEAL, method.md §2), isl, fsl, smooth (boundary-guided smoothness, S = depth edges),
+deal (DEAL, the depth-edge alignment loss), isl, fsl, smooth (boundary-guided smoothness, S = depth edges),
 smooth-pl (S = pseudo-label boundaries), boundary (semantic boundary branch + smoothness with the
 learned S), ssc (SSC self-modulation + reconstruction), ssc-sm / recon (either alone). Everything not
 named is off. Each set trains with deal_ros.lab.experiment.run_arm on the same frames from the same seed.

@@ -3,7 +3,7 @@
 One arm = one configuration trained for a fixed number of steps from the same seed on the same
 frames. Pseudo-label mIoU is measured on the training frames (what the segmentation head learns
 from), mask mIoU on held-out frames (what a planner would get). Ignore (255) pseudo-label pixels
-count as background (method.md §4).
+count as background, as the planner would read them.
 """
 
 from __future__ import annotations

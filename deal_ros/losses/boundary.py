@@ -1,4 +1,4 @@
-"""Semantic boundary branch (structure-aware WSSS, method.md §3): training-time only.
+"""Semantic boundary branch (structure-aware WSSS, Liu et al. 2021): training-time only.
 
 A small head fuses the backbone's multi-level features (CAMOutput.features: strides 4, 8, final), each
 reduced to one side map by a 1x1 conv, with Canny edges of the image (thresholds 10 / 100 on 8-bit grey;

@@ -1,4 +1,4 @@
-"""Shared checks and helpers of the structure losses (method.md §3)."""
+"""Shared checks and helpers of the structure losses."""
 
 from __future__ import annotations
 

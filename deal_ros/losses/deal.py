@@ -1,9 +1,9 @@
-"""DEAL: the Depth Edge Alignment Loss (Schmidt, Belagiannis, Nalpantidis, 2025), method.md §2.
+"""DEAL: the Depth Edge Alignment Loss (Schmidt, Belagiannis, Nalpantidis, 2025).
 
 Rewards class activation maps whose edges coincide with depth edges. Model-agnostic: give it
 CAM logits, depth in metres and image-level tags from any network.
 
-Two settings matter (method.md §2): the paper's depth-edge map (Sobel of metric depth divided by the
+Two settings matter: the paper's depth-edge map (Sobel of metric depth divided by the
 image maximum, ``DEAL_PRESETS["paper"]``) and the robot-robust map used by default (Sobel minus the
 local plane's gradient on log-depth, with a fixed edge threshold, ``DEAL_PRESETS["robust"]``).
 """

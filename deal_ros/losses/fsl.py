@@ -1,4 +1,4 @@
-"""FSL: the feature-similarity loss (Jonnarth et al., method.md §3), in a local-window form.
+"""FSL: the feature-similarity loss (Jonnarth et al.), in a local-window form.
 
 For pixel pairs (i, j) on the CAM grid:
 
@@ -16,7 +16,7 @@ The original sums over all (h w)^2 pairs. Here only pairs with d <= radius enter
 weight beyond 2 sigma is small; radius 10 = the reference's ``max_dist``): memory and time are
 O(B * (K + 1) * h * w * radius^2), the memory held by autograd for backward. With radius >= the grid
 diagonal the result equals the dense form (:func:`feature_similarity_loss_dense`, kept for tests).
-The reference squares the full distance; method.md says half the squared distance: we use half.
+The reference squares the full distance; the method's definition halves it: we use half.
 """
 
 from __future__ import annotations

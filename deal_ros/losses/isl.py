@@ -1,4 +1,4 @@
-"""ISL: the importance-sampling classification loss (Jonnarth et al., method.md §3).
+"""ISL: the importance-sampling classification loss (Jonnarth et al.).
 
 Per (image, class), pixels are drawn from the CAM's own probability mass function
 p ~ sigmoid(s) + eps (normalised over the map) and the multi-label loss is applied to the logits

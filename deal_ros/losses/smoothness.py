@@ -1,4 +1,4 @@
-"""Boundary-guided smoothness of the CAM (Liu et al. 2021, structure-aware WSSS; method.md §3).
+"""Boundary-guided smoothness of the CAM (Liu et al. 2021, structure-aware WSSS).
 
 The max-normalised CAM of each *tagged* class, on a loss grid (stride 4 by default), pays a
 Charbonnier penalty rho(x) = sqrt(x^2 + 1e-6) - 1e-3 on its first differences (x and y) and second

@@ -1,4 +1,4 @@
-"""SSC, spatial structure constraints (Chen et al., method.md §3): two training-time losses.
+"""SSC, spatial structure constraints (Chen et al.): two training-time losses.
 
 (a) :class:`SSCLoss`, activation self-modulation. The max-normalised CAM of each tagged class is
 averaged inside SLIC superpixels (RGB, or RGB + depth as an extra channel: ours), the pooled map is

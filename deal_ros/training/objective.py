@@ -1,4 +1,4 @@
-"""The training objective in one place: every loss term, its weight and its warm-up, by name (method.md §2-3).
+"""The training objective in one place: every loss term, its weight and its warm-up,, by name.
 
     L = L_cls + lambda(step) * L_DEAL + seg_weight * CE(seg, pseudo-labels) + support_weight * L_support
         + sum over the enabled structure losses of weight * term
