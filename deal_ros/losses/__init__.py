@@ -1,4 +1,4 @@
-"""Training losses: classification, DEAL and the companion structure losses (ISL, FSL, smoothness, boundary branch, SSC).
+"""Training losses: classification, DEAL and the structure losses (ISL, FSL, smoothness, boundary branch, SSC).
 
 Call convention of every loss module (DEALLoss, ISLLoss, FSLLoss, SmoothnessLoss, BoundaryLoss, SSCLoss,
 ReconstructionLoss)::

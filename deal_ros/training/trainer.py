@@ -61,7 +61,7 @@ _COVER_MOMENTUM = 0.9
 
 @dataclass
 class StepStats:
-    """What one training step did; published as training health: a user sees a diverging or stalled run, not only a loss number.
+    """What one training step did; published as training health, so a user sees a diverging or stalled run.
 
     loss is the objective's total, loss_<name> its terms unweighted (deal_ros.training.objective).
     """
