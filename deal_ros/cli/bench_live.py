@@ -219,8 +219,9 @@ def measure(cfg: Any, node: dict[str, Any], source: _Source, rate: float, window
     load_start = os.getloadavg()[0]
     rig = LiveRig(cfg, node, on_mask=lambda m: masks.append((m.done_s - clock["start"], m)),
                   on_step=lambda s: steps.append((time.monotonic() - clock["start"], s.step, s.loss)))
+    net = rig.trainer.cfg.model  # the size the network runs at (auto resolved for the device)
     print(f"device {rig.trainer.device}, torch threads {torch.get_num_threads()}, network "
-          f"{cfg.model.input_width}x{cfg.model.input_height}, batch {cfg.train.batch_size}, rate {rate:g}; "
+          f"{net.input_width}x{net.input_height}, batch {cfg.train.batch_size}, rate {rate:g}; "
           f"load average {load_start:.1f} on {os.cpu_count()} CPUs (other processes share them)")
     rig.start()
     try:
@@ -251,7 +252,7 @@ def measure(cfg: Any, node: dict[str, Any], source: _Source, rate: float, window
         "steps": len(steps), "steps_per_s": len(steps) / duration, "final_model_step": rig.trainer.step,
         "keyframes": rig.intake.buffered, "keyframes_gated": rig.gate.accepted, "frames_dropped": rig.slot.dropped,
         "max_late_s": played.max_late_s, "device": str(rig.trainer.device), "torch_threads": torch.get_num_threads(),
-        "network": [cfg.model.input_height, cfg.model.input_width], "batch_size": cfg.train.batch_size,
+        "network": [net.input_height, net.input_width], "batch_size": cfg.train.batch_size,
         "classes": list(cfg.classes), "load_average": [load_start, os.getloadavg()[0]],
         "node": {key: rig.values[key] for key in ("mask.min_model_step", "mask.while_warming_up",
                                                    "inference_priority", "weights_sync_steps")},

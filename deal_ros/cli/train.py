@@ -68,6 +68,8 @@ from deal_ros.online.parameters import load_parameter_file
 from deal_ros.online.training_loop import OTHER_SHARE, KeyframeIntake, LossDivergedError
 
 if TYPE_CHECKING:
+    import torch
+
     from deal_ros.training.distributed import DistContext
     from deal_ros.training.trainer import StepStats
 
@@ -172,6 +174,7 @@ def _check_args(args: argparse.Namespace) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from deal_ros.compute.device import resolve_device
     from deal_ros.storage.files import check_output_dir
     from deal_ros.training.distributed import join_job
 
@@ -179,12 +182,14 @@ def _train(args: argparse.Namespace) -> int:
     tags = tag_source(args)
     cfg = build_config(args, tags)
     job = join_job(cfg.train.device, args.peer_timeout)  # None unless started by torchrun
+    device = resolve_device(cfg.train.device) if job is None else job.device
+    cfg = cfg.for_device(device.type)  # the network size trained at, for the run log and --val-bag alike
     main = job is None or job.is_main  # rank 0 alone touches the output folder
     out = check_output_dir(cfg.checkpoint.directory, role) if main else Path(cfg.checkpoint.directory)
     if bool(args.val_bag) != bool(args.val_gt):
         raise UserError("--val-bag and --val-gt go together (held-out frames and their ground-truth masks)")
     validation = Validation(args.val_bag, args.val_gt, cfg, args.val_every) if args.val_bag else None
-    session = TrainSession(args, cfg, tags, job, out, role, validation)
+    session = TrainSession(args, cfg, tags, job, device, out, role, validation)
     if session.trainer.step >= args.steps:
         print(f"checkpoint {session.trainer.checkpoint_path} is at step {session.trainer.step} >= --steps "
               f"{args.steps}: nothing to do")
@@ -195,8 +200,8 @@ def _train(args: argparse.Namespace) -> int:
 class TrainSession:
     """One `deal-ros train` run: the trainer, its bag feed, the progress bar and what is written to --out."""
 
-    def __init__(self, args: argparse.Namespace, cfg: DealRosConfig, tags: Any, job: DistContext | None, out: Path,
-                 role: str, validation: Validation | None) -> None:
+    def __init__(self, args: argparse.Namespace, cfg: DealRosConfig, tags: Any, job: DistContext | None,
+                 device: torch.device, out: Path, role: str, validation: Validation | None) -> None:
         from deal_ros.io.bag import ReadStats
         from deal_ros.storage.checkpoint import estimate_checkpoint_bytes
         from deal_ros.storage.files import check_free_space
@@ -209,7 +214,7 @@ class TrainSession:
         self.read_stats = ReadStats()
         self.frames = read_frames(args.bags, args, cfg, tags, self.read_stats)
         self.gate = keyframe_gate(cfg)
-        self.trainer = trainer = OnlineTrainer(cfg, device=None if job is None else job.device)
+        self.trainer = trainer = OnlineTrainer(cfg, device=device)
         if self.main:
             check_free_space(out, estimate_checkpoint_bytes(trainer.model, cfg.train.optimizer), role, "a checkpoint")
         self.previous: list[dict[str, Any]] = []

@@ -42,6 +42,13 @@ padding their ImageNet top-1 agreed with TFLite on 11 of 24 photos instead of 24
 FILE_PROFILE: WeightsProfile = {"input_norm": "imagenet", "padding": "symmetric"}
 """What torchvision/timm weight files (and random init) get for 'auto': ImageNet mean/std, symmetric padding."""
 
+AUTO_INPUT_SIZE: dict[str, tuple[int, int]] = {"cpu": (128, 160), "cuda": (240, 320)}
+"""The network input (H, W) of model.input_height/width 0 (auto) per device type. On a 2-core CPU 240x320 trains
+too slowly for live masks (`deal-ros bench live`, README "Live masks over time"); a GPU affords the finer one."""
+
+MIN_INPUT_SIDE = 32
+"""The smallest network input side: the stride-16 feature map keeps 2 cells."""
+
 GridStride = Literal[1, 2, 4, 8, 16]
 """Stride of a loss grid relative to the network input."""
 EdgeOperator = Literal["sobel", "plane_sobel", "laplacian"]
@@ -77,9 +84,11 @@ class ModelConfig(Section):
         "auto", """Input normalisation: 'tf' (pixel/128 - 1), 'imagenet' (mean/std), 'auto' = what the weights
         need (tf for builtin, imagenet for torchvision/timm files and random init).""")
     input_height: int = setting(
-        240, "Network input height in pixels; frames are resized to this for training and inference.",
-        ge=32, le=4096, step=16)
-    input_width: int = setting(320, "Network input width in pixels.", ge=32, le=4096, step=16)
+        0, """Network input height in pixels; frames are resized to this for training and inference. 0 (with
+        input_width 0) = auto, by the device the network runs on: 128x160 on the CPU, 240x320 on CUDA.""",
+        ge=0, le=4096, step=16)
+    input_width: int = setting(0, "Network input width in pixels; 0 = auto (see input_height).", ge=0, le=4096,
+                               step=16)
     seg_head_channels: int = setting(64, "Channels of the light segmentation head.", ge=8, le=1024)
     seg_head_detach: bool = setting(
         False, """Train the segmentation head on detached backbone features, so its cross-entropy cannot reshape
@@ -87,6 +96,12 @@ class ModelConfig(Section):
         features; on when pseudo-labels are poor (no depth plane), where early noisy labels degrade the CAMs.""")
 
     def check_relations(self) -> None:
+        check((self.input_height == 0) == (self.input_width == 0), "model.input_width",
+               f"give input_height and input_width together (both 0 = auto, by device), got "
+               f"{self.input_height}x{self.input_width}")
+        for key in ("input_height", "input_width"):
+            check(getattr(self, key) == 0 or getattr(self, key) >= MIN_INPUT_SIDE, f"model.{key}",
+                   f"must be 0 (auto) or >= {MIN_INPUT_SIDE}, got {getattr(self, key)}")
         check(self.padding != "tf_same" or self.backbone == "mobilenet_v2", "model.padding",
                f"'tf_same' exists for mobilenet_v2 only, not {self.backbone}")
         if self.pretrained_path == BUILTIN_WEIGHTS and self.backbone == "mobilenet_v2":
@@ -113,6 +128,13 @@ class ModelConfig(Section):
             freeze_bn=self.freeze_bn and bool(self.pretrained_path),
             freeze_stages=self.freeze_stages if self.pretrained_path else 0,
         )
+
+    def for_device(self, device_type: str) -> ModelConfig:
+        """A copy with the auto input size (0 x 0) replaced by AUTO_INPUT_SIZE of `device_type` ('cpu', 'cuda')."""
+        if self.input_height:
+            return self
+        height, width = AUTO_INPUT_SIZE.get(device_type, AUTO_INPUT_SIZE["cuda"])
+        return dataclasses.replace(self, input_height=height, input_width=width)
 
     def architecture(self) -> dict[str, Any]:
         """The resolved ARCHITECTURE_FIELDS: what a checkpoint must share with the model it is loaded into."""
@@ -541,6 +563,11 @@ class DealRosConfig(Section):
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def for_device(self, device_type: str) -> DealRosConfig:
+        """A copy whose network input size is the one it runs at on `device_type` (the auto size resolved)."""
+        model = self.model.for_device(device_type)
+        return self if model is self.model else dataclasses.replace(self, model=model)
 
     def architecture_hash(self) -> str:
         """Short hash of what fixes the network's function: classes and ARCHITECTURE_FIELDS of the model."""

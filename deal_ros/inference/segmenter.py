@@ -57,13 +57,13 @@ class Segmenter:
     def __init__(self, cfg: DealRosConfig, model: CAMNet | None = None, device: str | torch.device | None = None,
                  model_lock: threading.RLock | None = None, weights: WeightHandoff | None = None,
                  control: StepControl | None = None) -> None:
-        self.cfg = cfg
         own = model is None
         if model is None:
             self.device = resolve_device(cfg.train.device) if device is None else torch.device(device)
             model = build_cam_net(cfg.model, cfg.num_classes).to(self.device).eval()
         else:
             self.device = next(model.parameters()).device
+        self.cfg = cfg
         self.model = model
         self.model_lock = model_lock
         self.weights = weights
@@ -78,6 +78,15 @@ class Segmenter:
         self._halt = StepControl()
         if own:  # a network of our own: `interrupt` can stop a frame in flight between layers
             self._halt.attach(self.model)
+
+    @property
+    def cfg(self) -> DealRosConfig:
+        """The configuration in use, its network input size the one for this segmenter's device."""
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, cfg: DealRosConfig) -> None:
+        self._cfg = cfg.for_device(self.device.type)
 
     def load(self, path: str) -> int:
         """Load weights from a checkpoint written by the trainer; returns its step. Refuses other classes."""

@@ -34,7 +34,7 @@ class MaskParameters:
     """When the segmenter's masks are worth publishing."""
 
     min_model_step: int = setting(
-        200, """Masks from weights trained fewer steps than this are 'warming up' (segmenter_status state,
+        100, """Masks from weights trained fewer steps than this are 'warming up' (segmenter_status state,
         deal/mask_info warming_up): an untrained head paints nearly everything one class. Keep it above
         loss.seg_warmup_steps (the segmentation head trains only after those).""", ge=0, le=100_000_000,
         runtime=True)

@@ -40,7 +40,8 @@ class TrainerNode(RGBDNode):
         self.trainer = OnlineTrainer(cfg)
         device = self.trainer.device
         log.info(f"device: {describe_device(device)} (train.device '{cfg.train.device}'), "
-                 f"{cfg.model.backbone} {cfg.model.input_width}x{cfg.model.input_height}, classes {cfg.classes}")
+                 f"{cfg.model.backbone} {self.trainer.cfg.model.input_width}x{self.trainer.cfg.model.input_height}, "
+                 f"classes {cfg.classes}")
         info, warnings = device_notes(cfg.train.device, device.type)
         for line in info:
             log.info(line)

@@ -117,8 +117,8 @@ class OnlineTrainer:
     """Owns the model, the frame buffer, the optimizer and the step count."""
 
     def __init__(self, cfg: DealRosConfig, device: str | torch.device | None = None) -> None:
-        self.cfg = cfg
         self.device = resolve_device(cfg.train.device) if device is None else torch.device(device)
+        self.cfg = cfg = cfg.for_device(self.device.type)  # checkpoints record the size trained at
         torch.manual_seed(cfg.train.seed)
         self.model: CAMNet = build_cam_net(cfg.model, cfg.num_classes).to(self.device)
         self.model.train()

@@ -17,7 +17,7 @@ def test_set_help_lists_every_declared_key_with_default_choices_and_bounds(capsy
     listed = [line.split("=", 1)[0] for line in out.splitlines() if line and not line.startswith((" ", "config"))]
     assert listed == [key.key for key in config_keys()]
     assert "loss.deal.edge_norm=fixed  (max | percentile | fixed)" in out
-    assert "model.input_height=240  (integer a multiple of 16 in [32, 4096])" in out
+    assert "model.input_height=0  (integer a multiple of 16 in [0, 4096])" in out
     assert "train.lr=0.001  (number in (0, 10])" in out
 
 

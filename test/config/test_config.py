@@ -31,6 +31,8 @@ def test_yaml_and_ros_parameter_file_give_the_same_config(tmp_path) -> None:
     ({"model": {"backbone": "vgg"}}, "model.backbone"),
     ({"model": {"bakbone": "resnet18"}}, "unknown key"),
     ({"model": {"input_height": 100}}, "multiple of 16"),
+    ({"model": {"input_height": 128}}, "input_height and input_width together"),
+    ({"model": {"input_height": 16, "input_width": 16}}, "0 \\(auto\\) or >= 32"),
     ({"loss": {"deal": {"weight": "high"}}}, "loss.deal.weight"),
     ({"pseudo_label": {"fg_threshold": 0.2, "bg_threshold": 0.5}}, "bg_threshold"),
     ({"train": {"device": "tpu"}}, "train.device"),
@@ -52,6 +54,17 @@ def test_overrides_and_errors(tmp_path) -> None:
     bad.write_text("classes: [mug\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_the_auto_network_size_is_the_devices_and_a_given_size_is_kept() -> None:
+    auto = DealRosConfig()
+    assert (auto.model.input_height, auto.model.input_width) == (0, 0)
+    cpu, cuda = auto.for_device("cpu").model, auto.for_device("cuda").model
+    assert (cpu.input_height, cpu.input_width) == (128, 160)
+    assert (cuda.input_height, cuda.input_width) == (240, 320)
+    given = DealRosConfig().updated({"model.input_height": 64, "model.input_width": 80})
+    assert given.for_device("cpu") is given and given.for_device("cuda") is given
+    assert auto.for_device("cpu").architecture_hash() == auto.architecture_hash()  # weights load at either size
 
 
 def test_architecture_hash_ignores_training_only_fields() -> None:

@@ -6,7 +6,7 @@ import pytest
 from deal_ros.config import DealRosConfig
 from deal_ros.frames.tags import UnknownTagError
 from deal_ros.inference.segmenter import Segmenter
-from deal_ros.storage.checkpoint import CheckpointError
+from deal_ros.storage.checkpoint import CheckpointError, load_checkpoint
 from deal_ros.training.trainer import OnlineTrainer
 
 CFG = DealRosConfig(classes=["mug", "box"]).updated({
@@ -62,3 +62,18 @@ def test_hot_reload_from_a_trainer_checkpoint(tmp_path) -> None:
     trainer.trust.trusted = True  # the trust the trainer had at save time travels with the checkpoint
     segmenter.load(str(trainer.save()))
     assert segmenter.trusted
+
+
+def test_the_auto_network_size_is_the_cpus_for_trainer_checkpoint_and_segmenter(tmp_path) -> None:
+    auto = CFG.updated({"model.input_height": 0, "model.input_width": 0, "checkpoint.directory": str(tmp_path)})
+    trainer = OnlineTrainer(auto)
+    assert (trainer.cfg.model.input_height, trainer.cfg.model.input_width) == (128, 160)
+    assert trainer.buffer.size == (128, 160)
+    trainer.add_frame(*_frame(64, 80), ["box"])
+    trainer.train_step()
+    saved = load_checkpoint(trainer.save()).config.model
+    assert (saved.input_height, saved.input_width) == (128, 160)  # what it trained at, for export and label
+    segmenter = Segmenter(auto, device="cpu")
+    segmenter.cfg = auto.updated({"pseudo_label.fg_threshold": 0.4})  # a run-time parameter change, as the node does
+    assert (segmenter.cfg.model.input_height, segmenter.cfg.model.input_width) == (128, 160)
+    assert segmenter(*_frame(48, 64)).mask.shape == (48, 64)

@@ -110,8 +110,8 @@ def test_parameter_value():
 
 
 def test_config_from_parameters_maps_dotted_keys():
-    cfg = config_from_parameters({"model.input_height": 64, "loss.deal.weight": 1, "classes": ["a", "b"],
-                                  "rgb_topic": "/x", "use_sim_time": True})
+    cfg = config_from_parameters({"model.input_height": 64, "model.input_width": 80, "loss.deal.weight": 1,
+                                  "classes": ["a", "b"], "rgb_topic": "/x", "use_sim_time": True})
     assert cfg.model.input_height == 64 and cfg.loss.deal.weight == 1.0 and cfg.classes == ["a", "b"]
     with pytest.raises(ConfigError, match="pseudo_label"):
         config_from_parameters({"pseudo_label.bg_threshold": 0.9, "pseudo_label.fg_threshold": 0.5})
@@ -158,7 +158,8 @@ def test_onboard_yaml_loads_and_every_key_is_known():
 
 def test_rendered_file_roundtrips(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text(render_parameter_file({"classes": ["x"], "model.input_height": 64, "loss.isl.eps": 1e-5}))
+    path.write_text(render_parameter_file({"classes": ["x"], "model.input_height": 64, "model.input_width": 80,
+                                           "loss.isl.eps": 1e-5}))
     cfg = load_parameter_file(path)
     assert cfg.classes == ["x"] and cfg.model.input_height == 64 and cfg.loss.isl.eps == pytest.approx(1e-5)
 
