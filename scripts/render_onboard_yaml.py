@@ -2,7 +2,7 @@
 """Regenerate config/onboard.yaml after config keys or defaults change (`python scripts/render_onboard_yaml.py`).
 
 The file is the declared defaults, every key with its description, choices and range from its declaration
-(the `setting(...)` of the config fields in deal_ros/config/schema.py and of NodeParameters in
+(the `setting(...)` of the config fields in deal_ros/config/schema.py and loss_sections.py, and of NodeParameters in
 deal_ros/online/parameters.py), under the file's header comment: one source of defaults, checked by
 test/online/test_parameters.py. Change a default in the declaration, not here.
 """

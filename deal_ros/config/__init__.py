@@ -1,7 +1,8 @@
 """One configuration schema for the core, the command-line tool and the ROS nodes.
 
 Rooms: ``fields`` (how a field is declared, validated and coerced), ``schema`` (the sections and their
-fields), ``loading`` (plain YAML and ROS 2 parameter files), ``strict_yaml`` (the one YAML reader).
+fields; the ``loss.*`` sections in ``loss_sections``), ``loading`` (plain YAML and ROS 2 parameter files),
+``strict_yaml`` (the one YAML reader).
 The names below are the ones the rest of the package uses.
 """
 
@@ -18,6 +19,20 @@ from deal_ros.config.fields import (
     setting,
 )
 from deal_ros.config.loading import load_config
+from deal_ros.config.loss_sections import (
+    BoundaryConfig,
+    DealLossConfig,
+    EdgeNorm,
+    EdgeOperator,
+    FSLConfig,
+    GridStride,
+    HoleFill,
+    ISLConfig,
+    LossConfig,
+    ReconstructionConfig,
+    SmoothnessConfig,
+    SSCConfig,
+)
 from deal_ros.config.schema import (
     ARCHITECTURE_FIELDS,
     BUILTIN_PROFILE,
@@ -25,25 +40,13 @@ from deal_ros.config.schema import (
     FILE_PROFILE,
     IGNORE_INDEX,
     AugmentConfig,
-    BoundaryConfig,
     BufferConfig,
     CheckpointConfig,
-    DealLossConfig,
     DealRosConfig,
     DepthConfig,
-    EdgeNorm,
-    EdgeOperator,
-    FSLConfig,
-    GridStride,
-    HoleFill,
-    ISLConfig,
     KeyframeConfig,
-    LossConfig,
     ModelConfig,
     PseudoLabelConfig,
-    ReconstructionConfig,
-    SmoothnessConfig,
-    SSCConfig,
     SyncConfig,
     TrainConfig,
     TrustConfig,

@@ -41,7 +41,7 @@ def _config_keys() -> set[str]:
 def test_every_config_leaf_is_a_parameter_with_a_description():
     specs = {s.name: s for s in config_param_specs()}
     assert set(specs) == _config_keys()
-    # type, choices, bounds, description and run-time flag come from each field's declaration (config/schema.py)
+    # type, choices, bounds, description and run-time flag come from each field's declaration (deal_ros/config)
     assert specs["loss.deal.weight"].description.startswith("lambda")
     assert "Backbone name" in specs["model.backbone"].description
     assert specs["model.backbone"].choices == ("mobilenet_v2", "resnet18", "resnet50")
