@@ -207,6 +207,10 @@ class PseudoLabelConfig(Section):
         0.2, """With support_plane: a pixel standing out of the plane takes its top tagged class when that class
         scores at least this (else ignore); the CAM only has to tell which object it is, not where the object
         ends.""", ge=0, le=1, runtime=True)
+    one_class_per_object: bool = setting(
+        False, """With support_plane: the object pixels of each part that depth separates (cut at occluding edges)
+        take one tagged class, the best by mean score, and each tag first gets a part of its own when there are
+        enough parts (deal_ros.labels.objects), instead of a pixel-wise argmax.""", runtime=True)
 
     def check_relations(self) -> None:
         check(self.bg_threshold <= self.fg_threshold, "pseudo_label", "need 0 <= bg_threshold <= fg_threshold <= 1")

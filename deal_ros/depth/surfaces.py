@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["container_walls", "flat_slabs"]
+__all__ = ["container_walls", "depth_parts", "flat_slabs"]
 
 PART_JUMP = 0.03
 """Relative depth step between neighbouring pixels that separates two parts standing out of the plane."""
@@ -30,7 +30,7 @@ SLAB_HEIGHT_QUANTILE = 0.9
 """A slab's height is this quantile of its pixels' heights above the plane (robust to a few noisy pixels)."""
 
 
-def _parts(stands_out: np.ndarray, depth: np.ndarray) -> tuple[int, np.ndarray]:
+def depth_parts(stands_out: np.ndarray, depth: np.ndarray) -> tuple[int, np.ndarray]:
     """4-connected parts of stands_out (H, W) bool, cut wherever neighbouring depths step by > PART_JUMP:
     (count, labels (H, W) int32 with 0 = not a part, including the cut pixels)."""
     near_x = np.minimum(depth[:, 1:], depth[:, :-1])
@@ -65,7 +65,7 @@ def flat_slabs(in_front: torch.Tensor, height: torch.Tensor, depth_m: torch.Tens
         stands_out = in_front[i, 0].cpu().numpy()
         depth = depth_m[i, 0].cpu().numpy()
         rise = height[i, 0].cpu().numpy()
-        count, parts = _parts(stands_out, depth)
+        count, parts = depth_parts(stands_out, depth)
         area = np.bincount(parts.ravel(), minlength=count)
         reach = _edge_reach(parts, count)
         candidates = np.flatnonzero((area >= PART_MIN_AREA * h * w) & (reach >= SLAB_MIN_BORDER))
@@ -108,7 +108,7 @@ def container_walls(in_front: torch.Tensor, background: torch.Tensor, depth_m: t
         floor = _holes(closed) & floor_mask
         if floor.sum() < WALL_MIN_FLOOR * h * w:
             continue
-        _, parts = _parts(stands_out, depth_m[i, 0].cpu().numpy())
+        _, parts = depth_parts(stands_out, depth_m[i, 0].cpu().numpy())
         regions_count, regions = cv2.connectedComponents((closed | _holes(closed)).astype(np.uint8), connectivity=8)
         found = np.zeros((h, w), bool)
         for r in range(1, regions_count):

@@ -13,6 +13,7 @@ from deal_ros.config import IGNORE_INDEX, PseudoLabelConfig
 from deal_ros.depth.filters import normalize_cam
 from deal_ros.depth.maps import pyramid_fill, valid_depth
 from deal_ros.depth.support_plane import fit_support_plane
+from deal_ros.labels.objects import one_class_per_object
 
 _DILATIONS = (1, 2, 4, 8)
 
@@ -78,10 +79,13 @@ def make_pseudo_labels(
     cfg.support_plane. The refinement runs at a quarter of `size` and is upsampled, which keeps it cheap.
     plane_prior: (B, 1, *size) int8 as SupportPlane.prior (default, with cfg.support_plane and depth: fitted
     here). Pixels on or behind the support plane are background whatever the CAM says; pixels that stand out
-    of it take their tagged class with the top score when it reaches cfg.object_threshold, else ignore.
+    of it take their tagged class with the top score when it reaches cfg.object_threshold, else ignore; with
+    cfg.one_class_per_object, one class per depth part (deal_ros.labels.objects).
     """
-    if plane_prior is None and cfg.support_plane and depth_m is not None:
+    depth_at_size = None
+    if depth_m is not None:
         depth_at_size = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=size, mode="nearest-exact")
+    if plane_prior is None and cfg.support_plane and depth_at_size is not None:
         plane_prior = fit_support_plane(depth_at_size, cfg.support_tolerance, slab_height=cfg.slab_height,
                                          walls=cfg.container_walls).prior
     keep = None if plane_prior is None else (plane_prior >= 0).to(cam_logits.device, torch.float32)
@@ -113,5 +117,7 @@ def make_pseudo_labels(
         prior = plane_prior[:, 0].to(labels.device)
         stands_out = torch.where(top_fg >= cfg.object_threshold, top_class + 1, torch.full_like(labels, IGNORE_INDEX))
         labels = torch.where(prior > 0, stands_out, labels).masked_fill(prior < 0, 0)
+        if cfg.one_class_per_object and depth_at_size is not None:
+            labels = one_class_per_object(labels, scores, prior > 0, depth_at_size[:, 0].to(labels.device), tags)
     confidence = torch.where(labels == 0, 1.0 - top_fg, top_fg)
     return labels, confidence
