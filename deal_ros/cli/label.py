@@ -106,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"labelled {len(records)} frame(s) with {args.checkpoint} (step {step}); "
           f"pseudo-labels for {labelled} frame(s) with known tags")
     print(read_stats.summary())
+    if segmenter.representatives is not None:
+        from deal_ros.labels.class_groups import describe_group, groups_of
+
+        for group in groups_of(segmenter.representatives):  # as `deal-ros train` said at the end
+            names = [cfg.classes[k] for k in group]
+            print(f"warning: {describe_group(names, cfg.pseudo_label.merge_indistinct)}")
     print(f"PNGs: {out}/{{mask,pseudo_label,overlay}}/" + ("" if args.no_bag else f"\nlabelled bag: {bag_out}"))
     return 0
 

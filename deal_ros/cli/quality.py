@@ -6,7 +6,8 @@ mask mIoU (the segmentation head, no tags: what a planner gets) and pseudo-label
 frame's tags, 255 counted as background: what `deal-ros label` writes), per class, with a learning
 curve every --eval-every steps; and, for both, the label-quality shares of deal_ros.labels.metrics.LabelQuality:
 objects vs background IoU (any class), right class (of the object pixels found, the share with the right class),
-wrong class (on frames with two or more tagged objects, the share of object pixels given another tagged class) and
+right class with merged groups (the same, classes the training tags cannot tell apart counting as one), wrong
+class (on frames with two or more tagged objects, the share of object pixels given another tagged class) and
 background as object (the share of frames whose background labelled as an object exceeds 10 % of their object
 area: a tray's or shelf's walls standing out).
 
@@ -66,7 +67,7 @@ SCENES = {
 }
 """Built-in scene families (deal_ros.lab.synthetic.FAMILIES) and the seeds of their training and held-out frames."""
 
-QUALITY_KEYS = ("objects_iou", "right_class", "wrong_class", "background_as_object")
+QUALITY_KEYS = ("objects_iou", "right_class", "right_group", "wrong_class", "background_as_object")
 """LabelQuality shares reported for masks and pseudo-labels (rows' mask_quality / pseudo_quality)."""
 
 CLASS_FILES = ("classes.txt", "index.json")
@@ -218,7 +219,8 @@ def format_tables(rows: list[dict[str, Any]], classes: dict[str, list[str]]) -> 
     """Summary (family x recipe: mean over seeds, per-seed values, label-quality shares) and per-class IoU tables
     (one per family; `classes` by family) in Markdown."""
     lines = ["| family | recipe | mask mIoU | pseudo-label mIoU | per seed (mask / pseudo) | objects IoU | right class "
-             "| wrong class | bg as object | max class cover | s/step |", "|---" * 11 + "|"]
+             "| right class, merged groups count | wrong class | bg as object | max class cover | s/step |",
+             "|---" * 12 + "|"]
     for r in rows:
         seeds = ", ".join(f"{m:.3f} / {p:.3f}" for m, p in zip(r["mask_per_seed"], r["pseudo_per_seed"], strict=True))
         shares = " | ".join(_cell(r["mask_quality"][k], r["pseudo_quality"][k]) for k in QUALITY_KEYS)
@@ -226,6 +228,11 @@ def format_tables(rows: list[dict[str, Any]], classes: dict[str, list[str]]) -> 
                      f"{shares} | {r['max_pseudo_cover']:.2f} ({r['max_cover_class']}) | {r['s_per_step']:.2f} |")
     lines += ["", "Label-quality cells are mask / pseudo-label; n/a: nothing to count (e.g. no frame with two "
               "tagged objects)."]
+    groups = {(r["family"], tuple(map(tuple, r.get("indistinct_classes") or []))) for r in rows}
+    for family, family_groups in sorted(groups):
+        if family_groups:
+            lines.append(f"Classes the training tags cannot tell apart on {family} (merged groups): "
+                         + "; ".join("{" + ", ".join(g) + "}" for g in family_groups) + ".")
     for family, names in classes.items():
         names = ["background", *names]
         lines += ["", f"Per-class IoU on {family}, mask / pseudo-label (mean over seeds):", "",
@@ -249,7 +256,9 @@ def write_report(out: Path, report: dict[str, Any], classes: dict[str, list[str]
               f"{report['size'][1]}, seeds {report['seeds']}, weights: {report['weights']}; recipes done: "
               f"{report['recipes_done']}. Mask mIoU: segmentation head, no tags. Pseudo-label mIoU: CAMs + tags, "
               "255 = background. Objects IoU: any object vs background. Right class: of the object pixels found, "
-              "the share with the right class. Wrong class: on frames with two or more tagged objects, the share of "
+              "the share with the right class; merged groups count: a class tagged in exactly the same training "
+              "frames as the right one counts as right. Wrong class: on frames with two or more tagged objects, the "
+              "share of "
               "object pixels given another tagged class. Bg as object: the share of frames whose background "
               "labelled as an object exceeds 10 % of their object area. Max class cover: the largest mean fraction "
               "of the frame a class's pseudo-label covers in the frames tagged with it.\n\n")
@@ -273,6 +282,7 @@ def _row(family: str, name: str, overrides: dict[str, Any], results: list[Any], 
         "pseudo_quality": {k: _mean([r.pseudo_quality[k] for r in results]) for k in QUALITY_KEYS},
         "pseudo_cover": cover, "max_pseudo_cover": cover[worst], "max_cover_class": worst,
         "s_per_step": float(np.mean([r.mean_step_time_s for r in results])),
+        "indistinct_classes": results[0].indistinct_classes,
         "curves": [r.curve for r in results],
     }
 

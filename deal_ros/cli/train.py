@@ -362,6 +362,8 @@ class TrainSession:
         LOG.warning("%s", saved)
 
     def _summary(self, path: Path) -> None:
+        from deal_ros.labels.class_groups import describe_group
+
         trainer, feeder, job = self.trainer, self.feeder, self.job
         wall = time.perf_counter() - self.start
         steps = trainer.step - self.start_step
@@ -373,6 +375,8 @@ class TrainSession:
                   f"{self.run_log.frames_per_rank}; weights identical on all ranks: {self.run_log.weights_identical}")
         print(self.read_stats.summary())
         print(self._trust_line())
+        for group in trainer.indistinct_classes():  # the tags cannot tell these apart: say so, once per group
+            print(f"warning: {describe_group(group, trainer.cfg.pseudo_label.merge_indistinct)}")
         curves = self.out / "loss_curves.png"
         print(f"checkpoint: {path}\nlog: {self.out / 'train_log.json'}"
               + (f"\nloss curves: {curves}" if curves.exists() else ""))

@@ -32,8 +32,9 @@ class Validation:
         from deal_ros.labels.evaluation import evaluate, per_class_iou
 
         # The segmenter switches a shared training model to eval for each frame and back.
-        result = evaluate(self.cfg, Segmenter(self.cfg, trainer.model, model_lock=trainer.model_lock),
-                          self.frames, self.frames)
+        segmenter = Segmenter(self.cfg, trainer.model, model_lock=trainer.model_lock)
+        segmenter.representatives = trainer.indistinct_representatives()
+        result = evaluate(self.cfg, segmenter, self.frames, self.frames, trainer.contrast.groups())
         point = {"step": trainer.step, "mask_miou": result.masks.miou(), "pseudo_miou": result.pseudo.miou(),
                  "mask_iou": per_class_iou(result.masks, ["background", *self.cfg.classes])}
         self.curve.append(point)

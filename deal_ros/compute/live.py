@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -140,9 +141,13 @@ class WeightSnapshot:
     """CUDA event recorded after the copy (None on the CPU): a reader on another stream waits for it."""
     trusted: bool = False
     """Whether the trainer trusted the masks of these weights (deal_ros.training.trust)."""
+    representatives: np.ndarray | None = None
+    """(K,) int64: the classes the trainer's tags cannot tell apart, each as its group's first member
+    (deal_ros.labels.class_groups); None when there are none."""
 
 
-def snapshot_state(model: nn.Module, step: int, trusted: bool = False) -> WeightSnapshot:
+def snapshot_state(model: nn.Module, step: int, trusted: bool = False, representatives: np.ndarray | None = None,
+                   ) -> WeightSnapshot:
     """Detached copies of `model`'s parameters and buffers (call with the model's lock held)."""
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     ready = None
@@ -150,7 +155,7 @@ def snapshot_state(model: nn.Module, step: int, trusted: bool = False) -> Weight
     if device.type == "cuda":
         ready = torch.cuda.Event()
         ready.record(torch.cuda.current_stream(device))
-    return WeightSnapshot(step, state, ready, trusted)
+    return WeightSnapshot(step, state, ready, trusted, representatives)
 
 
 class WeightHandoff:

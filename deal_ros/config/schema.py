@@ -211,6 +211,10 @@ class PseudoLabelConfig(Section):
         False, """With support_plane: the object pixels of each part that depth separates (cut at occluding edges)
         take one tagged class, the best by mean score, and each tag first gets a part of its own when there are
         enough parts (deal_ros.labels.objects), instead of a pixel-wise argmax.""", runtime=True)
+    merge_indistinct: bool = setting(
+        False, """Classes tagged in exactly the same frames so far (tags cannot tell them apart: any swap of their
+        names fits the data) are labelled as one, the first of them in class order, with a warning naming them
+        (deal_ros.labels.class_groups); off, their pixels are split between them at random.""", runtime=True)
 
     def check_relations(self) -> None:
         check(self.bg_threshold <= self.fg_threshold, "pseudo_label", "need 0 <= bg_threshold <= fg_threshold <= 1")

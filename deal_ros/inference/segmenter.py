@@ -27,9 +27,10 @@ from deal_ros.config import DealRosConfig
 from deal_ros.errors import FrameError
 from deal_ros.frames.checks import check_rgb
 from deal_ros.frames.tags import tags_to_vector
+from deal_ros.labels.class_groups import contrast_from_extra
 from deal_ros.labels.pseudo_labels import make_pseudo_labels
 from deal_ros.models import CAMNet, build_cam_net
-from deal_ros.storage.checkpoint import load_checkpoint, load_model_state
+from deal_ros.storage.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from deal_ros.training.trust import checkpoint_trusted
 
 
@@ -73,6 +74,10 @@ class Segmenter:
         """Training step of the weights in use (-1 = initial weights)."""
         self.trusted = False
         """Whether the trainer trusted the masks of the weights in use (from the snapshot or the checkpoint)."""
+        self.representatives: np.ndarray | None = None
+        """(K,) int64: the classes the trainer's tags could not tell apart, each as its group's first member (from
+        the snapshot or the checkpoint, or set by whoever shares the trainer's model; None: none). Pseudo-labels
+        merge them with pseudo_label.merge_indistinct."""
         self.swaps = 0
         """Weight snapshots swapped in from `weights`."""
         self._halt = StepControl()
@@ -91,10 +96,15 @@ class Segmenter:
     def load(self, path: str) -> int:
         """Load weights from a checkpoint written by the trainer; returns its step. Refuses other classes."""
         ckpt = load_checkpoint(path, expected=self.cfg, device=self.device)
+        try:
+            contrast = contrast_from_extra(ckpt.extra, self.cfg.num_classes)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc}") from None
         with self._locked():
             load_model_state(self.model, ckpt.model_state, path)  # a mismatch: one short line naming it
         self.step = ckpt.step
         self.trusted = checkpoint_trusted(ckpt.extra)
+        self.representatives = contrast.representatives() if contrast.groups() else None
         return ckpt.step
 
     def _locked(self) -> contextlib.AbstractContextManager:
@@ -121,6 +131,7 @@ class Segmenter:
                 self._stream.synchronize()  # the trainer may free the snapshot as soon as we return
         self.step = snapshot.step
         self.trusted = snapshot.trusted
+        self.representatives = snapshot.representatives
         self.swaps += 1
         return True
 
@@ -179,8 +190,11 @@ class Segmenter:
             if depth_m is not None:
                 depth = torch.from_numpy(np.ascontiguousarray(depth_m, dtype=np.float32)).to(self.device)[None, None]
             frame = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            reps = None
+            if self.cfg.pseudo_label.merge_indistinct and self.representatives is not None:
+                reps = torch.from_numpy(self.representatives)
             labels, _ = make_pseudo_labels(out.cam_logits, tag_vec, (height, width), self.cfg.pseudo_label,
-                                           frame, depth)
+                                           frame, depth, representatives=reps)
             pseudo = labels[0].to(torch.uint8).cpu().numpy()
         timing = {"preprocess": preprocessed - start, "forward": forwarded - preprocessed,
                   "postprocess": time.perf_counter() - forwarded}

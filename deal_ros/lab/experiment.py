@@ -41,6 +41,8 @@ class ArmResult:
     background_as_object."""
     mask_quality: dict[str, float] = field(default_factory=dict)
     """The same of the final masks."""
+    indistinct_classes: list[list[str]] = field(default_factory=list)
+    """Groups of classes the training tags could not tell apart (one class each for right_group)."""
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
@@ -60,6 +62,8 @@ def run_arm(name: str, cfg: DealRosConfig, train_frames: Sequence[LabelledFrame]
     for frame in train_frames:
         trainer.add_frame(frame.rgb, frame.depth_m, frame.tags)
     segmenter = Segmenter(cfg, trainer.model, model_lock=trainer.model_lock)
+    segmenter.representatives = trainer.indistinct_representatives()  # every training frame is in already
+    groups = trainer.contrast.groups()
     pseudo_frames = eval_frames if pseudo_on_eval else train_frames
     history: list[dict[str, Any]] = []
     curve: list[dict[str, float]] = []
@@ -71,9 +75,9 @@ def run_arm(name: str, cfg: DealRosConfig, train_frames: Sequence[LabelledFrame]
         if on_step is not None:
             on_step(stats)
         if evaluate_every > 0 and trainer.step % evaluate_every == 0 and trainer.step < steps:
-            point = evaluate(cfg, segmenter, pseudo_frames, eval_frames)
+            point = evaluate(cfg, segmenter, pseudo_frames, eval_frames, groups)
             curve.append({"step": trainer.step, "pseudo_miou": point.pseudo.miou(), "mask_miou": point.masks.miou()})
-    final = evaluate(cfg, segmenter, pseudo_frames, eval_frames)
+    final = evaluate(cfg, segmenter, pseudo_frames, eval_frames, groups)
     names = ["background", *cfg.classes]
     curve.append({"step": trainer.step, "pseudo_miou": final.pseudo.miou(), "mask_miou": final.masks.miou()})
     step_times = [h["step_time_s"] for h in history]
@@ -82,7 +86,7 @@ def run_arm(name: str, cfg: DealRosConfig, train_frames: Sequence[LabelledFrame]
                        mean_step_time_s=float(np.mean(step_times)) if step_times else 0.0,
                        wall_time_s=time.perf_counter() - start, history=history, curve=curve,
                        pseudo_cover=final.pseudo_cover, pseudo_quality=final.pseudo_quality.as_dict(),
-                       mask_quality=final.mask_quality.as_dict())
+                       mask_quality=final.mask_quality.as_dict(), indistinct_classes=trainer.indistinct_classes())
     return result, trainer
 
 

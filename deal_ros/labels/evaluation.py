@@ -40,10 +40,12 @@ class Evaluation:
     mask_quality: LabelQuality
 
 def evaluate(cfg: DealRosConfig, segmenter: Segmenter, pseudo_frames: Sequence[LabelledFrame],
-             mask_frames: Sequence[LabelledFrame]) -> Evaluation:
+             mask_frames: Sequence[LabelledFrame], groups: Sequence[Sequence[int]] = ()) -> Evaluation:
     """Pseudo-labels (from CAMs + the frames' tags; 255 counts as background) on pseudo_frames, masks (no
     tags) on mask_frames, against the ground truth. A frame's tagged classes (for the wrong-class share) are its
-    tags."""
+    tags; groups: the classes (0-based, as TagContrast.groups()) the training tags could not tell apart, one class
+    each for the right-group share."""
+    label_groups = [tuple(k + 1 for k in group) for group in groups]
     names = ["background", *cfg.classes]
     pseudo = ConfusionMatrix(len(names), names)
     masks = ConfusionMatrix(len(names), names)
@@ -54,12 +56,12 @@ def evaluate(cfg: DealRosConfig, segmenter: Segmenter, pseudo_frames: Sequence[L
         assert result.pseudo_label is not None
         tagged = [cfg.classes.index(tag) + 1 for tag in frame.tags]
         pseudo.update(result.pseudo_label, frame.gt_mask)
-        pseudo_quality.update(result.pseudo_label, frame.gt_mask, tagged)
+        pseudo_quality.update(result.pseudo_label, frame.gt_mask, tagged, label_groups)
         for tag in frame.tags:
             cover[tag].append(float((result.pseudo_label == cfg.classes.index(tag) + 1).mean()))
     for frame in mask_frames:
         mask = segmenter(frame.rgb).mask
         masks.update(mask, frame.gt_mask)
-        mask_quality.update(mask, frame.gt_mask, [cfg.classes.index(tag) + 1 for tag in frame.tags])
+        mask_quality.update(mask, frame.gt_mask, [cfg.classes.index(tag) + 1 for tag in frame.tags], label_groups)
     return Evaluation(pseudo, masks, {name: float(np.mean(v)) for name, v in cover.items() if v}, pseudo_quality,
                       mask_quality)

@@ -6,7 +6,8 @@ the standard (VOC) protocol. Pseudo-labels carry an ignore value (255); by defau
 background in the prediction (an unsure pixel is not a detection), and is skipped in the ground truth.
 
 mIoU alone hides which half of a labeller fails: finding objects (geometry) or naming them (classes). LabelQuality
-counts both apart: objects-vs-background IoU, the right-class share of the object pixels found, the wrong-class
+counts both apart: objects-vs-background IoU, the right-class share of the object pixels found (and the same with
+classes the tags cannot tell apart counted as one, deal_ros.labels.class_groups), the wrong-class
 share in frames with several tagged objects (neighbours taking each other's class), and how often background
 structure (a tray's or shelf's walls) is labelled as an object.
 """
@@ -173,7 +174,9 @@ class LabelQuality:
     background; ground-truth 255 pixels are skipped).
 
     objects_iou: IoU of "any object" (id > 0) against background. right_class: among ground-truth object pixels
-    predicted as some object, the share with the right class. wrong_class: on frames with two or more tagged
+    predicted as some object, the share with the right class. right_group: the same, a class of the ground truth's
+    group (classes the tags cannot tell apart, given to update) counting as right (= right_class without groups).
+    wrong_class: on frames with two or more tagged
     classes, the share of ground-truth object pixels labelled with another of the frame's tagged classes.
     background_as_object: the share of frames (with ground-truth objects) whose background pixels labelled as an
     object exceed BACKGROUND_AS_OBJECT_SHARE of their object area. Each is NaN when nothing was counted.
@@ -182,14 +185,15 @@ class LabelQuality:
     def __init__(self, ignore_index: int = 255) -> None:
         self.ignore_index = int(ignore_index)
         self.object_tp = self.object_fp = self.object_fn = 0
-        self.found = self.found_right = 0
+        self.found = self.found_right = self.found_right_group = 0
         self.multi_object_pixels = self.multi_wrong_tagged = 0
         self.frames = self.frames_background_as_object = 0
 
     def update(self, pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor,
-               tagged: Sequence[int] | None = None) -> None:
+               tagged: Sequence[int] | None = None, groups: Sequence[Sequence[int]] = ()) -> None:
         """Add one frame: pred and gt are (H, W) integer label maps; tagged: the frame's tagged class ids (default:
-        the classes its ground truth holds)."""
+        the classes its ground truth holds); groups: tuples of label ids (class k = k + 1, as in the maps) that count
+        as one class for right_group."""
         p = _to_numpy(pred, "pred")
         g = _to_numpy(gt, "gt")
         if p.shape != g.shape:
@@ -203,6 +207,14 @@ class LabelQuality:
         found = gt_object & pred_object
         self.found += int(found.sum())
         self.found_right += int((found & (p == g)).sum())
+        same = p == g
+        if groups:
+            canon = np.arange(max(int(p.max(initial=0)), int(g.max(initial=0)),
+                                  *(int(c) for group in groups for c in group)) + 1)
+            for group in groups:
+                canon[list(group)] = min(group)
+            same = canon[p] == canon[g]
+        self.found_right_group += int((found & same).sum())
         ids = set(np.unique(g[gt_object]).tolist()) if tagged is None else {int(c) for c in tagged if c > 0}
         if len(ids) >= 2:
             self.multi_object_pixels += int(gt_object.sum())
@@ -226,6 +238,10 @@ class LabelQuality:
         return self._share(self.found_right, self.found)
 
     @property
+    def right_group(self) -> float:
+        return self._share(self.found_right_group, self.found)
+
+    @property
     def wrong_class(self) -> float:
         return self._share(self.multi_wrong_tagged, self.multi_object_pixels)
 
@@ -234,6 +250,7 @@ class LabelQuality:
         return self._share(self.frames_background_as_object, self.frames)
 
     def as_dict(self) -> dict[str, float]:
-        """The four shares by name (NaN where nothing was counted)."""
-        return {"objects_iou": self.objects_iou, "right_class": self.right_class, "wrong_class": self.wrong_class,
+        """The five shares by name (NaN where nothing was counted)."""
+        return {"objects_iou": self.objects_iou, "right_class": self.right_class, "right_group": self.right_group,
+                "wrong_class": self.wrong_class,
                 "background_as_object": self.background_as_object}

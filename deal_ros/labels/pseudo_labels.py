@@ -13,6 +13,7 @@ from deal_ros.config import IGNORE_INDEX, PseudoLabelConfig
 from deal_ros.depth.filters import normalize_cam
 from deal_ros.depth.maps import pyramid_fill, valid_depth
 from deal_ros.depth.support_plane import fit_support_plane
+from deal_ros.labels.class_groups import merge_class_scores
 from deal_ros.labels.objects import one_class_per_object
 
 _DILATIONS = (1, 2, 4, 8)
@@ -72,6 +73,7 @@ def make_pseudo_labels(
     rgb: torch.Tensor | None = None,
     depth_m: torch.Tensor | None = None,
     plane_prior: torch.Tensor | None = None,
+    representatives: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CAM logits (B, K, h, w) + tags (B, K) -> (labels (B, *size) int64 with 255 = ignore, top score (B, *size)).
 
@@ -81,6 +83,8 @@ def make_pseudo_labels(
     here). Pixels on or behind the support plane are background whatever the CAM says; pixels that stand out
     of it take their tagged class with the top score when it reaches cfg.object_threshold, else ignore; with
     cfg.one_class_per_object, one class per depth part (deal_ros.labels.objects).
+    representatives: (K,) int64 as TagContrast.representatives(): each group of classes the tags cannot tell
+    apart is labelled as its first member (deal_ros.labels.class_groups.merge_class_scores), before everything else.
     """
     depth_at_size = None
     if depth_m is not None:
@@ -90,6 +94,8 @@ def make_pseudo_labels(
                                          walls=cfg.container_walls).prior
     keep = None if plane_prior is None else (plane_prior >= 0).to(cam_logits.device, torch.float32)
     scores = class_scores(cam_logits, tags, size, cfg.cam_norm)
+    if representatives is not None:
+        scores, tags = merge_class_scores(scores, tags, representatives)
     if keep is not None:
         scores = scores * keep
     if cfg.refine == "depth_bilateral" and rgb is not None and cfg.refine_iterations > 0:

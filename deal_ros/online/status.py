@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from deal_ros.labels.class_groups import describe_group
+
 OK, WARN, ERROR = 0, 1, 2
 """diagnostic_msgs/DiagnosticStatus levels."""
 
@@ -139,6 +141,7 @@ def trainer_status(*, step: int, paused: bool, tags: Sequence[str], tags_known: 
                    pairs: int, skipped_frames: int, sync_warning: str | None,
                    last_checkpoint: str, checkpoint_error: str, requested_device: str, depth_degenerate: int = 0,
                    steps_interrupted: int = 0, inference_yield_s: float = 0.0, trust: dict[str, Any] | None = None,
+                   indistinct_classes: Sequence[Sequence[str]] = (), merge_indistinct: bool = False,
                    ) -> dict[str, Any]:
     """The trainer's status message (JSON-serialisable dict); `last` is StepStats.as_dict() or None.
 
@@ -146,7 +149,9 @@ def trainer_status(*, step: int, paused: bool, tags: Sequence[str], tags_known: 
     field a planner reads ("head_agreement" beside it: the smoothed agreement the verdict comes from).
     depth_degenerate: keyframes left out because their depth had no valid pixel or one constant value (they
     would teach DEAL "no edges"); steps_interrupted: steps abandoned between layers (pause, shutdown);
-    inference_yield_s: seconds training stood aside for the in-process segmenter.
+    inference_yield_s: seconds training stood aside for the in-process segmenter. indistinct_classes: the groups of
+    classes tagged in exactly the same frames (OnlineTrainer.indistinct_classes()), merged into their first member
+    with merge_indistinct (pseudo_label.merge_indistinct).
     """
     return {
         "node": "trainer",
@@ -178,6 +183,8 @@ def trainer_status(*, step: int, paused: bool, tags: Sequence[str], tags_known: 
         "masks_trusted": bool(trust and trust["masks_trusted"]),
         "head_agreement": trust["head_agreement"] if trust else None,
         "trust": trust or {},
+        "indistinct_classes": [list(group) for group in indistinct_classes],
+        "indistinct_merged": bool(merge_indistinct),
     }
 
 
@@ -204,6 +211,7 @@ def trainer_diagnostics(status: dict[str, Any]) -> list[DiagnosticEntry]:
          "whole frame)") if diffuse else "no class covers most of its frames",
         {f"cover_{name}": _fmt(value) for name, value in cover.items()}))
     entries.append(trust_diagnostic(status))
+    entries.append(indistinct_diagnostic(status))
     fill = status["buffer"]
     empty_classes = [c for c, n in status["frames_per_class"].items() if n == 0]
     entries.append(DiagnosticEntry(
@@ -245,6 +253,16 @@ def trust_message(trust: dict[str, Any]) -> str:
     return (f"masks not trusted yet: head agreement {agreement:.3f} over {trust.get('steps_measured')} steps "
             f"(needs >= {trust.get('min_agreement')} over {trust.get('window_steps')} steps, "
             f"{trust.get('hold_steps')} in a row)")
+
+
+def indistinct_diagnostic(status: dict[str, Any]) -> DiagnosticEntry:
+    """'deal_ros: class groups': WARN naming each group of classes the tags cannot tell apart, OK without one."""
+    groups = status.get("indistinct_classes") or []
+    if not groups:
+        return DiagnosticEntry(OK, "deal_ros: class groups", "the tags tell every pair of tagged classes apart")
+    merged = bool(status.get("indistinct_merged"))
+    return DiagnosticEntry(WARN, "deal_ros: class groups", "; ".join(describe_group(g, merged) for g in groups),
+                           {f"group_{i}": ",".join(g) for i, g in enumerate(groups)})
 
 
 def trust_diagnostic(status: dict[str, Any]) -> DiagnosticEntry:

@@ -108,6 +108,7 @@ class KeyframeIntake:
                 return IntakeResult(False, decision.reason)
             index, self.keyframes = self.keyframes, self.keyframes + 1
             if self.keep is not None and not self.keep(index):
+                self.trainer.note_tags(list(tags))  # another rank trains on it; every rank's class groups see it
                 return IntakeResult(False, OTHER_SHARE)
             try:  # the trainer checks the depth once, as for every frame given to it
                 self.trainer.add_frame(rgb_once(), depth_m(), list(tags))

@@ -187,7 +187,8 @@ class TrainerNode(RGBDNode):
             last_checkpoint=self.last_checkpoint, checkpoint_error=self.checkpoint_error,
             requested_device=trainer.cfg.train.device, depth_degenerate=self.intake.degenerate,
             steps_interrupted=trainer.interrupted_steps, inference_yield_s=trainer.control.yield_s,
-            trust=trainer.trust.summary(trainer.cfg.trust))
+            trust=trainer.trust.summary(trainer.cfg.trust), indistinct_classes=trainer.indistinct_classes(),
+            merge_indistinct=trainer.cfg.pseudo_label.merge_indistinct)
 
     def request_stop(self) -> None:
         """Start stopping at once: the training step in flight ends at its next layer."""

@@ -86,8 +86,9 @@ class Objective:
         return deal.weight * min(1.0, step / deal.warmup_steps)
 
     def __call__(self, out: CAMOutput, rgb: torch.Tensor, depth_m: torch.Tensor, tags: torch.Tensor,
-                 step: int) -> ObjectiveValue:
-        """out: the network's output on rgb (B, 3, H, W) 0..255 with depth_m (B, 1, H, W) and tags (B, K)."""
+                 step: int, representatives: torch.Tensor | None = None) -> ObjectiveValue:
+        """out: the network's output on rgb (B, 3, H, W) 0..255 with depth_m (B, 1, H, W) and tags (B, K);
+        representatives: (K,) int64, the pseudo-labels' merge of indistinct classes (make_pseudo_labels)."""
         loss_cfg, pseudo_cfg = self.cfg.loss, self.cfg.pseudo_label
         lam = self.deal_weight(step)
         loss_gap = classification_loss(out.class_logits, tags)
@@ -118,7 +119,8 @@ class Objective:
             if pseudo_cfg.support_plane and plane is not None:
                 prior = F.interpolate(plane.prior.float(), size=seg_size, mode="nearest-exact").to(torch.int8)
             labels, _ = make_pseudo_labels(out.cam_logits.detach(), tags, seg_size, pseudo_cfg,
-                                           rgb / 255.0, depth_m, plane_prior=prior)
+                                           rgb / 255.0, depth_m, plane_prior=prior,
+                                           representatives=representatives)
             confident = labels != IGNORE_INDEX
             coverage = float(confident.float().mean())
             agreement = head_agreement(out.seg_logits.detach(), labels)  # no_grad: the loss is untouched

@@ -29,6 +29,7 @@ from deal_ros.frames.augment import augment_batch
 from deal_ros.frames.buffer import FrameBuffer, StoredFrame
 from deal_ros.frames.checks import check_depth
 from deal_ros.frames.tags import tags_to_vector
+from deal_ros.labels.class_groups import TagContrast, contrast_from_extra
 from deal_ros.losses.structure import StructureLosses
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.storage.checkpoint import (
@@ -142,6 +143,9 @@ class OnlineTrainer:
         self.reseed_data(cfg.train.seed)
         self.trust = TrustTracker()
         """Whether the head's masks are trustworthy yet; updated with every step, saved in checkpoints."""
+        self.contrast = TagContrast(cfg.num_classes)
+        """The distinct tag patterns of the frames added: the classes the tags cannot tell apart (saved in
+        checkpoints)."""
         self.class_cover: dict[str, float] = {}
         """Running mean per class of the frame fraction its pseudo-label covers where tagged (StepStats)."""
         self._diffuse_warned_step: dict[str, int] = {}
@@ -180,7 +184,23 @@ class OnlineTrainer:
             raise FrameError(f"RGB {rgb.shape[:2]} and depth {depth_m.shape[:2]} sizes differ; "
                              "depth must be aligned to colour (e.g. aligned_depth_to_color)")
         check_depth(depth_m, "frame refused")  # no valid or constant depth: DEAL would be 0, nothing learnt
-        self.buffer.add(rgb, depth_m, tags_to_vector(tags, self.cfg.classes))
+        vector = tags_to_vector(tags, self.cfg.classes)
+        self.buffer.add(rgb, depth_m, vector)
+        self.contrast.update(vector)
+
+    def note_tags(self, tags: Sequence[str]) -> None:
+        """The tags of a frame that another rank of the job buffers, so that every rank finds the same class
+        groups (indistinct_classes)."""
+        self.contrast.update(tags_to_vector(tags, self.cfg.classes))
+
+    def indistinct_classes(self) -> list[list[str]]:
+        """The groups of classes tagged in exactly the same frames so far, by name (deal_ros.labels.class_groups)."""
+        return [[self.cfg.classes[k] for k in group] for group in self.contrast.groups()]
+
+    def indistinct_representatives(self) -> np.ndarray | None:
+        """(K,) int64 for make_pseudo_labels (with pseudo_label.merge_indistinct): each class of an indistinct group
+        as the group's first member; None when there is no such group."""
+        return self.contrast.representatives() if self.contrast.groups() else None
 
     # -- training ---------------------------------------------------------------------------------
     def deal_weight(self, step: int | None = None) -> float:
@@ -222,7 +242,9 @@ class OnlineTrainer:
             if self.sync is not None:
                 self.sync.before_forward()
             out = self.model(self.model.normalize_input(rgb))
-        value = self.objective(out, rgb, depth_m, tags, self.step)
+        reps = self.indistinct_representatives() if cfg.pseudo_label.merge_indistinct else None
+        value = self.objective(out, rgb, depth_m, tags, self.step,
+                               None if reps is None else torch.from_numpy(reps).to(self.device))
         if value.pseudo_labels is not None:
             self._update_class_cover(value.pseudo_labels, tags)
         loss = value.total
@@ -320,6 +342,7 @@ class OnlineTrainer:
             self.batch_size = self.cfg.train.batch_size
             self.trust.reset()
         self.buffer.clear()
+        self.contrast.clear()
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -333,10 +356,11 @@ class OnlineTrainer:
             self.control.resume("reset")
 
     def weight_snapshot(self) -> WeightSnapshot:
-        """The current weights, step and trust verdict, copied between optimiser updates (for an in-process
-        segmenter)."""
+        """The current weights, step, trust verdict and indistinct classes (as representatives, for the segmenter's
+        pseudo-labels), copied between optimiser updates (for an in-process segmenter)."""
+        reps = self.indistinct_representatives()
         with self.model_lock:
-            return snapshot_state(self.model, self.step, self.trust.trusted)
+            return snapshot_state(self.model, self.step, self.trust.trusted, reps)
 
     # -- checkpoints --------------------------------------------------------------------------------
     @property
@@ -355,7 +379,7 @@ class OnlineTrainer:
                                   "the previous checkpoint is untouched")
         try:
             return save_checkpoint(path or self.checkpoint_path, self.model, self.cfg, self.step, self.optimizer,
-                                   extra={"trust": self.trust.state_dict()})
+                                   extra={"trust": self.trust.state_dict(), "class_contrast": self.contrast.state()})
         finally:
             self.model_lock.release()
 
@@ -368,6 +392,10 @@ class OnlineTrainer:
         """
         path = Path(path or self.checkpoint_path)
         ckpt = load_checkpoint(path, expected=self.cfg)
+        try:
+            saved_contrast = contrast_from_extra(ckpt.extra, self.cfg.num_classes)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc}") from None
         with self._exclusive():
             load_model_state(self.model, ckpt.model_state, path)
             kind = type(self.optimizer).__name__
@@ -381,6 +409,7 @@ class OnlineTrainer:
             apply_settings(self.optimizer, self.cfg.train)
             self.step = ckpt.step
             self.trust.load_state_dict(ckpt.extra.get("trust") or {})
+            self.contrast.update(saved_contrast.presence())  # the frames seen before, and any added already
         self.resume_changes = optimizer_changes(ckpt.config.train, self.cfg.train)
         if changed_kind:
             self.resume_changes.insert(0, f"optimizer {ckpt.optimizer_type} -> {kind} (its state starts afresh)")
