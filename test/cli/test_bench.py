@@ -51,7 +51,7 @@ def test_bench_quality_reduced(tmp_path, capsys):
     assert set(lr["mask_iou"]) == {"background", "mug", "box", "ball", "can", "tile", "ring", "bottle", "block"}
     assert 0 <= lr["max_pseudo_cover"] <= 1
     assert lr["family"] == "closeup" and set(lr["mask_quality"]) == set(lr["pseudo_quality"]) == {
-        "objects_iou", "right_class", "wrong_class", "background_as_object"}
+        "objects_iou", "right_class", "right_group", "wrong_class", "background_as_object"}
     assert all(v is None or 0 <= v <= 1 for v in [*lr["mask_quality"].values(), *lr["pseudo_quality"].values()])
     assert (out / "quality.png").stat().st_size > 0
     assert "# deal-ros quality benchmark" in (out / "quality.md").read_text()
@@ -88,7 +88,8 @@ def test_bench_quality_refuses_a_scene_size_outside_16_to_4096_in_one_line(scene
 def _stand_in(name, cfg, train_frames, eval_frames, steps, *args, **kwargs):
     """run_arm at once: the report's layout is under test here, not training."""
     names = ["background", *cfg.classes]
-    shares = {"objects_iou": 0.8, "right_class": 0.5, "wrong_class": float("nan"), "background_as_object": 0.25}
+    shares = {"objects_iou": 0.8, "right_class": 0.5, "right_group": 0.75, "wrong_class": float("nan"),
+              "background_as_object": 0.25}
     return ArmResult(name=name, pseudo_miou=0.25, mask_miou=0.5, pseudo_iou=dict.fromkeys(names, 0.25),
                      mask_iou=dict.fromkeys(names, 0.5), mean_step_time_s=0.1, wall_time_s=1.0,
                      curve=[{"step": steps, "pseudo_miou": 0.25, "mask_miou": 0.5}],
@@ -111,12 +112,12 @@ def test_bench_quality_all_families_in_one_table(tmp_path, capsys, monkeypatch):
                                                                      for n in ("cls-only", "default")]
     assert list(report["families"]) == families and report["recipes_done"] == "12 of 12"
     assert report["families"]["tabletop"]["classes"] == ["mug", "box", "ball"]
-    assert report["recipes"][0]["mask_quality"] == {"objects_iou": 0.8, "right_class": 0.5, "wrong_class": None,
-                                                   "background_as_object": 0.25}
+    assert report["recipes"][0]["mask_quality"] == {"objects_iou": 0.8, "right_class": 0.5, "right_group": 0.75,
+                                                   "wrong_class": None, "background_as_object": 0.25}
     assert "| family | recipe | mask mIoU | pseudo-label mIoU | per seed (mask / pseudo) | objects IoU | right class " \
-           "| wrong class | bg as object | max class cover | s/step |" in text
-    assert ("| bin | default | 0.500 | 0.250 | 0.500 / 0.250 | 0.80 / 0.80 | 0.50 / 0.50 | n/a / n/a | 0.25 / 0.25 |"
-            in text)
+           "| right class, merged groups count | wrong class | bg as object | max class cover | s/step |" in text
+    assert ("| bin | default | 0.500 | 0.250 | 0.500 / 0.250 | 0.80 / 0.80 | 0.50 / 0.50 | 0.75 / 0.75 | n/a / n/a | "
+            "0.25 / 0.25 |" in text)
     assert "Per-class IoU on no_plane" in (out / "quality.md").read_text()
 
 
@@ -127,7 +128,9 @@ def test_bench_quality_scores_a_bag_on_its_own_frames_with_classes_from_its_inde
 
     def stand_in(name, cfg, train_frames, eval_frames, steps, *args, **kwargs):
         seen.update(classes=list(cfg.classes), same=train_frames is eval_frames, frames=len(train_frames))
-        return _stand_in(name, cfg, train_frames, eval_frames, steps)
+        result, trainer = _stand_in(name, cfg, train_frames, eval_frames, steps)
+        result.indistinct_classes = [["mug", "box"]]
+        return result, trainer
 
     monkeypatch.setattr("deal_ros.lab.experiment.run_arm", stand_in)
     gt_dir = tmp_path / "data" / "gt"
@@ -141,6 +144,8 @@ def test_bench_quality_scores_a_bag_on_its_own_frames_with_classes_from_its_inde
     assert seen == {"classes": CLASSES, "same": True, "frames": 6}
     report = json.loads((out / "quality.json").read_text())
     assert report["recipes"][0]["family"] == "bag" and "scored on its own frames" in report["source"]
+    assert report["recipes"][0]["indistinct_classes"] == [["mug", "box"]]
+    assert "Classes the training tags cannot tell apart on bag (merged groups): {mug, box}." in text
 
 
 def test_bench_quality_refuses_own_data_without_class_names(scene_bag, tmp_path, capsys):

@@ -37,6 +37,8 @@ def test_pngs(labelled):
     frames = json.loads((out / "frames.json").read_text())
     assert [f["tags"] is not None for f in frames] == [i < labelled.tagged_frames for i in range(NUM_FRAMES)]
     assert f"labelled {NUM_FRAMES} frame(s)" in labelled.result.stdout
+    assert "warning: classes mug, box were tagged in exactly the same frames" in labelled.result.stdout, \
+        "the checkpoint's tags never told mug from box"
 
 
 def test_labelled_bag_reads_back(labelled, scene_bag):

@@ -32,6 +32,24 @@ def test_realsense_bag_trains_with_only_tags(trained):
     assert "train:" in trained.result.stderr  # the progress bar
 
 
+def test_classes_tagged_in_the_same_frames_are_named_at_the_end(trained, realsense_bag, tmp_path, capsys):
+    """`--tags "[mug, box]"` tags both in every frame: nothing can tell mug from box, and train says so."""
+    assert ("warning: classes mug, box were tagged in exactly the same frames: tags cannot tell them apart (split "
+            "at random; pseudo_label.merge_indistinct labels them as mug)") in trained.result.stdout
+    groups = load_checkpoint(trained.checkpoint).extra["class_contrast"]
+    assert groups == {"num_classes": 2, "patterns": ["11"]}
+    rc = main(["train", str(realsense_bag.path), "--tags", "mug,box", "--steps", "1", "--out", str(tmp_path / "m"),
+               "--set", "pseudo_label.merge_indistinct=true", *TINY])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "warning: classes mug, box were tagged in exactly the same frames: tags cannot tell them apart " \
+           "(labelled as mug)" in out
+    apart = write_rgbd_bag(tmp_path / "apart", num_frames=4, size=SIZE,
+                           tags_sequence=((0.0, "mug"), (0.15, "mug,box"))).path  # the first frames: mug alone
+    assert main(["train", str(apart), "--steps", "1", "--out", str(tmp_path / "a"), *TINY]) == 0
+    assert "warning: classes" not in capsys.readouterr().out
+
+
 def test_resume_from_another_bag_with_tags_topic(trained, scene_bag, tmp_path, capsys):
     out = tmp_path / "model"
     shutil.copytree(trained.out, out)

@@ -77,3 +77,30 @@ def test_the_auto_network_size_is_the_cpus_for_trainer_checkpoint_and_segmenter(
     segmenter.cfg = auto.updated({"pseudo_label.fg_threshold": 0.4})  # a run-time parameter change, as the node does
     assert (segmenter.cfg.model.input_height, segmenter.cfg.model.input_width) == (128, 160)
     assert segmenter(*_frame(48, 64)).mask.shape == (48, 64)
+
+
+def test_pseudo_labels_merge_the_classes_the_checkpoints_tags_could_not_tell_apart(tmp_path) -> None:
+    trainer = OnlineTrainer(CFG.updated({"checkpoint.directory": str(tmp_path)}))
+    rgb, depth = _frame(64, 80)
+    trainer.add_frame(rgb, depth, ["mug", "box"])  # always together: the tags cannot tell them apart
+    path = str(trainer.save())
+    plain = Segmenter(CFG, device="cpu")
+    plain.load(path)
+    merging = Segmenter(CFG.updated({"pseudo_label.merge_indistinct": True}), device="cpu")
+    merging.load(path)
+    assert plain.representatives.tolist() == merging.representatives.tolist() == [0, 0]
+    box = plain(rgb, tags=["box"]).pseudo_label  # no depth: the CAM alone decides
+    assert (box == 2).any()
+    np.testing.assert_array_equal(merging(rgb, tags=["box"]).pseudo_label, np.where(box == 2, 1, box))
+    shared = Segmenter(CFG.updated({"pseudo_label.merge_indistinct": True}), device="cpu",
+                       weights=_handoff(trainer))
+    shared(rgb)  # the first frame swaps in the trainer's snapshot, representatives with it
+    assert shared.representatives.tolist() == [0, 0]
+
+
+def _handoff(trainer: OnlineTrainer):
+    from deal_ros.compute.live import WeightHandoff
+
+    handoff = WeightHandoff()
+    handoff.publish(trainer.weight_snapshot())
+    return handoff

@@ -63,3 +63,15 @@ def test_empty_and_ignored() -> None:
     assert math.isnan(q.objects_iou)
     with pytest.raises(ValueError, match="does not match"):
         q.update(np.zeros((2, 2), np.int64), np.zeros((2, 3), np.int64))
+
+
+def test_right_group_counts_a_class_of_the_same_group_as_right() -> None:
+    gt = np.array([[1, 1, 2, 2, 3, 0]])
+    pred = np.array([[2, 1, 1, 2, 1, 0]])  # 1 and 2 swapped on two pixels, 3 taken for 1
+    plain, grouped = LabelQuality(), LabelQuality()
+    plain.update(pred, gt)
+    grouped.update(pred, gt, groups=[(1, 2)])
+    assert plain.right_class == plain.right_group == pytest.approx(2 / 5), "without groups: the right class"
+    assert grouped.right_class == pytest.approx(2 / 5)
+    assert grouped.right_group == pytest.approx(4 / 5), "1 <-> 2 counts, 3 -> 1 does not"
+    assert grouped.as_dict()["right_group"] == grouped.right_group

@@ -58,3 +58,16 @@ def test_refinement_tolerates_holes_in_depth() -> None:
                                             torch.rand(1, 3, 32, 32), depth)
     assert torch.isfinite(confidence).all()
     assert (labels == 1).any()
+
+
+def test_representatives_label_both_objects_of_a_group_as_its_first_member() -> None:
+    # Two blobs, class 1 on the left and class 2 on the right, both tagged; the tags never told them apart.
+    cam = torch.stack([_blob_cam(centre=(8, 3), radius=2.0), _blob_cam(centre=(8, 12), radius=2.0)])[None]
+    tags = torch.ones(1, 2)
+    cfg = PseudoLabelConfig(refine="none")
+    plain, _ = make_pseudo_labels(cam, tags, (16, 16), cfg)
+    assert plain[0, 8, 3] == 1 and plain[0, 8, 12] == 2
+    merged, _ = make_pseudo_labels(cam, tags, (16, 16), cfg, representatives=torch.tensor([0, 0]))
+    assert merged[0, 8, 3] == 1 and merged[0, 8, 12] == 1
+    assert not (merged == 2).any()
+    assert torch.equal(merged, torch.where(plain == 2, 1, plain)), "the pixels themselves are unchanged"

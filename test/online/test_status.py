@@ -168,3 +168,13 @@ def test_segmenter_status_and_diagnostics_tell_untrusted_masks():
     assert "masks marked untrusted" in marked.message
     (ready,) = segmenter_diagnostics(_segmenter_status(trusted=True))
     assert ready.level == OK
+
+
+def test_classes_the_tags_cannot_tell_apart_are_a_warning_naming_them():
+    assert {e.name: e for e in trainer_diagnostics(_trainer_status())}["deal_ros: class groups"].level == OK
+    status = _trainer_status(indistinct_classes=[["mug", "box"]], merge_indistinct=True)
+    assert status["indistinct_classes"] == [["mug", "box"]] and status["indistinct_merged"] is True
+    entry = {e.name: e for e in trainer_diagnostics(status)}["deal_ros: class groups"]
+    assert entry.level == WARN and entry.values == {"group_0": "mug,box"}
+    assert entry.message == ("classes mug, box were tagged in exactly the same frames: tags cannot tell them apart "
+                             "(labelled as mug)")

@@ -12,7 +12,7 @@ from deal_ros.frames.tags import UnknownTagError
 from deal_ros.lab.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 from deal_ros.storage.checkpoint import CheckpointError
 from deal_ros.training import trainer as trainer_module
-from deal_ros.training.trainer import OnlineTrainer
+from deal_ros.training.trainer import OnlineTrainer, batch_to_tensors
 
 SIZE = (64, 80)
 
@@ -172,3 +172,46 @@ def test_class_cover_flags_a_class_recognised_from_the_whole_frame(scenes, caplo
     assert any("'mug'" in r.message and "whole frame" in r.message for r in caplog.records)
     stats = trainer.train_step()  # the running cover travels with every step's health
     assert stats.class_cover["box"] >= 0 and "mug" in stats.class_cover
+
+
+def test_classes_tagged_in_the_same_frames_are_found_and_survive_a_checkpoint(scenes, tmp_path) -> None:
+    trainer = OnlineTrainer(_cfg(directory=str(tmp_path)))
+    for frame in scenes[:3]:
+        trainer.add_frame(frame.rgb, frame.depth_m, ["mug", "box"])
+    trainer.note_tags(["ball"])  # a frame another rank of a job buffers
+    assert trainer.indistinct_classes() == [["mug", "box"]]
+    assert trainer.indistinct_representatives().tolist() == [0, 0, 2]
+    assert trainer.weight_snapshot().representatives.tolist() == [0, 0, 2]
+    trainer.save()
+    resumed = OnlineTrainer(_cfg(directory=str(tmp_path)))
+    resumed.resume()
+    assert resumed.indistinct_classes() == [["mug", "box"]], "the frames seen before the checkpoint count"
+    resumed.add_frame(scenes[0].rgb, scenes[0].depth_m, ["mug"])
+    assert resumed.indistinct_classes() == []
+    resumed.reset()
+    assert resumed.contrast.presence().shape == (0, 3), "reset forgets the frames and their tags"
+
+
+def test_a_checkpoint_without_class_groups_still_resumes(scenes, tmp_path) -> None:
+    from deal_ros.storage.checkpoint import save_checkpoint
+
+    trainer = _trainer(scenes, directory=str(tmp_path))
+    save_checkpoint(tmp_path / "model.safetensors", trainer.model, trainer.cfg, 5, trainer.optimizer,
+                    extra={"trust": trainer.trust.state_dict()})  # as written before class groups existed
+    fresh = OnlineTrainer(_cfg(directory=str(tmp_path)))
+    fresh.resume()
+    assert fresh.step == 5 and fresh.indistinct_classes() == []
+
+
+def test_merged_pseudo_labels_never_name_the_other_members_of_a_group(scenes) -> None:
+    trainer = OnlineTrainer(_cfg(**{"pseudo_label.merge_indistinct": True, "pseudo_label.object_threshold": 0.0}))
+    for frame in scenes:
+        trainer.add_frame(frame.rgb, frame.depth_m, ["mug", "box"])
+    rgb, depth_m, tags = batch_to_tensors(trainer.buffer.sample(4, np.random.default_rng(0)), trainer.device)
+    out = trainer.model(trainer.model.normalize_input(rgb))
+    reps = torch.from_numpy(trainer.indistinct_representatives())
+    merged = trainer.objective(out, rgb, depth_m, tags, step=5, representatives=reps).pseudo_labels
+    plain = trainer.objective(out, rgb, depth_m, tags, step=5).pseudo_labels
+    assert (plain == 2).any(), "without the merge the box takes some object pixels"
+    assert not (merged == 2).any() and (merged == 1).sum() >= (plain == 1).sum()
+    assert trainer.train_step() is not None  # the trainer passes the merge to its objective
