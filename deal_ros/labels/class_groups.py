@@ -5,17 +5,20 @@ far tags both or neither are indistinguishable to anything trained on tags: swap
 tag equally well, so which of the two objects a CAM calls "mug" is decided by chance (initial weights, batch
 order), not by the data. Rather than guess, the labels can say so: TagContrast finds such groups from the
 distinct tag patterns seen, and merge_class_scores labels each group as its first member (the caller warns with
-describe_group, naming the classes).
+describe_group, naming the classes). Light (numpy only, torch tensors taken as they come): the status and
+diagnostics of the nodes use it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TagContrast:
@@ -44,9 +47,7 @@ class TagContrast:
 
     def update(self, tags: np.ndarray | torch.Tensor | Sequence[Any]) -> None:
         """Add one frame's tags (K,) or a batch's (B, K), 0/1 (anything > 0 counts as tagged)."""
-        if isinstance(tags, torch.Tensor):
-            tags = tags.detach().cpu().numpy()
-        rows = np.asarray(tags)
+        rows = _to_numpy(tags)
         if rows.ndim == 1:
             rows = rows[None]
         if rows.ndim != 2 or rows.shape[1] != self.num_classes:
@@ -111,6 +112,13 @@ class TagContrast:
         return contrast
 
 
+def _to_numpy(values: Any) -> np.ndarray:
+    """A numpy array of an array, a list or a torch tensor (on any device) without importing torch."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
 def contrast_from_extra(extra: dict[str, Any], num_classes: int) -> TagContrast:
     """The TagContrast saved in a checkpoint's extra['class_contrast'] (an empty one for checkpoints without it);
     ValueError when it does not fit num_classes or is damaged."""
@@ -138,8 +146,7 @@ def merge_class_scores(scores: torch.Tensor, tags: torch.Tensor, representatives
     """scores (B, K, H, W), tags (B, K), representatives (K,) as TagContrast.representatives() -> (scores, tags)
     of the same shapes: each group's max score goes to its first member's channel, the other members' scores and
     tags become 0 (every class that is its own representative is unchanged)."""
-    reps = np.asarray(representatives.cpu() if isinstance(representatives, torch.Tensor) else representatives,
-                      np.int64)
+    reps = _to_numpy(representatives).astype(np.int64)
     if reps.shape != (scores.shape[1],):
         raise ValueError(f"representatives must be ({scores.shape[1]},), got {reps.shape}")
     merged, merged_tags = scores.clone(), tags.clone()
