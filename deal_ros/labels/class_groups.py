@@ -161,6 +161,7 @@ def merge_class_scores(scores: torch.Tensor, tags: torch.Tensor, representatives
         merged_tags[:, others] = 0
     return merged, merged_tags
 
+
 def describe_group(names: Sequence[str], merged: bool) -> str:
     """One warning line for a group of indistinct classes (names in class order)."""
     how = (f"labelled as {names[0]}" if merged
