@@ -258,8 +258,7 @@ def write_report(out: Path, report: dict[str, Any], classes: dict[str, list[str]
               "255 = background. Objects IoU: any object vs background. Right class: of the object pixels found, "
               "the share with the right class; merged groups count: a class tagged in exactly the same training "
               "frames as the right one counts as right. Wrong class: on frames with two or more tagged objects, the "
-              "share of "
-              "object pixels given another tagged class. Bg as object: the share of frames whose background "
+              "share of object pixels given another tagged class. Bg as object: the share of frames whose background "
               "labelled as an object exceeds 10 % of their object area. Max class cover: the largest mean fraction "
               "of the frame a class's pseudo-label covers in the frames tagged with it.\n\n")
     markdown = header + format_tables(rows, classes) + "\n\n![quality](quality.png)\n"

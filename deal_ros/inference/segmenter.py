@@ -104,7 +104,7 @@ class Segmenter:
             load_model_state(self.model, ckpt.model_state, path)  # a mismatch: one short line naming it
         self.step = ckpt.step
         self.trusted = checkpoint_trusted(ckpt.extra)
-        self.representatives = contrast.representatives() if contrast.groups() else None
+        self.representatives = contrast.merge_map()
         return ckpt.step
 
     def _locked(self) -> contextlib.AbstractContextManager:

@@ -96,6 +96,10 @@ class TagContrast:
             reps[list(group)] = group[0]
         return reps
 
+    def merge_map(self) -> np.ndarray | None:
+        """representatives() when there is a group to merge, else None (nothing to merge)."""
+        return self.representatives() if self.groups() else None
+
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state (a checkpoint's extra['class_contrast']): the distinct patterns as 0/1 strings."""
         return {"num_classes": self.num_classes,

@@ -206,8 +206,8 @@ class LabelQuality:
         self.object_fn += int((gt_object & ~pred_object).sum())
         found = gt_object & pred_object
         self.found += int(found.sum())
-        self.found_right += int((found & (p == g)).sum())
         same = p == g
+        self.found_right += int((found & same).sum())
         if groups:
             canon = np.arange(max(int(p.max(initial=0)), int(g.max(initial=0)),
                                   *(int(c) for group in groups for c in group)) + 1)

@@ -86,8 +86,8 @@ def make_pseudo_labels(
     representatives: (K,) int64 as TagContrast.representatives(): each group of classes the tags cannot tell
     apart is labelled as its first member (deal_ros.labels.class_groups.merge_class_scores), before everything else.
     """
-    depth_at_size = None
-    if depth_m is not None:
+    depth_at_size = None  # depth at the labels' size: for the plane fit and the depth parts, when they are needed
+    if depth_m is not None and ((plane_prior is None and cfg.support_plane) or cfg.one_class_per_object):
         depth_at_size = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=size, mode="nearest-exact")
     if plane_prior is None and cfg.support_plane and depth_at_size is not None:
         plane_prior = fit_support_plane(depth_at_size, cfg.support_tolerance, slab_height=cfg.slab_height,

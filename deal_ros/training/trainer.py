@@ -200,7 +200,7 @@ class OnlineTrainer:
     def indistinct_representatives(self) -> np.ndarray | None:
         """(K,) int64 for make_pseudo_labels (with pseudo_label.merge_indistinct): each class of an indistinct group
         as the group's first member; None when there is no such group."""
-        return self.contrast.representatives() if self.contrast.groups() else None
+        return self.contrast.merge_map()
 
     # -- training ---------------------------------------------------------------------------------
     def deal_weight(self, step: int | None = None) -> float:
