@@ -97,7 +97,8 @@ class TagContrast:
         return reps
 
     def merge_map(self) -> np.ndarray | None:
-        """representatives() when there is a group to merge, else None (nothing to merge)."""
+        """representatives() when there is a group to merge, else None: the (K,) int64 map make_pseudo_labels takes
+        (with pseudo_label.merge_indistinct), for the trainer, the segmenter and `deal-ros label`."""
         return self.representatives() if self.groups() else None
 
     def state(self) -> dict[str, Any]:

@@ -197,11 +197,6 @@ class OnlineTrainer:
         """The groups of classes tagged in exactly the same frames so far, by name (deal_ros.labels.class_groups)."""
         return [[self.cfg.classes[k] for k in group] for group in self.contrast.groups()]
 
-    def indistinct_representatives(self) -> np.ndarray | None:
-        """(K,) int64 for make_pseudo_labels (with pseudo_label.merge_indistinct): each class of an indistinct group
-        as the group's first member; None when there is no such group."""
-        return self.contrast.merge_map()
-
     # -- training ---------------------------------------------------------------------------------
     def deal_weight(self, step: int | None = None) -> float:
         """lambda at `step` (default: now), the objective's DEAL warm-up."""
@@ -242,7 +237,7 @@ class OnlineTrainer:
             if self.sync is not None:
                 self.sync.before_forward()
             out = self.model(self.model.normalize_input(rgb))
-        reps = self.indistinct_representatives() if cfg.pseudo_label.merge_indistinct else None
+        reps = self.contrast.merge_map() if cfg.pseudo_label.merge_indistinct else None
         value = self.objective(out, rgb, depth_m, tags, self.step,
                                None if reps is None else torch.from_numpy(reps).to(self.device))
         if value.pseudo_labels is not None:
@@ -358,7 +353,7 @@ class OnlineTrainer:
     def weight_snapshot(self) -> WeightSnapshot:
         """The current weights, step, trust verdict and indistinct classes (as representatives, for the segmenter's
         pseudo-labels), copied between optimiser updates (for an in-process segmenter)."""
-        reps = self.indistinct_representatives()
+        reps = self.contrast.merge_map()
         with self.model_lock:
             return snapshot_state(self.model, self.step, self.trust.trusted, reps)
 

@@ -180,7 +180,7 @@ def test_classes_tagged_in_the_same_frames_are_found_and_survive_a_checkpoint(sc
         trainer.add_frame(frame.rgb, frame.depth_m, ["mug", "box"])
     trainer.note_tags(["ball"])  # a frame another rank of a job buffers
     assert trainer.indistinct_classes() == [["mug", "box"]]
-    assert trainer.indistinct_representatives().tolist() == [0, 0, 2]
+    assert trainer.contrast.merge_map().tolist() == [0, 0, 2]
     assert trainer.weight_snapshot().representatives.tolist() == [0, 0, 2]
     trainer.save()
     resumed = OnlineTrainer(_cfg(directory=str(tmp_path)))
@@ -209,7 +209,7 @@ def test_merged_pseudo_labels_never_name_the_other_members_of_a_group(scenes) ->
         trainer.add_frame(frame.rgb, frame.depth_m, ["mug", "box"])
     rgb, depth_m, tags = batch_to_tensors(trainer.buffer.sample(4, np.random.default_rng(0)), trainer.device)
     out = trainer.model(trainer.model.normalize_input(rgb))
-    reps = torch.from_numpy(trainer.indistinct_representatives())
+    reps = torch.from_numpy(trainer.contrast.merge_map())
     merged = trainer.objective(out, rgb, depth_m, tags, step=5, representatives=reps).pseudo_labels
     plain = trainer.objective(out, rgb, depth_m, tags, step=5).pseudo_labels
     assert (plain == 2).any(), "without the merge the box takes some object pixels"
