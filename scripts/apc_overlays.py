@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from deal_ros.config import DealRosConfig
-from deal_ros.depth.support_plane import fit_support_plane
 from deal_ros.errors import DealRosError, one_line
 from deal_ros.inference.segmenter import Segmenter
 from deal_ros.labels.colors import colorize, overlay
+from deal_ros.labels.pseudo_labels import fit_depth_prior
 from deal_ros.training.trainer import OnlineTrainer
 
 CLASSES = ["creativity_chenille_stems", "i_am_a_bunny_book", "kleenex_tissue_box", "laugh_out_loud_joke_book"]
@@ -73,7 +73,7 @@ def main() -> None:
     rows = []
     for index, (rgb, depth, segm) in enumerate(frames):
         result = segmenter(rgb, depth, CLASSES)
-        prior = fit_support_plane(torch.from_numpy(depth)[None, None], cfg.pseudo_label.support_tolerance).prior[0, 0]
+        prior = fit_depth_prior(torch.from_numpy(depth)[None, None], cfg.pseudo_label).prior[0, 0]
         prior = prior.numpy()
         plane_img = np.full((*prior.shape, 3), 128, np.uint8)
         plane_img[prior < 0] = (40, 40, 40)

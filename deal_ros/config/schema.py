@@ -200,6 +200,13 @@ class PseudoLabelConfig(Section):
         0.04, """With support_plane: flat things lying on the plane that reach the frame's edge (a keyboard, a mat,
         paper) and rise less than this above it, relative to their distance (0.04 = 4 cm at 1 m), are background
         too (deal_ros.depth.surfaces); 0 = off.""", ge=0, lt=0.5, runtime=True)
+    extra_planes: int = setting(
+        0, """With support_plane: up to this many further planes (a shelf's back and side walls, furniture, a floor)
+        are background too, fitted one after another to what still stands out; each counts where it holds 5 % of the
+        valid pixels and what meets it lies in front of it (a wall, not an object's face, which hides what is behind
+        it), or, while more than 40 % of the frame stands out, where it reaches the frame's edge
+        (deal_ros.depth.support_plane). Where no support plane is found they give the frame its depth cue.""",
+        ge=0, le=16, runtime=True)
     container_walls: bool = setting(
         False, """With support_plane: the walls of a tray or box (what stands out of the plane along the outer rim
         of a region that encloses a floor) are background too (deal_ros.depth.surfaces).""", runtime=True)

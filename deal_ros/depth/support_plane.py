@@ -13,6 +13,11 @@ classified by its relative depth residual (z_plane - z) / z_plane.
 Flat things lying on the surface that reach the frame's edge (a keyboard, a mat, a sheet of paper, a tray
 floor seen past the objects) stand out of the plane by a few millimetres only; with `slab_height` they count
 as part of the support surface: background for the labels, as the ground truth of real scenes has them.
+
+One plane is not the whole background in a shelf cell (floor, back and side walls), a bin or in front of
+furniture. With `extra_planes`, further planes are fitted, one at a time, to what still stands out, while more of
+the frame stands out than objects cover; a further plane counts as background only where it is large and reaches
+the frame's edge (walls and floors extend out of view; an object's face, seen whole, does not).
 """
 
 from __future__ import annotations
@@ -66,21 +71,10 @@ def _plane_params(uv1: torch.Tensor, inv: torch.Tensor, weights: torch.Tensor) -
     return torch.linalg.solve(lhs, rhs)[..., 0].to(weights.dtype)
 
 
-@torch.no_grad()
-def fit_support_plane(depth_m: torch.Tensor, tolerance: float = 0.01, grid: int = 48, hypotheses: int = 96,
-                      min_inlier_fraction: float = 0.2, seed: int = 0, slab_height: float = 0.0,
-                      walls: bool = False) -> SupportPlane:
-    """Dominant plane of depth_m (B, 1, H, W) metres (0 / NaN = hole).
-
-    tolerance: relative depth residual of an inlier (0.01 = 1 % of the distance: ~5 mm at 0.5 m, above
-    RealSense noise, below the height of a flat object such as a tile). grid: the RANSAC grid's long side in
-    cells. A plane needs min_inlier_fraction of the valid grid cells; images without one get found = False.
-    slab_height: flat_slabs lower than this (relative to the distance; 0 = none) lie on the plane. walls: the
-    container_walls around a floor (a tray's, a box's) are background too (behind = False there: they surround).
-    """
-    if depth_m.ndim != 4 or depth_m.shape[1] != 1:
-        raise ValueError(f"depth_m must be (B, 1, H, W), got {tuple(depth_m.shape)}")
-    depth = torch.nan_to_num(depth_m.float(), nan=0.0, posinf=0.0, neginf=0.0).abs()
+def _ransac_plane(depth: torch.Tensor, tolerance: float, grid: int, hypotheses: int, seed: int,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The plane that most valid cells of depth (B, 1, H, W) (0 = hole) fit, on a coarse grid:
+    (params (B, 3) of 1 / z = a u + b v + c in centred pixel coordinates, inlier cells (B,), valid cells (B,))."""
     b, _, h, w = depth.shape
     scale = grid / max(h, w)
     gh, gw = max(2, round(h * scale)), max(2, round(w * scale))
@@ -110,18 +104,105 @@ def fit_support_plane(depth_m: torch.Tensor, tolerance: float = 0.01, grid: int 
     score = torch.where(ok, inliers.sum(-1), torch.zeros_like(ok, dtype=torch.long))
     best = score.argmax(-1)  # (B,)
     best_inliers = inliers[torch.arange(b, device=depth.device), best]  # (B, N)
-    params = _plane_params(uv1, inv, best_inliers.to(depth.dtype))
-    found = (best_inliers.sum(-1) >= min_inlier_fraction * valid.sum(-1)) & (best_inliers.sum(-1) >= 16)
+    return _plane_params(uv1, inv, best_inliers.to(depth.dtype)), best_inliers.sum(-1), valid.sum(-1)
 
-    # Classify every pixel at full resolution.
+
+
+def _plane_residual(params: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relative residual (z_plane - z) / z_plane of every pixel of depth (B, 1, H, W) to the plane params (B, 3)
+    (> 0 = in front of the plane), and the plane's inverse depth there (<= 0: the plane is not in view there)."""
+    h, w = depth.shape[-2:]
     ys = (torch.arange(h, device=depth.device, dtype=depth.dtype) + 0.5) / h * 2 - 1
     xs = (torch.arange(w, device=depth.device, dtype=depth.dtype) + 0.5) / w * 2 - 1
     vv, uu = torch.meshgrid(ys, xs, indexing="ij")
     plane_inv = (params[:, 0, None, None] * uu + params[:, 1, None, None] * vv + params[:, 2, None, None])[:, None]
+    return 1.0 - plane_inv / (1.0 / depth.clamp_min(1e-6)), plane_inv
+
+
+EXTRA_PLANE_UNEXPLAINED = 0.4
+"""Further planes are sought while more than this share of the valid pixels stands out (objects cover less)."""
+EXTRA_PLANE_MIN_SHARE = 0.05
+"""A further plane holds at least this share of the valid pixels."""
+EXTRA_PLANE_MIN_BORDER = 0.3
+"""A further plane that reaches the frame's edge along this share of one side (two-pixel margin) surrounds the scene;"""
+EXTRA_PLANE_MAX_OCCLUDING = 0.25
+"""so does one whose surroundings (EXTRA_PLANE_RING_PX around it) lie behind its extension on at most this share: a
+wall meets what is in front of it (the floor, the side walls, objects), an object's face hides what lies behind."""
+EXTRA_PLANE_RING_PX = 3
+
+
+def _edge_reach(mask: torch.Tensor) -> torch.Tensor:
+    """mask (B, 1, H, W) bool -> (B,): the largest share of one side of the frame it touches (two-pixel margin)."""
+    sides = (mask[:, 0, :2].any(1), mask[:, 0, -2:].any(1), mask[:, 0, :, :2].any(2), mask[:, 0, :, -2:].any(2))
+    return torch.stack([side.float().mean(-1) for side in sides], -1).amax(-1)
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """mask (B, 1, H, W) bool grown by `radius` pixels (a square; two separable max-pools)."""
+    grown = F.max_pool2d(mask.float(), (1, 2 * radius + 1), stride=1, padding=(0, radius))
+    return F.max_pool2d(grown, (2 * radius + 1, 1), stride=1, padding=(radius, 0)) > 0
+
+
+def _with_extra_planes(depth: torch.Tensor, plane: SupportPlane, tolerance: float, count: int, grid: int,
+                       hypotheses: int, seed: int) -> SupportPlane:
+    """plane, with up to `count` further planes (EXTRA_PLANE_*) of depth (B, 1, H, W) as background (on_plane).
+
+    Sequential RANSAC, batched: every round fits one plane per image to its pixels not yet explained or set aside;
+    a plane too small ends the image's search, one that looks like an object's face is set aside."""
+    valid = depth > 0
+    valid_count = valid.flatten(1).sum(-1).clamp_min(1)
+    found = plane.found.clone()
+    background = plane.background.clone()  # all False where the support plane was not found
+    set_aside = torch.zeros_like(valid)
+    searching = torch.ones_like(found)
+    for _ in range(count):
+        if not bool(searching.any()):
+            break
+        idx = searching.nonzero()[:, 0]  # only the images still searching pay for this round
+        image, image_valid, image_count = depth[idx], valid[idx], valid_count[idx]
+        standing = image_valid & ~background[idx]
+        # Much of the frame stands out: what reaches its edge is a surface too (furniture, a floor beyond).
+        unexplained = ~found[idx] | (standing.flatten(1).sum(-1) > EXTRA_PLANE_UNEXPLAINED * image_count)
+        rest = torch.where(standing & ~set_aside[idx], image, torch.zeros_like(image))
+        params, _, _ = _ransac_plane(rest, tolerance, grid, hypotheses, seed)
+        residual, plane_inv = _plane_residual(params, image)
+        inliers = (rest > 0) & (residual.abs() <= tolerance) & (plane_inv > 0)
+        beyond = image_valid & ((residual < -tolerance) | (plane_inv <= 0))  # behind the plane's extension
+        ring = _dilate(inliers, EXTRA_PLANE_RING_PX) & ~inliers & image_valid
+        occluding = (ring & beyond).flatten(1).sum(-1) / ring.flatten(1).sum(-1).clamp_min(1)
+        large = inliers.flatten(1).sum(-1) >= EXTRA_PLANE_MIN_SHARE * image_count
+        surrounds = (occluding <= EXTRA_PLANE_MAX_OCCLUDING) | (
+            unexplained & (_edge_reach(inliers) >= EXTRA_PLANE_MIN_BORDER))
+        accepted, rejected = large & surrounds, large & ~surrounds
+        background[idx] |= inliers & accepted[:, None, None, None]
+        set_aside[idx] |= inliers & rejected[:, None, None, None]
+        found[idx] |= accepted
+        searching[idx] = large
+    behind = plane.behind & plane.found[:, None, None, None]
+    return SupportPlane(on_plane=background & ~behind, behind=behind, in_front=valid & ~background, found=found)
+
+
+@torch.no_grad()
+def fit_support_plane(depth_m: torch.Tensor, tolerance: float = 0.01, grid: int = 48, hypotheses: int = 96,
+                      min_inlier_fraction: float = 0.2, seed: int = 0, slab_height: float = 0.0,
+                      walls: bool = False, extra_planes: int = 0) -> SupportPlane:
+    """Dominant plane of depth_m (B, 1, H, W) metres (0 / NaN = hole).
+
+    tolerance: relative depth residual of an inlier (0.01 = 1 % of the distance: ~5 mm at 0.5 m, above
+    RealSense noise, below the height of a flat object such as a tile). grid: the RANSAC grid's long side in
+    cells. A plane needs min_inlier_fraction of the valid grid cells; images without one get found = False.
+    slab_height: flat_slabs lower than this (relative to the distance; 0 = none) lie on the plane. walls: the
+    container_walls around a floor (a tray's, a box's) are background too (behind = False there: they surround).
+    extra_planes: at most this many further planes (walls, a shelf's back, furniture) are background too, in the
+    images where much still stands out (the module's docstring); found is then True where any plane counts.
+    """
+    if depth_m.ndim != 4 or depth_m.shape[1] != 1:
+        raise ValueError(f"depth_m must be (B, 1, H, W), got {tuple(depth_m.shape)}")
+    depth = torch.nan_to_num(depth_m.float(), nan=0.0, posinf=0.0, neginf=0.0).abs()
+    params, inlier_cells, valid_cells = _ransac_plane(depth, tolerance, grid, hypotheses, seed)
+    found = (inlier_cells >= min_inlier_fraction * valid_cells) & (inlier_cells >= 16)
+    residual, plane_inv = _plane_residual(params, depth)
     pixel_valid = depth > 0
-    pixel_inv = 1.0 / depth.clamp_min(1e-6)
-    # Relative residual: (z_plane - z) / z_plane = 1 - plane_inv / pixel_inv; > 0 = in front of the plane.
-    residual = 1.0 - plane_inv / pixel_inv
     on_plane = pixel_valid & (residual.abs() <= tolerance) & (plane_inv > 0)
     behind = pixel_valid & ((residual < -tolerance) | (plane_inv <= 0))
     in_front = pixel_valid & ~on_plane & ~behind
@@ -131,4 +212,7 @@ def fit_support_plane(depth_m: torch.Tensor, tolerance: float = 0.01, grid: int 
     if walls:
         rims = container_walls(in_front & found[:, None, None, None], on_plane | behind, depth)
         on_plane, in_front = on_plane | rims, in_front & ~rims
-    return SupportPlane(on_plane=on_plane, behind=behind, in_front=in_front, found=found)
+    plane = SupportPlane(on_plane=on_plane, behind=behind, in_front=in_front, found=found)
+    if extra_planes > 0:
+        plane = _with_extra_planes(depth, plane, tolerance, extra_planes, grid, hypotheses, seed)
+    return plane

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from deal_ros.config import IGNORE_INDEX, PseudoLabelConfig
 from deal_ros.depth.filters import normalize_cam
 from deal_ros.depth.maps import pyramid_fill, valid_depth
-from deal_ros.depth.support_plane import fit_support_plane
+from deal_ros.depth.support_plane import SupportPlane, fit_support_plane
 from deal_ros.labels.class_groups import merge_class_scores
 from deal_ros.labels.objects import one_class_per_object
 
@@ -25,6 +25,13 @@ def class_scores(cam_logits: torch.Tensor, tags: torch.Tensor, size: tuple[int, 
     max ('max') or min-max ('minmax') normalisation; classes not tagged in an image score 0 there."""
     cam = F.interpolate(cam_logits.float(), size=size, mode="bilinear", align_corners=False)
     return normalize_cam(cam, cam_norm, tau=1e-5) * tags.to(cam)[:, :, None, None]
+
+
+def fit_depth_prior(depth_m: torch.Tensor, cfg: PseudoLabelConfig) -> SupportPlane:
+    """The support surfaces of depth_m (B, 1, H, W) metres as cfg configures them (tolerance, flat slabs, container
+    walls, extra planes): the one place the pseudo-labels, the training objective and the scripts get them from."""
+    return fit_support_plane(depth_m, cfg.support_tolerance, slab_height=cfg.slab_height, walls=cfg.container_walls,
+                             extra_planes=cfg.extra_planes)
 
 
 def _neighbour_offsets() -> list[tuple[int, int]]:
@@ -90,8 +97,7 @@ def make_pseudo_labels(
     if depth_m is not None and ((plane_prior is None and cfg.support_plane) or cfg.one_class_per_object):
         depth_at_size = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=size, mode="nearest-exact")
     if plane_prior is None and cfg.support_plane and depth_at_size is not None:
-        plane_prior = fit_support_plane(depth_at_size, cfg.support_tolerance, slab_height=cfg.slab_height,
-                                         walls=cfg.container_walls).prior
+        plane_prior = fit_depth_prior(depth_at_size, cfg).prior
     keep = None if plane_prior is None else (plane_prior >= 0).to(cam_logits.device, torch.float32)
     scores = class_scores(cam_logits, tags, size, cfg.cam_norm)
     if representatives is not None:

@@ -1,11 +1,12 @@
-"""The training objective in one place: every loss term, its weight and its warm-up,, by name.
+"""The training objective in one place: every loss term, its weight and its warm-up, by name.
 
     L = L_cls + lambda(step) * L_DEAL + seg_weight * CE(seg, pseudo-labels) + support_weight * L_support
         + sum over the enabled structure losses of weight * term
 
 with L_cls = (1 - w) L_gap + w L_isl when ISL is on, lambda ramping from 0 over loss.deal.warmup_steps and
-the segmentation CE starting at loss.seg_warmup_steps. `Objective(...)(...)` returns the total and every term
-unweighted under its name; the step statistics (StepStats' loss_* fields) are those names.
+the segmentation CE starting at loss.seg_warmup_steps (on pseudo-labels of loss.seg_label_size).
+`Objective(...)(...)` returns the total and every term unweighted under its name; the step statistics
+(StepStats' loss_* fields) are those names.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.config import IGNORE_INDEX, DealRosConfig
-from deal_ros.depth.support_plane import fit_support_plane
-from deal_ros.labels.pseudo_labels import make_pseudo_labels
+from deal_ros.labels.pseudo_labels import fit_depth_prior, make_pseudo_labels
 from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
 from deal_ros.losses.support import support_plane_loss
@@ -107,14 +107,15 @@ class Objective:
         wants_labels = step >= loss_cfg.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels)
         plane = None  # the support plane of each frame, shared by the loss and the pseudo-labels
         if loss_cfg.support_weight > 0 or (wants_labels and pseudo_cfg.support_plane):
-            plane = fit_support_plane(depth_m, pseudo_cfg.support_tolerance, slab_height=pseudo_cfg.slab_height,
-                                      walls=pseudo_cfg.container_walls)
+            plane = fit_depth_prior(depth_m, pseudo_cfg)
         loss_support = zero
         if plane is not None and loss_cfg.support_weight > 0:
             loss_support = support_plane_loss(out.cam_logits, plane.background)
         if wants_labels:
-            height, width = out.seg_logits.shape[-2:]
-            seg_size = (height, width)
+            seg_logits = out.seg_logits.float()
+            if loss_cfg.seg_label_size == "input":
+                seg_logits = F.interpolate(seg_logits, size=depth_m.shape[-2:], mode="bilinear", align_corners=False)
+            seg_size = (seg_logits.shape[-2], seg_logits.shape[-1])
             prior = None
             if pseudo_cfg.support_plane and plane is not None:
                 prior = F.interpolate(plane.prior.float(), size=seg_size, mode="nearest-exact").to(torch.int8)
@@ -123,9 +124,9 @@ class Objective:
                                            representatives=representatives)
             confident = labels != IGNORE_INDEX
             coverage = float(confident.float().mean())
-            agreement = head_agreement(out.seg_logits.detach(), labels)  # no_grad: the loss is untouched
+            agreement = head_agreement(seg_logits.detach(), labels)  # no_grad: the loss is untouched
             if seg_on and bool(confident.any()):
-                loss_seg = F.cross_entropy(out.seg_logits.float(), labels, ignore_index=IGNORE_INDEX)
+                loss_seg = F.cross_entropy(seg_logits, labels, ignore_index=IGNORE_INDEX)
         structure = self.structure.terms(out.cam_logits, depth_m, tags, rgb=rgb / 255.0, pseudo_labels=labels,
                                          features=out.features, step=step)
         weights = self.structure.weights

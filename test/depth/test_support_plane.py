@@ -123,3 +123,52 @@ def test_objects_on_an_open_table_are_no_walls() -> None:
     depth[15:80, 100:104] = 0.7
     plane = fit_support_plane(torch.from_numpy(depth)[None, None], walls=True)
     assert torch.equal(plane.in_front, fit_support_plane(torch.from_numpy(depth)[None, None]).in_front)
+
+
+def _shelf_cell(h: int = 96, w: int = 128) -> np.ndarray:
+    """A shelf cell from the front: the back wall at 1.0 m, the floor below it and the side walls coming towards
+    the camera (planes: inverse depth affine in the pixels), a box standing on the floor in the middle."""
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    inv = np.full((h, w), 1.0)  # back wall
+    floor = v > 60
+    inv[floor] = 1.0 + 0.02 * (v[floor] - 60)
+    left, right = u < 24, u > 104
+    inv[left] = 1.0 + 0.02 * (24 - u[left])
+    inv[right] = 1.0 + 0.02 * (u[right] - 104)
+    depth = 1.0 / inv
+    depth[45:68, 50:75] = 0.8  # the box, seen whole
+    return depth.astype(np.float32)
+
+
+def test_extra_planes_take_a_shelf_cells_walls_and_floor_and_keep_the_box() -> None:
+    depth = torch.from_numpy(_shelf_cell())[None, None]
+    one = fit_support_plane(depth)
+    assert one.found.all() and one.in_front[0, 0, 70:, :20].float().mean() > 0.5  # the floor corner stands out
+    plane = fit_support_plane(depth, extra_planes=4)
+    background = plane.background[0, 0]
+    for surface in (np.s_[:, :22], np.s_[:, 106:], np.s_[72:, 26:102], np.s_[5:40, 30:100]):
+        assert background[surface].float().mean() > 0.9
+    assert plane.in_front[0, 0, 47:66, 52:73].all() and plane.prior[0, 0, 47:66, 52:73].eq(1).all()
+
+
+def test_a_large_object_face_seen_whole_is_no_extra_plane() -> None:
+    depth = np.full((80, 100), 0.8, np.float32)  # a table seen from above
+    depth[12:68, 15:85] = 0.6  # a box whose flat top covers half of the frame: much stands out, it is an object
+    plane = fit_support_plane(torch.from_numpy(depth)[None, None], extra_planes=4)
+    assert plane.in_front[0, 0, 14:66, 17:83].all()
+
+
+def test_extra_planes_give_a_depth_cue_where_no_support_plane_is_found() -> None:
+    h, w = 60, 120
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    strip = (u // 20).astype(int)  # six vertical strips, each its own surface (a folded screen): none holds 20 %
+    inv = 1.0 / (0.8 + 0.15 * strip) * (1 + 0.15 * (strip % 2 * 2 - 1) * (v - 30) / 30)
+    depth = (1.0 / inv).astype(np.float32)
+    depth[20:40, 50:70] = 0.5  # an object held in front
+    torch_depth = torch.from_numpy(depth)[None, None]
+    assert not fit_support_plane(torch_depth).found.any()
+    plane = fit_support_plane(torch_depth, extra_planes=5)
+    assert plane.found.all()
+    assert plane.prior[0, 0, 21:39, 51:69].eq(1).all()
+    assert plane.background[0, 0, :, :20].float().mean() > 0.9  # the strip along the left side of the frame
+    assert plane.background[0, 0].float().mean() > 0.25
