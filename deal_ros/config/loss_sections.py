@@ -196,7 +196,7 @@ class LossConfig(Section):
     seg_weight: float = setting(
         1.0, "Weight of the segmentation head's cross-entropy on pseudo-labels.", ge=0, le=100, runtime=True)
     seg_label_size: Literal["input", "logits"] = setting(
-        "logits", """Size at which the segmentation head meets its pseudo-labels: 'input' makes the labels at the
+        "input", """Size at which the segmentation head meets its pseudo-labels: 'input' makes the labels at the
         network's input size and upsamples the head's logits (bilinear) to it, so object borders and small parts
         are learnt at full resolution; 'logits' makes them at the head's stride (cheaper, coarser).""")
     seg_warmup_steps: int = setting(

@@ -194,14 +194,14 @@ class PseudoLabelConfig(Section):
         its edge) are background whatever the CAM says (deal_ros.depth.support_plane), so a class recognised from its
         context cannot become a full-frame label.""", runtime=True)
     support_tolerance: float = setting(
-        0.01, "Relative depth residual (|z - z_plane| / z_plane) within which a pixel lies on the support plane.",
+        0.015, "Relative depth residual (|z - z_plane| / z_plane) within which a pixel lies on the support plane.",
         gt=0, lt=0.5, runtime=True)
     slab_height: float = setting(
         0.04, """With support_plane: flat things lying on the plane that reach the frame's edge (a keyboard, a mat,
         paper) and rise less than this above it, relative to their distance (0.04 = 4 cm at 1 m), are background
         too (deal_ros.depth.surfaces); 0 = off.""", ge=0, lt=0.5, runtime=True)
     extra_planes: int = setting(
-        0, """With support_plane: up to this many further planes (a shelf's back and side walls, furniture, a floor)
+        4, """With support_plane: up to this many further planes (a shelf's back and side walls, furniture, a floor)
         are background too, fitted one after another to what still stands out; each counts where it holds 5 % of the
         valid pixels and what meets it lies in front of it (a wall, not an object's face, which hides what is behind
         it), or, while more than 40 % of the frame stands out, where it reaches the frame's edge
@@ -263,7 +263,7 @@ class TrainConfig(Section):
     optimizer: Literal["adamw", "sgd"] = setting("adamw", "Optimiser.")
     # above 10 no optimiser converges, and Adam's bias-corrected step overflows float32 near 1e37
     lr: float = setting(
-        1e-3, "Learning rate of the heads; the backbone uses lr * backbone_lr_scale.", gt=0, le=10, runtime=True)
+        2e-3, "Learning rate of the heads; the backbone uses lr * backbone_lr_scale.", gt=0, le=10, runtime=True)
     backbone_lr_scale: float = setting(0.1, "The backbone learns at lr times this.", ge=0, le=10, runtime=True)
     weight_decay: float = setting(1e-4, "Weight decay of the optimiser.", ge=0)
     momentum: float = setting(0.9, "SGD only.")

@@ -15,9 +15,10 @@ floor seen past the objects) stand out of the plane by a few millimetres only; w
 as part of the support surface: background for the labels, as the ground truth of real scenes has them.
 
 One plane is not the whole background in a shelf cell (floor, back and side walls), a bin or in front of
-furniture. With `extra_planes`, further planes are fitted, one at a time, to what still stands out, while more of
-the frame stands out than objects cover; a further plane counts as background only where it is large and reaches
-the frame's edge (walls and floors extend out of view; an object's face, seen whole, does not).
+furniture. With `extra_planes`, further planes are fitted, one at a time, to what still stands out. A further plane
+is background where it surrounds the scene rather than being an object's face: what meets it lies in front of it (a
+wall meets the floor, the side walls and the objects before it; an object's face hides what lies behind it), or,
+while most of the frame still stands out, it reaches the frame's edge (furniture, a floor beyond).
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ def fit_support_plane(depth_m: torch.Tensor, tolerance: float = 0.01, grid: int 
     cells. A plane needs min_inlier_fraction of the valid grid cells; images without one get found = False.
     slab_height: flat_slabs lower than this (relative to the distance; 0 = none) lie on the plane. walls: the
     container_walls around a floor (a tray's, a box's) are background too (behind = False there: they surround).
-    extra_planes: at most this many further planes (walls, a shelf's back, furniture) are background too, in the
-    images where much still stands out (the module's docstring); found is then True where any plane counts.
+    extra_planes: at most this many further planes (walls, a shelf's back, furniture) are background too where they
+    surround the scene (the module's docstring); found is then True where any plane counts.
     """
     if depth_m.ndim != 4 or depth_m.shape[1] != 1:
         raise ValueError(f"depth_m must be (B, 1, H, W), got {tuple(depth_m.shape)}")

@@ -206,7 +206,7 @@ def test_resume_with_a_ros_parameter_file_a_cut_log_and_stale_temporaries(traine
     result = run("train", str(realsense_bag.path), "--tags", "mug,box", "--config", str(params), "--resume",
                  "--steps", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "applied to the optimizer: train.lr 0.001 -> 0.0001" in result.stdout
+    assert "applied to the optimizer: train.lr 0.002 -> 0.0001" in result.stdout
     assert "train_log.json is unreadable" in result.stderr and "Traceback" not in result.stderr
     ckpt = load_checkpoint(out / "model.safetensors")
     assert ckpt.step == 3 and ckpt.config.train.lr == 1e-4

@@ -18,7 +18,7 @@ def test_set_help_lists_every_declared_key_with_default_choices_and_bounds(capsy
     assert listed == [key.key for key in config_keys()]
     assert "loss.deal.edge_norm=fixed  (max | percentile | fixed)" in out
     assert "model.input_height=0  (integer a multiple of 16 in [0, 4096])" in out
-    assert "train.lr=0.001  (number in (0, 10])" in out
+    assert "train.lr=0.002  (number in (0, 10])" in out
 
 
 @pytest.mark.parametrize("argv", [["train", "bag"], ["ablate"], ["bench", "quality"], ["bench", "train-io"]])
