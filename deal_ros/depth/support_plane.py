@@ -121,15 +121,16 @@ def _plane_residual(params: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Te
 
 
 EXTRA_PLANE_UNEXPLAINED = 0.4
-"""Further planes are sought while more than this share of the valid pixels stands out (objects cover less)."""
+"""While more than this share of the valid pixels stands out, a plane reaching the frame's edge is a surface."""
 EXTRA_PLANE_MIN_SHARE = 0.05
 """A further plane holds at least this share of the valid pixels."""
 EXTRA_PLANE_MIN_BORDER = 0.3
 """A further plane that reaches the frame's edge along this share of one side (two-pixel margin) surrounds the scene;"""
 EXTRA_PLANE_MAX_OCCLUDING = 0.25
-"""so does one whose surroundings (EXTRA_PLANE_RING_PX around it) lie behind its extension on at most this share: a
+"""so does one whose surroundings (EXTRA_PLANE_RING around it) lie behind its extension on at most this share: a
 wall meets what is in front of it (the floor, the side walls, objects), an object's face hides what lies behind."""
-EXTRA_PLANE_RING_PX = 3
+EXTRA_PLANE_RING = 0.02
+"""Width of those surroundings, as a share of the frame's long side (3 px at 160)."""
 
 
 def _edge_reach(mask: torch.Tensor) -> torch.Tensor:
@@ -156,6 +157,7 @@ def _with_extra_planes(depth: torch.Tensor, plane: SupportPlane, tolerance: floa
     background = plane.background.clone()  # all False where the support plane was not found
     set_aside = torch.zeros_like(valid)
     searching = torch.ones_like(found)
+    ring_px = max(1, round(EXTRA_PLANE_RING * max(depth.shape[-2:])))
     for _ in range(count):
         if not bool(searching.any()):
             break
@@ -169,7 +171,7 @@ def _with_extra_planes(depth: torch.Tensor, plane: SupportPlane, tolerance: floa
         residual, plane_inv = _plane_residual(params, image)
         inliers = (rest > 0) & (residual.abs() <= tolerance) & (plane_inv > 0)
         beyond = image_valid & ((residual < -tolerance) | (plane_inv <= 0))  # behind the plane's extension
-        ring = _dilate(inliers, EXTRA_PLANE_RING_PX) & ~inliers & image_valid
+        ring = _dilate(inliers, ring_px) & ~inliers & image_valid
         occluding = (ring & beyond).flatten(1).sum(-1) / ring.flatten(1).sum(-1).clamp_min(1)
         large = inliers.flatten(1).sum(-1) >= EXTRA_PLANE_MIN_SHARE * image_count
         surrounds = (occluding <= EXTRA_PLANE_MAX_OCCLUDING) | (
