@@ -133,7 +133,7 @@ EXTRA_PLANE_RING = 0.02
 """Width of those surroundings, as a share of the frame's long side (3 px at 160)."""
 
 
-def _edge_reach(mask: torch.Tensor) -> torch.Tensor:
+def _edge_share(mask: torch.Tensor) -> torch.Tensor:
     """mask (B, 1, H, W) bool -> (B,): the largest share of one side of the frame it touches (two-pixel margin)."""
     sides = (mask[:, 0, :2].any(1), mask[:, 0, -2:].any(1), mask[:, 0, :, :2].any(2), mask[:, 0, :, -2:].any(2))
     return torch.stack([side.float().mean(-1) for side in sides], -1).amax(-1)
@@ -175,7 +175,7 @@ def _with_extra_planes(depth: torch.Tensor, plane: SupportPlane, tolerance: floa
         occluding = (ring & beyond).flatten(1).sum(-1) / ring.flatten(1).sum(-1).clamp_min(1)
         large = inliers.flatten(1).sum(-1) >= EXTRA_PLANE_MIN_SHARE * image_count
         surrounds = (occluding <= EXTRA_PLANE_MAX_OCCLUDING) | (
-            unexplained & (_edge_reach(inliers) >= EXTRA_PLANE_MIN_BORDER))
+            unexplained & (_edge_share(inliers) >= EXTRA_PLANE_MIN_BORDER))
         accepted, rejected = large & surrounds, large & ~surrounds
         background[idx] |= inliers & accepted[:, None, None, None]
         set_aside[idx] |= inliers & rejected[:, None, None, None]
