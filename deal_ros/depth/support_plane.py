@@ -117,7 +117,8 @@ def _plane_residual(params: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Te
     xs = (torch.arange(w, device=depth.device, dtype=depth.dtype) + 0.5) / w * 2 - 1
     vv, uu = torch.meshgrid(ys, xs, indexing="ij")
     plane_inv = (params[:, 0, None, None] * uu + params[:, 1, None, None] * vv + params[:, 2, None, None])[:, None]
-    return 1.0 - plane_inv / (1.0 / depth.clamp_min(1e-6)), plane_inv
+    pixel_inv = 1.0 / depth.clamp_min(1e-6)  # 1 - plane_inv / pixel_inv, as the plane was always classified
+    return 1.0 - plane_inv / pixel_inv, plane_inv
 
 
 EXTRA_PLANE_UNEXPLAINED = 0.4

@@ -118,7 +118,9 @@ class Objective:
             seg_size = (seg_logits.shape[-2], seg_logits.shape[-1])
             prior = None
             if pseudo_cfg.support_plane and plane is not None:
-                prior = F.interpolate(plane.prior.float(), size=seg_size, mode="nearest-exact").to(torch.int8)
+                prior = plane.prior  # at depth_m's size: resized only for labels at the logits' size
+                if tuple(prior.shape[-2:]) != seg_size:
+                    prior = F.interpolate(prior.float(), size=seg_size, mode="nearest-exact").to(torch.int8)
             labels, _ = make_pseudo_labels(out.cam_logits.detach(), tags, seg_size, pseudo_cfg,
                                            rgb / 255.0, depth_m, plane_prior=prior,
                                            representatives=representatives)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from deal_ros.config import IGNORE_INDEX, DealRosConfig
+from deal_ros.frames.tags import tags_to_vector
 from deal_ros.lab.synthetic import DEFAULT_CLASSES, make_tabletop_scenes
 from deal_ros.models import build_cam_net
 from deal_ros.training.objective import Objective
@@ -19,10 +20,7 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     frames = make_tabletop_scenes(2, *SIZE, seed=5)
     rgb = torch.from_numpy(np.stack([f.rgb for f in frames])).permute(0, 3, 1, 2).float()
     depth_m = torch.from_numpy(np.stack([f.depth_m for f in frames]))[:, None]
-    tags = torch.zeros(len(frames), len(DEFAULT_CLASSES))
-    for i, frame in enumerate(frames):
-        for name in frame.tags:
-            tags[i, DEFAULT_CLASSES.index(name)] = 1.0
+    tags = torch.from_numpy(np.stack([tags_to_vector(f.tags, DEFAULT_CLASSES) for f in frames]).astype(np.float32))
     return rgb, depth_m, tags
 
 
