@@ -46,6 +46,7 @@ from deal_ros.io.encodings import OUTPUT_ENCODINGS
 from deal_ros.labels.colors import overlay
 
 if TYPE_CHECKING:
+    from deal_ros.config import DealRosConfig
     from deal_ros.inference.segmenter import Segmenter
     from deal_ros.io.bag import RGBDFrame
 
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     frames = read_frames(args.bag, args, cfg, tag_source(args), read_stats, require_tags=False,
                          skip_degenerate_depth=False)
     check_output_dir(out, "--out folder")  # writable, before the first frame is labelled
+    if cfg.pseudo_label.part_contrast:
+        _remember_parts(args, cfg, segmenter)
     for stale in remove_stale_temp_files(out):
         print(f"removed {stale}, left by a run that was killed")
     stage = staging_dir(out, "label")
@@ -114,6 +117,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {describe_group(names, cfg.pseudo_label.merge_indistinct)}")
     print(f"PNGs: {out}/{{mask,pseudo_label,overlay}}/" + ("" if args.no_bag else f"\nlabelled bag: {bag_out}"))
     return 0
+
+
+def _remember_parts(args: argparse.Namespace, cfg: DealRosConfig, segmenter: Segmenter) -> None:
+    """pseudo_label.part_contrast: a first pass over the bag puts the depth parts of its tagged frames in the
+    segmenter's bank, so that every frame is named from the contrast with all the others, the first as the last."""
+    from deal_ros.cli.progress import progress_bar
+    from deal_ros.io.bag import ReadStats
+
+    for frame in progress_bar(read_frames(args.bag, args, cfg, tag_source(args), ReadStats(), require_tags=False,
+                                          skip_degenerate_depth=False), desc="parts", unit="frame"):
+        if frame.tags_known and frame.tags:
+            segmenter.remember(frame.rgb, frame.depth_m, frame.tags)
+    bank = segmenter.part_bank
+    print(f"part contrast: the depth parts of {0 if bank is None else len(bank)} tagged frame(s) in the bank")
 
 
 def _label(args: argparse.Namespace, frames: Iterable[RGBDFrame], segmenter: Segmenter, step: int, classes: list[str],

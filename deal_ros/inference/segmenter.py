@@ -28,7 +28,8 @@ from deal_ros.errors import FrameError
 from deal_ros.frames.checks import check_rgb
 from deal_ros.frames.tags import tags_to_vector
 from deal_ros.labels.class_groups import contrast_from_extra
-from deal_ros.labels.pseudo_labels import make_pseudo_labels
+from deal_ros.labels.part_names import PartBank
+from deal_ros.labels.pseudo_labels import make_pseudo_labels, remember_frame_parts
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.storage.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from deal_ros.training.trust import checkpoint_trusted
@@ -78,6 +79,9 @@ class Segmenter:
         """(K,) int64: the classes the trainer's tags could not tell apart, each as its group's first member (from
         the snapshot or the checkpoint, or set by whoever shares the trainer's model; None: none). Pseudo-labels
         merge them with pseudo_label.merge_indistinct."""
+        self.part_bank: PartBank | None = None
+        """The looks of the depth parts of tagged frames (pseudo_label.part_contrast): the trainer's when it shares
+        the model, one that `deal-ros label` fills from the frames it labels; None: the CAM names every part."""
         self.swaps = 0
         """Weight snapshots swapped in from `weights`."""
         self._halt = StepControl()
@@ -134,6 +138,17 @@ class Segmenter:
         self.representatives = snapshot.representatives
         self.swaps += 1
         return True
+
+    @torch.no_grad()
+    def remember(self, rgb: np.ndarray, depth_m: np.ndarray, tags: Sequence[str]) -> None:
+        """Add a tagged frame's depth parts to part_bank (made on first use), as the pseudo-labels of a frame of this
+        size find them: rgb (H, W, 3) uint8, depth_m (H, W) metres aligned to it, tags = class names."""
+        if self.part_bank is None:
+            self.part_bank = PartBank(self.cfg.num_classes)
+        frame = torch.tensor(rgb).permute(2, 0, 1)[None].float() / 255.0  # a copy: bag frames are read-only
+        depth = torch.tensor(depth_m, dtype=torch.float32)[None, None]
+        tag_vec = torch.from_numpy(tags_to_vector(tags, self.cfg.classes))[None]
+        remember_frame_parts(self.part_bank, frame, depth, tag_vec, self.cfg.pseudo_label)
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray, depth_m: np.ndarray | None = None,
@@ -194,7 +209,8 @@ class Segmenter:
             if self.cfg.pseudo_label.merge_indistinct and self.representatives is not None:
                 reps = torch.from_numpy(self.representatives)
             labels, _ = make_pseudo_labels(out.cam_logits, tag_vec, (height, width), self.cfg.pseudo_label,
-                                           frame, depth, representatives=reps)
+                                           frame, depth, representatives=reps, part_bank=self.part_bank,
+                                           remember_parts=False)
             pseudo = labels[0].to(torch.uint8).cpu().numpy()
         timing = {"preprocess": preprocessed - start, "forward": forwarded - preprocessed,
                   "postprocess": time.perf_counter() - forwarded}

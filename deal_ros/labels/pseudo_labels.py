@@ -14,7 +14,8 @@ from deal_ros.depth.filters import normalize_cam
 from deal_ros.depth.maps import pyramid_fill, valid_depth
 from deal_ros.depth.support_plane import SupportPlane, fit_support_plane
 from deal_ros.labels.class_groups import merge_class_scores
-from deal_ros.labels.objects import one_class_per_object
+from deal_ros.labels.objects import one_class_per_object, remember_parts
+from deal_ros.labels.part_names import PartBank
 
 _DILATIONS = (1, 2, 4, 8)
 
@@ -32,6 +33,16 @@ def fit_depth_prior(depth_m: torch.Tensor, cfg: PseudoLabelConfig) -> SupportPla
     walls, extra planes): the one place the pseudo-labels, the training objective and the scripts get them from."""
     return fit_support_plane(depth_m, cfg.support_tolerance, slab_height=cfg.slab_height, walls=cfg.container_walls,
                              extra_planes=cfg.extra_planes)
+
+
+@torch.no_grad()
+def remember_frame_parts(bank: PartBank, rgb: torch.Tensor, depth_m: torch.Tensor, tags: torch.Tensor,
+                         cfg: PseudoLabelConfig) -> None:
+    """Add the depth parts of frames rgb (B, 3, H, W) in [0, 1], depth_m (B, 1, H, W) metres, tags (B, K) to bank as
+    make_pseudo_labels finds them at that size (the prior of cfg): the bank `deal-ros label` fills before it labels."""
+    depth = torch.nan_to_num(depth_m.float(), nan=0.0)
+    stands_out = fit_depth_prior(depth, cfg).prior[:, 0] > 0
+    remember_parts(bank, rgb, stands_out, depth[:, 0], tags)
 
 
 def _neighbour_offsets() -> list[tuple[int, int]]:
@@ -81,6 +92,8 @@ def make_pseudo_labels(
     depth_m: torch.Tensor | None = None,
     plane_prior: torch.Tensor | None = None,
     representatives: torch.Tensor | None = None,
+    part_bank: PartBank | None = None,
+    remember_parts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CAM logits (B, K, h, w) + tags (B, K) -> (labels (B, *size) int64 with 255 = ignore, top score (B, *size)).
 
@@ -92,9 +105,13 @@ def make_pseudo_labels(
     cfg.one_class_per_object, one class per depth part (deal_ros.labels.objects).
     representatives: (K,) int64 as TagContrast.representatives(): each group of classes the tags cannot tell
     apart is labelled as its first member (deal_ros.labels.class_groups.merge_class_scores), before everything else.
+    part_bank: with cfg.part_contrast and rgb, the depth parts are scored against it for the classes the contrast
+    between tag patterns names (deal_ros.labels.part_names), then added to it (unless not remember_parts).
     """
+    by_contrast = cfg.part_contrast and part_bank is not None and rgb is not None
+    by_part = cfg.one_class_per_object or by_contrast
     depth_at_size = None  # depth at the labels' size: for the plane fit and the depth parts, when they are needed
-    if depth_m is not None and ((plane_prior is None and cfg.support_plane) or cfg.one_class_per_object):
+    if depth_m is not None and ((plane_prior is None and cfg.support_plane) or by_part):
         depth_at_size = F.interpolate(torch.nan_to_num(depth_m.float(), nan=0.0), size=size, mode="nearest-exact")
     if plane_prior is None and cfg.support_plane and depth_at_size is not None:
         plane_prior = fit_depth_prior(depth_at_size, cfg).prior
@@ -129,7 +146,13 @@ def make_pseudo_labels(
         prior = plane_prior[:, 0].to(labels.device)
         stands_out = torch.where(top_fg >= cfg.object_threshold, top_class + 1, torch.full_like(labels, IGNORE_INDEX))
         labels = torch.where(prior > 0, stands_out, labels).masked_fill(prior < 0, 0)
-        if cfg.one_class_per_object and depth_at_size is not None:
-            labels = one_class_per_object(labels, scores, prior > 0, depth_at_size[:, 0].to(labels.device), tags)
+        if by_part and depth_at_size is not None:
+            colour = None
+            if by_contrast and rgb is not None:
+                colour = F.interpolate(rgb.float(), size=size, mode="bilinear", align_corners=False, antialias=True) \
+                    if tuple(rgb.shape[-2:]) != size else rgb
+            labels = one_class_per_object(labels, scores, prior > 0, depth_at_size[:, 0].to(labels.device), tags,
+                                          colour, part_bank if by_contrast else None, cfg.one_class_per_object,
+                                          remember_parts)
     confidence = torch.where(labels == 0, 1.0 - top_fg, top_fg)
     return labels, confidence

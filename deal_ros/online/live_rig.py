@@ -102,6 +102,7 @@ class LiveRig:
         self.segmenter = Segmenter(cfg, device=self.trainer.device, model_lock=threading.RLock(),
                                    weights=self.loop.handoff, control=self.trainer.control)
         self.segmenter.refresh()
+        self.segmenter.part_bank = self.trainer.part_bank
         self.on_mask = on_mask
         self.slot: LatestSlot[tuple[Any, np.ndarray, np.ndarray]] = LatestSlot()
         self.frames_segmented = 0

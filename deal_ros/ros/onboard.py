@@ -32,6 +32,7 @@ def build_onboard(**node_kwargs: Any) -> list[RGBDNode]:
         trainer.shutdown()
         trainer.destroy_node()
         raise
+    segmenter.segmenter.part_bank = core.part_bank  # pseudo_label.part_contrast: the parts the trainer has seen
     if segmenter.cfg.architecture_hash() != core.cfg.architecture_hash():
         segmenter.shutdown()
         segmenter.destroy_node()

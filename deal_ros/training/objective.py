@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.config import IGNORE_INDEX, DealRosConfig
+from deal_ros.labels.part_names import PartBank
 from deal_ros.labels.pseudo_labels import fit_depth_prior, make_pseudo_labels
 from deal_ros.losses import DEALLoss, classification_loss
 from deal_ros.losses.structure import StructureLosses
@@ -86,9 +87,11 @@ class Objective:
         return deal.weight * min(1.0, step / deal.warmup_steps)
 
     def __call__(self, out: CAMOutput, rgb: torch.Tensor, depth_m: torch.Tensor, tags: torch.Tensor,
-                 step: int, representatives: torch.Tensor | None = None) -> ObjectiveValue:
+                 step: int, representatives: torch.Tensor | None = None,
+                 part_bank: PartBank | None = None) -> ObjectiveValue:
         """out: the network's output on rgb (B, 3, H, W) 0..255 with depth_m (B, 1, H, W) and tags (B, K);
-        representatives: (K,) int64, the pseudo-labels' merge of indistinct classes (make_pseudo_labels)."""
+        representatives: (K,) int64, the pseudo-labels' merge of indistinct classes; part_bank: the looks of the
+        parts seen, for pseudo_label.part_contrast (both as make_pseudo_labels takes them)."""
         loss_cfg, pseudo_cfg = self.cfg.loss, self.cfg.pseudo_label
         lam = self.deal_weight(step)
         loss_gap = classification_loss(out.class_logits, tags)
@@ -123,7 +126,7 @@ class Objective:
                     prior = F.interpolate(prior.float(), size=seg_size, mode="nearest-exact").to(torch.int8)
             labels, _ = make_pseudo_labels(out.cam_logits.detach(), tags, seg_size, pseudo_cfg,
                                            rgb / 255.0, depth_m, plane_prior=prior,
-                                           representatives=representatives)
+                                           representatives=representatives, part_bank=part_bank)
             confident = labels != IGNORE_INDEX
             coverage = float(confident.float().mean())
             agreement = head_agreement(seg_logits.detach(), labels)  # no_grad: the loss is untouched

@@ -30,6 +30,7 @@ from deal_ros.frames.buffer import FrameBuffer, StoredFrame
 from deal_ros.frames.checks import check_depth
 from deal_ros.frames.tags import tags_to_vector
 from deal_ros.labels.class_groups import TagContrast, contrast_from_extra
+from deal_ros.labels.part_names import PartBank
 from deal_ros.losses.structure import StructureLosses
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.storage.checkpoint import (
@@ -146,6 +147,9 @@ class OnlineTrainer:
         self.contrast = TagContrast(cfg.num_classes)
         """The distinct tag patterns of the frames added: the classes the tags cannot tell apart (saved in
         checkpoints)."""
+        self.part_bank = PartBank(cfg.num_classes)
+        """The looks of the depth parts of the frames trained on, per tag pattern (pseudo_label.part_contrast);
+        a segmenter sharing the model may share it."""
         self.class_cover: dict[str, float] = {}
         """Running mean per class of the frame fraction its pseudo-label covers where tagged (StepStats)."""
         self._diffuse_warned_step: dict[str, int] = {}
@@ -239,7 +243,7 @@ class OnlineTrainer:
             out = self.model(self.model.normalize_input(rgb))
         reps = self.contrast.merge_map() if cfg.pseudo_label.merge_indistinct else None
         value = self.objective(out, rgb, depth_m, tags, self.step,
-                               None if reps is None else torch.from_numpy(reps).to(self.device))
+                               None if reps is None else torch.from_numpy(reps).to(self.device), self.part_bank)
         if value.pseudo_labels is not None:
             self._update_class_cover(value.pseudo_labels, tags)
         loss = value.total
@@ -338,6 +342,7 @@ class OnlineTrainer:
             self.trust.reset()
         self.buffer.clear()
         self.contrast.clear()
+        self.part_bank.clear()
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:

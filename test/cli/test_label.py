@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from bagfactory import write_ros1_rgbd_bag
-from clitools import NUM_FRAMES, SIZE, assert_user_error, run_cli
+from clitools import NUM_FRAMES, SIZE, TINY, assert_user_error, run_cli
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
@@ -112,3 +112,22 @@ def test_info_of_labelled_bag_through_the_installed_command(labelled):
     result = run_cli("info", str(labelled.out / "labelled_bag"))
     assert result.returncode == 0, result.stderr
     assert "/deal/mask" in result.stdout and "mono8 64x48" in result.stdout and "32FC1 64x48" in result.stdout
+
+
+def test_part_contrast_reads_the_bag_twice(realsense_bag, scene_bag, tmp_path, capsys):
+    """pseudo_label.part_contrast: the tagged frames' depth parts go into the bank before the first is labelled."""
+    model = tmp_path / "model"
+    rc = main(["train", str(realsense_bag.path), "--tags", "mug,box", "--steps", "1", "--out", str(model), *TINY,
+               "--set", "pseudo_label.part_contrast=true"])
+    assert rc == 0, capsys.readouterr().err
+    schedule = tmp_path / "ranges.yaml"
+    schedule.write_text("- {start_s: 0.0, end_s: 0.25, tags: 'mug'}\n- {start_s: 0.25, end_s: 9.0, tags: 'mug, box'}\n")
+    out = tmp_path / "labels"
+    rc = main(["label", str(model / "model.safetensors"), str(scene_bag.bag.path), "--out", str(out),
+               "--tags-yaml", str(schedule), "--device", "cpu", "--no-bag"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    line = next(line for line in captured.out.splitlines() if line.startswith("part contrast:"))
+    held = int(line.split("of ")[1].split(" ")[0])
+    assert 0 < held <= NUM_FRAMES, line
+    assert len(list((out / "pseudo_label").iterdir())) == NUM_FRAMES

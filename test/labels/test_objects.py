@@ -27,6 +27,10 @@ def test_each_tag_gets_a_part_of_its_own_before_the_rest_take_their_best() -> No
     # fewer parts than tags: nobody can have a part of their own, each part takes its best
     assert assign_part_classes(mean_scores[:, :1]).tolist() == [0]
     assert assign_part_classes(mean_scores[:1]).tolist() == [0, 0, 0]
+    # parts placed already (by contrast) keep their tag; the tag left gets a part of its own among the others
+    assert assign_part_classes(mean_scores, {1: 0}).tolist() == [1, 0, 1]
+    # every tag placed: the other parts take their best tag, nobody is forced onto a second part
+    assert assign_part_classes(mean_scores, {0: 1, 1: 0}).tolist() == [1, 0, 0]
 
 
 def test_a_box_split_between_two_classes_takes_one() -> None:
