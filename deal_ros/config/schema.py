@@ -219,7 +219,7 @@ class PseudoLabelConfig(Section):
         take one tagged class, the best by mean score, and each tag first gets a part of its own when there are
         enough parts (deal_ros.labels.objects), instead of a pixel-wise argmax.""", runtime=True)
     part_contrast: bool = setting(
-        False, """With support_plane: a depth part takes the tagged class it looks like (colour) in the frames of
+        True, """With support_plane: a depth part takes the tagged class it looks like (colour) in the frames of
         other tag patterns that tag the class and unlike those that do not, one part per class, before the CAM
         decides the rest (deal_ros.labels.part_names): names the objects of a scene that is always seen with the same
         objects from the contrast with other scenes, where the CAM names them by the scene's look.""", runtime=True)
