@@ -210,7 +210,7 @@ class Segmenter:
                 reps = torch.from_numpy(self.representatives)
             labels, _ = make_pseudo_labels(out.cam_logits, tag_vec, (height, width), self.cfg.pseudo_label,
                                            frame, depth, representatives=reps, part_bank=self.part_bank,
-                                           remember_parts=False)
+                                           add_to_bank=False)
             pseudo = labels[0].to(torch.uint8).cpu().numpy()
         timing = {"preprocess": preprocessed - start, "forward": forwarded - preprocessed,
                   "postprocess": time.perf_counter() - forwarded}

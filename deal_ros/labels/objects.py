@@ -136,7 +136,7 @@ def remember_parts(bank: PartBank, rgb: torch.Tensor, stands_out: torch.Tensor, 
 @torch.no_grad()
 def one_class_per_object(labels: torch.Tensor, scores: torch.Tensor, stands_out: torch.Tensor,
                          depth_m: torch.Tensor, tags: torch.Tensor, rgb: torch.Tensor | None = None,
-                         bank: PartBank | None = None, per_part: bool = True, remember: bool = True,
+                         bank: PartBank | None = None, per_part: bool = True, add_to_bank: bool = True,
                          ) -> torch.Tensor:
     """Relabel the object pixels of the depth parts by class; where they are and what is ignored stays.
 
@@ -144,7 +144,7 @@ def one_class_per_object(labels: torch.Tensor, scores: torch.Tensor, stands_out:
     (0 for untagged classes); stands_out: (B, H, W) bool, what stands out of the support surface; depth_m:
     (B, H, W) metres at the same size (0 = hole); tags: (B, K). Frames with fewer than two tags are unchanged.
     rgb (B, 3, H, W) in [0, 1] with bank: the classes the contrast names are placed first (place_by_contrast),
-    then each frame's parts are added to the bank (with remember). per_part: every other part takes one class
+    then each frame's parts are added to the bank (with add_to_bank). per_part: every other part takes one class
     (assign_part_classes); False: their pixels take the CAM's best among the tags not placed.
     """
     out = labels.clone()
@@ -164,7 +164,7 @@ def one_class_per_object(labels: torch.Tensor, scores: torch.Tensor, stands_out:
             looks = part_looks(colour[i], parts, kept)
             if len(tagged) >= 2:
                 placed = place_by_contrast(bank.scores(frame_tags, looks)[tagged])
-            if remember:
+            if add_to_bank:
                 bank.add(frame_tags, looks)
         if len(tagged) < 2:
             continue

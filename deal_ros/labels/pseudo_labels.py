@@ -93,7 +93,7 @@ def make_pseudo_labels(
     plane_prior: torch.Tensor | None = None,
     representatives: torch.Tensor | None = None,
     part_bank: PartBank | None = None,
-    remember_parts: bool = True,
+    add_to_bank: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CAM logits (B, K, h, w) + tags (B, K) -> (labels (B, *size) int64 with 255 = ignore, top score (B, *size)).
 
@@ -106,7 +106,7 @@ def make_pseudo_labels(
     representatives: (K,) int64 as TagContrast.representatives(): each group of classes the tags cannot tell
     apart is labelled as its first member (deal_ros.labels.class_groups.merge_class_scores), before everything else.
     part_bank: with cfg.part_contrast and rgb, the depth parts are scored against it for the classes the contrast
-    between tag patterns names (deal_ros.labels.part_names), then added to it (unless not remember_parts).
+    between tag patterns names (deal_ros.labels.part_names), then added to it (with add_to_bank).
     """
     by_contrast = cfg.part_contrast and part_bank is not None and rgb is not None
     by_part = cfg.one_class_per_object or by_contrast
@@ -153,6 +153,6 @@ def make_pseudo_labels(
                     if tuple(rgb.shape[-2:]) != size else rgb
             labels = one_class_per_object(labels, scores, prior > 0, depth_at_size[:, 0].to(labels.device), tags,
                                           colour, part_bank if by_contrast else None, cfg.one_class_per_object,
-                                          remember_parts)
+                                          add_to_bank)
     confidence = torch.where(labels == 0, 1.0 - top_fg, top_fg)
     return labels, confidence

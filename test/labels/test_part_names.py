@@ -103,7 +103,7 @@ def test_pseudo_labels_name_the_objects_by_contrast_where_the_cam_cannot() -> No
     assert (blue[blue != 255] == 2).float().mean() > 0.9
     assert torch.equal(named == 0, by_cam == 0), "where the objects are does not change"
     assert len(bank) == 3, "the labelled frame joined the bank"
-    make_pseudo_labels(cam, tags, (SIZE, SIZE), cfg, rgb, depth, part_bank=bank, remember_parts=False)
+    make_pseudo_labels(cam, tags, (SIZE, SIZE), cfg, rgb, depth, part_bank=bank, add_to_bank=False)
     assert len(bank) == 3
 
 
