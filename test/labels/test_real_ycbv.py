@@ -1,8 +1,10 @@
-"""Real frames: the default recipe's pseudo-labels on real YCB-Video depth find the objects (issue 21's floor).
+"""Real frames: on real YCB-Video depth the default pseudo-labels find the objects, and the contrast between the
+sample's scenes names them (issue 21's floors).
 
-A short run on a few of the sample's frames (four per video, every video): the depth prior has to cope with the
-Xtion's holes at object borders, the missing far background and the keyboard and cables on the table. The floor
-is set below what this run measured (see the README's real-frames table for the full benchmark).
+A few of the sample's frames (four per video, every video): the depth prior has to cope with the Xtion's holes at
+object borders, the missing far background and the keyboard and cables on the table; within a video the same
+objects are in every frame, so only the other videos can tell which is which. The floors are set below what these
+tests measured (see the README's real-frames table for the full benchmark).
 """
 
 from __future__ import annotations
