@@ -130,7 +130,11 @@ def _remember_parts(args: argparse.Namespace, cfg: DealRosConfig, segmenter: Seg
         if frame.tags_known and frame.tags:
             segmenter.remember(frame.rgb, frame.depth_m, frame.tags)
     bank = segmenter.part_bank
-    print(f"part contrast: the depth parts of {0 if bank is None else len(bank)} tagged frame(s) in the bank")
+    if bank is None or bank.patterns < 2:
+        print("part contrast: the bag has one tag pattern (or none): the CAM names every part")
+    else:
+        print(f"part contrast: the depth parts of {len(bank)} tagged frame(s) of {bank.patterns} tag patterns in the "
+              f"bank (the newest {bank.frames_per_pattern} of each pattern)")
 
 
 def _label(args: argparse.Namespace, frames: Iterable[RGBDFrame], segmenter: Segmenter, step: int, classes: list[str],

@@ -67,6 +67,12 @@ class PartBank:
         with self._lock:
             return sum(len(frames) for frames in self._frames.values())
 
+    @property
+    def patterns(self) -> int:
+        """Distinct tag patterns held."""
+        with self._lock:
+            return len(self._frames)
+
     def clear(self) -> None:
         with self._lock:
             self._frames.clear()
@@ -80,10 +86,8 @@ class PartBank:
             return
         key = pattern.tobytes()
         with self._lock:
-            frames = self._frames.pop(key, [])
-            frames = [*frames[-(self.frames_per_pattern - 1):], np.asarray(looks, np.float32)] \
-                if self.frames_per_pattern > 1 else [np.asarray(looks, np.float32)]
-            self._frames[key] = frames
+            frames = [*self._frames.pop(key, []), np.asarray(looks, np.float32)]  # popped: now the newest pattern
+            self._frames[key] = frames[-self.frames_per_pattern:]
             while len(self._frames) > self.max_patterns:
                 self._frames.popitem(last=False)
             self._stacked = None

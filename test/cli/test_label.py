@@ -128,6 +128,7 @@ def test_part_contrast_reads_the_bag_twice(realsense_bag, scene_bag, tmp_path, c
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     line = next(line for line in captured.out.splitlines() if line.startswith("part contrast:"))
+    assert "of 2 tag patterns in the bank" in line, line
     held = int(line.split("of ")[1].split(" ")[0])
-    assert 0 < held <= NUM_FRAMES, line
+    assert 2 <= held <= NUM_FRAMES, line
     assert len(list((out / "pseudo_label").iterdir())) == NUM_FRAMES

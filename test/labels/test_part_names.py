@@ -132,7 +132,7 @@ def test_the_bank_keeps_the_newest_frames_and_patterns() -> None:
     assert len(bank) == 2
     bank.add(np.array([0, 1, 0]), look)
     bank.add(np.array([0, 0, 1]), look)  # a third pattern: the one updated longest ago goes
-    assert len(bank) == 2
+    assert len(bank) == 2 and bank.patterns == 2
     bank.add(np.array([0, 0, 0]), look)  # untagged: says nothing
     bank.add(np.array([1, 0, 0]), look[:0])  # no part: says nothing
     assert len(bank) == 2
