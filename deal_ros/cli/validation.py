@@ -33,8 +33,7 @@ class Validation:
 
         # The segmenter switches a shared training model to eval for each frame and back.
         segmenter = Segmenter(self.cfg, trainer.model, model_lock=trainer.model_lock)
-        segmenter.representatives = trainer.contrast.merge_map()
-        segmenter.part_bank = trainer.part_bank
+        segmenter.label_like(trainer)
         result = evaluate(self.cfg, segmenter, self.frames, self.frames, trainer.contrast.groups())
         point = {"step": trainer.step, "mask_miou": result.masks.miou(), "pseudo_miou": result.pseudo.miou(),
                  "mask_iou": per_class_iou(result.masks, ["background", *self.cfg.classes])}

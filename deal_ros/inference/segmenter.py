@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -33,6 +34,9 @@ from deal_ros.labels.pseudo_labels import make_pseudo_labels, remember_frame_par
 from deal_ros.models import CAMNet, build_cam_net
 from deal_ros.storage.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from deal_ros.training.trust import checkpoint_trusted
+
+if TYPE_CHECKING:
+    from deal_ros.training.trainer import OnlineTrainer
 
 
 @dataclass
@@ -138,6 +142,12 @@ class Segmenter:
         self.representatives = snapshot.representatives
         self.swaps += 1
         return True
+
+    def label_like(self, trainer: OnlineTrainer) -> None:
+        """Make pseudo-labels as `trainer` (sharing its model) makes them now: its merge of indistinct classes and
+        its bank of part looks (every training frame must be in already)."""
+        self.representatives = trainer.contrast.merge_map()
+        self.part_bank = trainer.part_bank
 
     @torch.no_grad()
     def remember(self, rgb: np.ndarray, depth_m: np.ndarray, tags: Sequence[str]) -> None:

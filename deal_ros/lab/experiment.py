@@ -62,8 +62,7 @@ def run_arm(name: str, cfg: DealRosConfig, train_frames: Sequence[LabelledFrame]
     for frame in train_frames:
         trainer.add_frame(frame.rgb, frame.depth_m, frame.tags)
     segmenter = Segmenter(cfg, trainer.model, model_lock=trainer.model_lock)
-    segmenter.representatives = trainer.contrast.merge_map()  # every training frame is in already
-    segmenter.part_bank = trainer.part_bank
+    segmenter.label_like(trainer)  # every training frame is in already
     groups = trainer.contrast.groups()
     pseudo_frames = eval_frames if pseudo_on_eval else train_frames
     history: list[dict[str, Any]] = []
