@@ -208,8 +208,9 @@ class PseudoLabelConfig(Section):
         (deal_ros.depth.support_plane). Where no support plane is found they give the frame its depth cue.""",
         ge=0, le=16, runtime=True)
     container_walls: bool = setting(
-        False, """With support_plane: the walls of a tray or box (what stands out of the plane along the outer rim
-        of a region that encloses a floor) are background too (deal_ros.depth.surfaces).""", runtime=True)
+        True, """With support_plane: the walls of a tray or box (what stands out of the plane along the outer rim
+        of a region that encloses a floor and holds objects) are background too; an object leaning on a wall keeps
+        its body (deal_ros.depth.surfaces).""", runtime=True)
     object_threshold: float = setting(
         0.2, """With support_plane: a pixel standing out of the plane takes its top tagged class when that class
         scores at least this (else ignore); the CAM only has to tell which object it is, not where the object

@@ -5,8 +5,8 @@ background rise too, and both are told apart from objects by their shape in the 
 
 - flat slabs: a keyboard, a mat, paper lying on the table and reaching the frame's edge (objects are seen whole,
   or rise well above the table where the frame cuts them);
-- container walls: the walls of a tray or box form the outer rim of a region that encloses a floor; the objects
-  in it are surrounded by that floor instead.
+- container walls: the walls of a tray or box form the outer rim of a region that encloses a floor and holds
+  objects; the objects in it are surrounded by that floor instead, or lean on a wall with a body wider than it.
 
 Parts are 4-connected pixels standing out of the plane, cut where neighbouring depths step (an occluding edge).
 Computed per image with OpenCV on the CPU (the masks are small: the network's input size).
@@ -77,12 +77,18 @@ def flat_slabs(in_front: torch.Tensor, height: torch.Tensor, depth_m: torch.Tens
     return slabs
 
 
-WALL_MIN_FLOOR = 0.06
-"""A container's floor: background pixels enclosed by what stands out, at least this share of the frame."""
+WALL_MIN_FLOOR = 0.01
+"""A container's floor: background pixels enclosed by what stands out, at least this share of the frame"""
+WALL_MIN_FLOOR_SHARE = 0.05
+"""and of the region that encloses it (a tray's floor is seen between its objects; what folds of a cloth or a
+keyboard's keys enclose is a sliver of them)."""
 WALL_RIM_SHARE = 0.3
 """A part is a wall when at least this share of its outline lies on the enclosing region's outer rim."""
 _RIM_PX = 4
 """Width of that rim, in pixels inside the region's outline."""
+WALL_HALF_WIDTH = 0.02
+"""Half the width of a tray's wall seen from above, as a share of the frame's long side (3 px at 160): a disk of
+this radius fits in an object's body, not in a wall."""
 
 
 def _holes(mask: np.ndarray) -> np.ndarray:
@@ -92,6 +98,48 @@ def _holes(mask: np.ndarray) -> np.ndarray:
     flood[1:-1, 1:-1] = mask
     cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), (2,))
     return flood[1:-1, 1:-1] == 0
+
+
+def _on_rim(part: np.ndarray, rim: np.ndarray, grow: np.ndarray) -> bool:
+    """Whether WALL_RIM_SHARE of the outline of part (H, W) bool lies on rim (H, W) bool."""
+    outline = part & ~cv2.erode(part.astype(np.uint8), grow).astype(bool)
+    return bool((outline & rim).sum() >= WALL_RIM_SHARE * outline.sum())
+
+
+def _wall_of(part: np.ndarray, rim: np.ndarray, floor: np.ndarray, grow: np.ndarray) -> np.ndarray:
+    """The wall pixels of part (H, W) bool, which touches the rim (H, W) bool of a region around floor (H, W) bool.
+
+    An object leaning on a wall joins the wall's part where depth does not step between them. Its body is what a disk
+    wider than a wall fits in (the part's opening) that neither encloses floor (a wall's ring does) nor lies on the rim;
+    the rest of the part is wall where it lies on the rim, else only its thin pieces that reach the rim are."""
+    h, w = part.shape
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * _wall_half_px(h, w) + 1,) * 2)
+    thick = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_OPEN, disk).astype(bool)
+    bodies = np.zeros_like(part)
+    count, pieces = cv2.connectedComponents(thick.astype(np.uint8), connectivity=8)
+    for k in range(1, count):
+        piece = pieces == k
+        if (_holes(piece) & floor).sum() < PART_MIN_AREA * h * w and not _on_rim(piece, rim, grow):
+            bodies |= piece
+    rest = part & ~bodies
+    if _on_rim(rest, rim, grow):
+        return rest
+    count, pieces = cv2.connectedComponents((rest & ~thick).astype(np.uint8), connectivity=8)
+    reach = np.unique(pieces[rim & (pieces > 0)])
+    return np.isin(pieces, reach) & (pieces > 0)
+
+
+def _holds_objects(inside: np.ndarray, rim: np.ndarray) -> bool:
+    """Whether inside (H, W) bool, what stands out in a region besides its walls, has a part of PART_MIN_AREA clear of
+    the rim (H, W) bool: a tray holds objects, while a ring or a handle seen from above encloses the table alone."""
+    count, pieces = cv2.connectedComponents(inside.astype(np.uint8), connectivity=8)
+    area = np.bincount(pieces.ravel(), minlength=count)
+    on_rim = np.unique(pieces[rim])
+    return any(area[k] >= PART_MIN_AREA * inside.size for k in range(1, count) if k not in on_rim)
+
+
+def _wall_half_px(h: int, w: int) -> int:
+    return max(1, round(WALL_HALF_WIDTH * max(h, w)))
 
 
 def container_walls(in_front: torch.Tensor, background: torch.Tensor, depth_m: torch.Tensor) -> torch.Tensor:
@@ -113,16 +161,15 @@ def container_walls(in_front: torch.Tensor, background: torch.Tensor, depth_m: t
         found = np.zeros((h, w), bool)
         for r in range(1, regions_count):
             region = regions == r
-            if (floor & region).sum() < WALL_MIN_FLOOR * h * w:
+            if (floor & region).sum() < max(WALL_MIN_FLOOR * h * w, WALL_MIN_FLOOR_SHARE * region.sum()):
                 continue
             rim = cv2.dilate((~region).astype(np.uint8), grow, iterations=_RIM_PX).astype(bool) & region
+            wall = np.zeros((h, w), bool)
             for k in np.unique(parts[rim & stands_out]):
-                if k == 0:
-                    continue
-                part = parts == k
-                outline = part & ~cv2.erode(part.astype(np.uint8), grow).astype(bool)
-                if (outline & rim).sum() >= WALL_RIM_SHARE * outline.sum():
-                    found |= part
+                if k > 0:
+                    wall |= _wall_of(parts == k, rim, floor & region, grow)
+            if _holds_objects(region & stands_out & ~wall & (parts > 0), rim):
+                found |= wall
         found |= cv2.dilate(found.astype(np.uint8), grow).astype(bool) & stands_out & (parts == 0)
         walls[i, 0] = torch.from_numpy(found)
     return walls

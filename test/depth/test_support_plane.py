@@ -117,6 +117,32 @@ def test_the_walls_of_a_tray_are_background_the_objects_in_it_are_not() -> None:
     assert plane.in_front[0, 0, 31:41, 25:33].all()
 
 
+def test_a_box_as_tall_as_the_wall_it_leans_on_stays_an_object() -> None:
+    depth = _tray()
+    depth[30:42, 24:34] = 0.63  # the wall's height: no depth step parts it from the wall, one part holds both
+    plane = fit_support_plane(torch.from_numpy(depth)[None, None], walls=True)
+    assert plane.background[0, 0, 45:80, 20:24].float().mean() > 0.95  # the wall below the box
+    assert plane.in_front[0, 0, 33:40, 25:31].all()
+    assert plane.in_front[0, 0, 30:42, 24:34].float().mean() > 0.8  # the disk that finds its body rounds its corners
+
+
+def test_the_walls_of_a_small_tray_are_background() -> None:
+    depth = np.full((96, 128), 0.7, np.float32)  # the tray covers 7 % of the frame, the floor in it 3 %
+    depth[35:65, 50:54] = depth[35:65, 76:80] = depth[35:39, 50:80] = depth[61:65, 50:80] = 0.65
+    depth[46:54, 61:69] = 0.66  # what it holds
+    plane = fit_support_plane(torch.from_numpy(depth)[None, None], walls=True)
+    assert plane.background[0, 0, 35:65, 50:54].float().mean() > 0.95
+    assert plane.in_front[0, 0, 47:53, 62:68].all()
+
+
+def test_a_ring_lying_on_the_table_is_no_tray() -> None:
+    yy, xx = np.mgrid[:96, :128]
+    radius = np.hypot(yy - 48, xx - 64)
+    depth = np.where((radius > 10) & (radius < 18), 0.68, 0.7).astype(np.float32)  # it encloses the table only
+    plane = fit_support_plane(torch.from_numpy(depth)[None, None], walls=True)
+    assert plane.in_front[0, 0][(radius > 11) & (radius < 17)].all()
+
+
 def test_objects_on_an_open_table_are_no_walls() -> None:
     depth = _tray()
     depth[76:80, 20:104] = 0.7  # no near wall: nothing encloses a floor
