@@ -78,10 +78,10 @@ def flat_slabs(in_front: torch.Tensor, height: torch.Tensor, depth_m: torch.Tens
 
 
 WALL_MIN_FLOOR = 0.01
-"""A container's floor: background pixels enclosed by what stands out, at least this share of the frame"""
+"""A container's floor: background pixels enclosed by what stands out, at least this share of the frame."""
 WALL_MIN_FLOOR_SHARE = 0.05
-"""and of the region that encloses it (a tray's floor is seen between its objects; what folds of a cloth or a
-keyboard's keys enclose is a sliver of them)."""
+"""A container's floor is also at least this share of the region that encloses it (a tray's floor is seen between
+its objects; what the folds of a cloth or a keyboard's keys enclose is a sliver of them)."""
 WALL_RIM_SHARE = 0.3
 """A part is a wall when at least this share of its outline lies on the enclosing region's outer rim."""
 _RIM_PX = 4
@@ -144,7 +144,7 @@ def _wall_half_px(h: int, w: int) -> int:
 
 def container_walls(in_front: torch.Tensor, background: torch.Tensor, depth_m: torch.Tensor) -> torch.Tensor:
     """Parts of in_front (B, 1, H, W) bool that make up the outer rim of a region enclosing a floor of background
-    (B, 1, H, W) bool pixels (the walls of a tray around its floor): (B, 1, H, W) bool."""
+    (B, 1, H, W) bool pixels and holding objects (the walls of a tray around its floor): (B, 1, H, W) bool."""
     walls = torch.zeros_like(in_front)
     b, _, h, w = in_front.shape
     grow = np.ones((3, 3), np.uint8)
