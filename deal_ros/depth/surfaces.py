@@ -81,7 +81,7 @@ WALL_MIN_FLOOR = 0.01
 """A container's floor: background pixels enclosed by what stands out, at least this share of the frame."""
 WALL_MIN_FLOOR_SHARE = 0.05
 """A container's floor is also at least this share of the region that encloses it (a tray's floor is seen between
-its objects; what the folds of a cloth or a keyboard's keys enclose is a sliver of them)."""
+its objects; what the folds of a cloth or clutter in front of furniture encloses is a sliver of it)."""
 WALL_RIM_SHARE = 0.3
 """A part is a wall when at least this share of its outline lies on the enclosing region's outer rim."""
 _RIM_PX = 4
