@@ -106,14 +106,13 @@ def _on_rim(part: np.ndarray, rim: np.ndarray, grow: np.ndarray) -> bool:
     return bool((outline & rim).sum() >= WALL_RIM_SHARE * outline.sum())
 
 
-def _wall_of(part: np.ndarray, rim: np.ndarray, floor: np.ndarray, grow: np.ndarray) -> np.ndarray:
+def _wall_of(part: np.ndarray, rim: np.ndarray, floor: np.ndarray, disk: np.ndarray, grow: np.ndarray) -> np.ndarray:
     """The wall pixels of part (H, W) bool, which touches the rim (H, W) bool of a region around floor (H, W) bool.
 
-    An object leaning on a wall joins the wall's part where depth does not step between them. Its body is what a disk
-    wider than a wall fits in (the part's opening) that neither encloses floor (a wall's ring does) nor lies on the rim;
-    the rest of the part is wall where it lies on the rim, else only its thin pieces that reach the rim are."""
+    An object leaning on a wall joins the wall's part where depth does not step between them. Its body is what disk,
+    wider than a wall, fits in (the part's opening) that neither encloses floor (a wall's ring does) nor lies on the
+    rim; the rest of the part is wall where it lies on the rim, else only its thin pieces that reach the rim are."""
     h, w = part.shape
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * _wall_half_px(h, w) + 1,) * 2)
     thick = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_OPEN, disk).astype(bool)
     bodies = np.zeros_like(part)
     count, pieces = cv2.connectedComponents(thick.astype(np.uint8), connectivity=8)
@@ -132,14 +131,11 @@ def _wall_of(part: np.ndarray, rim: np.ndarray, floor: np.ndarray, grow: np.ndar
 def _holds_objects(inside: np.ndarray, rim: np.ndarray) -> bool:
     """Whether inside (H, W) bool, what stands out in a region besides its walls, has a part of PART_MIN_AREA clear of
     the rim (H, W) bool: a tray holds objects, while a ring or a handle seen from above encloses the table alone."""
-    count, pieces = cv2.connectedComponents(inside.astype(np.uint8), connectivity=8)
-    area = np.bincount(pieces.ravel(), minlength=count)
-    on_rim = np.unique(pieces[rim])
-    return any(area[k] >= PART_MIN_AREA * inside.size for k in range(1, count) if k not in on_rim)
-
-
-def _wall_half_px(h: int, w: int) -> int:
-    return max(1, round(WALL_HALF_WIDTH * max(h, w)))
+    _, pieces = cv2.connectedComponents(inside.astype(np.uint8), connectivity=8)
+    large = np.bincount(pieces.ravel()) >= PART_MIN_AREA * inside.size
+    large[0] = False  # not a piece
+    large[pieces[rim]] = False
+    return bool(large.any())
 
 
 def container_walls(in_front: torch.Tensor, background: torch.Tensor, depth_m: torch.Tensor) -> torch.Tensor:
@@ -148,6 +144,7 @@ def container_walls(in_front: torch.Tensor, background: torch.Tensor, depth_m: t
     walls = torch.zeros_like(in_front)
     b, _, h, w = in_front.shape
     grow = np.ones((3, 3), np.uint8)
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * max(1, round(WALL_HALF_WIDTH * max(h, w))) + 1,) * 2)
     for i in range(b):
         stands_out = in_front[i, 0].cpu().numpy()
         floor_mask = background[i, 0].cpu().numpy()
@@ -167,7 +164,7 @@ def container_walls(in_front: torch.Tensor, background: torch.Tensor, depth_m: t
             wall = np.zeros((h, w), bool)
             for k in np.unique(parts[rim & stands_out]):
                 if k > 0:
-                    wall |= _wall_of(parts == k, rim, floor & region, grow)
+                    wall |= _wall_of(parts == k, rim, floor & region, disk, grow)
             if _holds_objects(region & stands_out & ~wall & (parts > 0), rim):
                 found |= wall
         found |= cv2.dilate(found.astype(np.uint8), grow).astype(bool) & stands_out & (parts == 0)
