@@ -88,11 +88,12 @@ def _ransac_plane(depth: torch.Tensor, tolerance: float, grid: int, hypotheses: 
     vv, uu = torch.meshgrid(ys, xs, indexing="ij")
     uv1 = torch.stack([uu.flatten(), vv.flatten(), torch.ones_like(uu.flatten())], -1).expand(b, -1, -1)
 
-    # RANSAC: each hypothesis is the plane through 3 random valid cells.
+    # RANSAC: each hypothesis is the plane through 3 random valid cells. One draw of ranks serves every image, so
+    # an image's plane does not depend on its place in the batch or on its batch-mates (live == offline == alone).
     generator = torch.Generator(device="cpu").manual_seed(seed)
     order = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)  # valid cells first
     count = valid.sum(-1, keepdim=True).clamp_min(1)  # (B, 1)
-    ranks = (torch.rand(b, hypotheses * 3, generator=generator).to(depth.device) * count).long()
+    ranks = (torch.rand(1, hypotheses * 3, generator=generator).to(depth.device) * count).long()
     picks = torch.gather(order, 1, ranks.clamp_max(valid.shape[1] - 1)).view(b, hypotheses, 3)
     pts = torch.gather(uv1[:, None].expand(-1, hypotheses, -1, -1), 2, picks[..., None].expand(-1, -1, -1, 3))
     vals = torch.gather(inv[:, None].expand(-1, hypotheses, -1), 2, picks)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from deal_ros.config import PseudoLabelConfig
 from deal_ros.depth.support_plane import fit_support_plane
-from deal_ros.lab.synthetic import make_closeup_scenes
+from deal_ros.lab.synthetic import FAMILIES, make_closeup_scenes, make_family_scenes
+from deal_ros.labels.pseudo_labels import fit_depth_prior
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +200,14 @@ def test_extra_planes_give_a_depth_cue_where_no_support_plane_is_found() -> None
     assert plane.prior[0, 0, 21:39, 51:69].eq(1).all()
     assert plane.background[0, 0, :, :20].float().mean() > 0.9  # the strip along the left side of the frame
     assert plane.background[0, 0].float().mean() > 0.25
+
+
+def test_a_frames_surfaces_do_not_depend_on_its_batch() -> None:
+    # Live frames come one at a time, offline ones in batches: a frame's prior must be the same either way.
+    depth = torch.from_numpy(np.stack([frame.depth_m for family in FAMILIES
+                                       for frame in make_family_scenes(family, 3, 64, 80, seed=3)]))[:, None]
+    cfg = PseudoLabelConfig()
+    batched = fit_depth_prior(depth, cfg).prior
+    alone = torch.cat([fit_depth_prior(depth[i:i + 1], cfg).prior for i in range(len(depth))])
+    assert torch.equal(batched, alone)
+    assert torch.equal(fit_depth_prior(depth.flip(0), cfg).prior, batched.flip(0))
