@@ -18,6 +18,7 @@ EdgeOperator = Literal["sobel", "plane_sobel", "laplacian"]
 EdgeNorm = Literal["max", "percentile", "fixed"]
 """Depth edge normalisations of deal_ros.depth.maps.normalize_depth_edges."""
 HoleFill = Literal["row_far", "far", "pyramid", "none"]
+DealRegion = Literal["everywhere", "objects", "unsure"]
 """Hole fillings of deal_ros.depth.maps.fill_holes."""
 
 
@@ -38,6 +39,11 @@ class DealLossConfig(Section):
         (pseudo_label.support_plane) it lowers mask quality; without that prior it raises it. Turn it on where no
         support plane is in view (shelves, clutter) or with pseudo_label.support_plane: false.""", runtime=True)
     weight: float = setting(1.0, "lambda: L = L_cls + lambda * L_DEAL.", ge=0, runtime=True)
+    region: DealRegion = setting(
+        "everywhere", """Where the CAM's edges must follow depth edges: 'everywhere' (paper); 'objects' (what the depth
+        prior says stands out, grown by one loss cell so its outline counts; the whole frame where no surface is
+        found); 'unsure' (where the prior says nothing: frames without a surface, holes, grown by one cell).""",
+        runtime=True)
     warmup_steps: int = setting(
         100, "lambda ramps linearly from 0 to `weight` over these steps (a flat CAM scores well under DEAL).",
         ge=0, le=1_000_000, runtime=True)
@@ -79,7 +85,7 @@ class DealLossConfig(Section):
 
     def loss_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`deal_ros.losses.deal_loss` / :class:`DEALLoss`."""
-        skip = {"enabled", "weight", "warmup_steps"}
+        skip = {"enabled", "weight", "warmup_steps", "region"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 

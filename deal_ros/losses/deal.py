@@ -76,6 +76,7 @@ def deal_loss(
     cam_logits: torch.Tensor,
     depth_m: torch.Tensor,
     tags: torch.Tensor,
+    cell_mask: torch.Tensor | None = None,
     *,
     mu: float = DEFAULTS.mu,
     grid_stride: GridStride = DEFAULTS.grid_stride,
@@ -97,6 +98,8 @@ def deal_loss(
         depth_m: (B, 1, H, W) depth in metres aligned to the network input; 0 or NaN = hole.
         tags: (B, K) image-level tags in {0, 1}. Images without tags are skipped; if none is left the
             loss is 0. Untagged classes get exactly zero gradient; depth gets none.
+        cell_mask: (B, 1, H, W) bool at depth_m's size, or None (everywhere): the loss counts only the grid
+            cells that hold a True pixel (loss.deal.region); images without one are skipped.
         grid_stride: the loss grid is (H // grid_stride, W // grid_stride) unless grid_size is given.
         The other keywords choose the depth-edge map (see :func:`deal_ros.depth.maps.depth_edge_map`) and
         the CAM normalisation; their defaults and meaning are those of ``deal_ros.config.DealLossConfig``
@@ -111,6 +114,12 @@ def deal_loss(
             depth_m.to(cam_logits.device), size, edge_operator=edge_operator, log_depth=log_depth,
             edge_norm=edge_norm, edge_threshold=edge_threshold, edge_percentile=edge_percentile,
             plane_window=plane_window, hole_fill=hole_fill, hole_exclude_window=hole_exclude_window, mu=mu)
+        if cell_mask is not None:
+            if cell_mask.shape != depth_m.shape:
+                raise ValueError(f"cell_mask must be (B, 1, H, W) like depth_m {tuple(depth_m.shape)}, "
+                                 f"got {tuple(cell_mask.shape)}")
+            cells = F.adaptive_max_pool2d(cell_mask.to(device=cam_logits.device, dtype=torch.float32), size) > 0
+            valid = valid & cells
         y = tags.to(device=cam_logits.device, dtype=torch.float32)
         cam = F.interpolate(cam_logits.float(), size=size, mode="bilinear", align_corners=False)
         f_cam = soft_binarize(cam_edge_map(cam, cam_norm), mu)  # (B, K, h', w')
@@ -152,10 +161,10 @@ class DEALLoss(nn.Module):
             raise ValueError(f"unknown DEAL preset {name!r}; known: {sorted(DEAL_PRESETS)}")
         return cls(**{**DEAL_PRESETS[name], **overrides})
 
-    def forward(self, cam_logits: torch.Tensor, depth_m: torch.Tensor, tags: torch.Tensor, **context: Any,
-                ) -> torch.Tensor:
+    def forward(self, cam_logits: torch.Tensor, depth_m: torch.Tensor, tags: torch.Tensor,
+                cell_mask: torch.Tensor | None = None, **context: Any) -> torch.Tensor:
         """`context` (rgb, pseudo_labels, ...) is accepted for the shared loss convention and not used."""
-        return deal_loss(cam_logits, depth_m, tags, **self.options)
+        return deal_loss(cam_logits, depth_m, tags, cell_mask, **self.options)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.config import IGNORE_INDEX, DealRosConfig
+from deal_ros.depth.support_plane import SupportPlane
 from deal_ros.labels.part_names import PartBank
 from deal_ros.labels.pseudo_labels import fit_depth_prior, make_pseudo_labels
 from deal_ros.losses import DEALLoss, classification_loss
@@ -56,6 +57,25 @@ class ObjectiveValue:
     def describe(self) -> str:
         """The terms in one line (for the warning of a non-finite loss)."""
         return ", ".join(f"{name} {float(value)}" for name, value in self.terms.items())
+
+
+def deal_cells(plane: SupportPlane, region: str, cell_px: int) -> torch.Tensor | None:
+    """Where DEAL counts (loss.deal.region), (B, 1, H, W) bool at the prior's size; None = everywhere. 'objects':
+    what stands out of the surfaces, the whole frame where none was found; 'unsure': where the prior says nothing
+    (no surface found, holes). Counted per loss cell (cell_px pixels a side): the cells the region holds at least
+    half of, and their neighbours, so that an outline is in and specks of sensor noise are not."""
+    if region == "everywhere":
+        return None
+    prior = plane.prior
+    if region == "objects":
+        pixels = (prior > 0) | ~plane.found[:, None, None, None]
+    elif region == "unsure":
+        pixels = prior == 0
+    else:
+        raise ValueError(f"unknown loss.deal.region {region!r}")
+    share = F.avg_pool2d(pixels.float(), cell_px, stride=cell_px, ceil_mode=True)
+    cells = F.max_pool2d((share >= 0.5).float(), 3, stride=1, padding=1)
+    return F.interpolate(cells, scale_factor=cell_px, mode="nearest")[..., :prior.shape[-2], :prior.shape[-1]] > 0
 
 
 class Objective:
@@ -101,16 +121,21 @@ class Objective:
         if self.structure.isl is not None:
             loss_isl = self.structure.isl(out.cam_logits, depth_m, tags)
             loss_cls = (1.0 - loss_cfg.isl.weight) * loss_gap + loss_cfg.isl.weight * loss_isl
-        loss_deal = self.deal(out.cam_logits, depth_m, tags) if lam > 0 else zero
         loss_seg = zero
         coverage = 0.0
         labels = None
         agreement = None
         seg_on = loss_cfg.seg_weight > 0
         wants_labels = step >= loss_cfg.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels)
-        plane = None  # the support plane of each frame, shared by the loss and the pseudo-labels
-        if loss_cfg.support_weight > 0 or (wants_labels and pseudo_cfg.support_plane):
+        deal_region = loss_cfg.deal.region if lam > 0 else "everywhere"
+        plane = None  # the support surfaces of each frame, shared by the losses and the pseudo-labels
+        if (loss_cfg.support_weight > 0 or (wants_labels and pseudo_cfg.support_plane)
+                or deal_region != "everywhere"):
             plane = fit_depth_prior(depth_m, pseudo_cfg)
+        loss_deal = zero
+        if lam > 0:
+            cells = None if plane is None else deal_cells(plane, deal_region, loss_cfg.deal.grid_stride)
+            loss_deal = self.deal(out.cam_logits, depth_m, tags, cells)
         loss_support = zero
         if plane is not None and loss_cfg.support_weight > 0:
             loss_support = support_plane_loss(out.cam_logits, plane.background)

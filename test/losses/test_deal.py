@@ -333,6 +333,28 @@ def test_images_without_tags_are_skipped(preset):
     torch.testing.assert_close(fn(cam, depth, tags), expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_cell_mask_counts_only_its_cells(preset):
+    """loss.deal.region: a mask of every pixel is the plain loss; only the masked cells carry gradient; an image
+    whose mask is empty is skipped like an image without tags."""
+    cam, depth, tags = random_inputs(14, b=2, k=3)
+    fn = loss_fn(preset)
+    everywhere = torch.ones_like(depth, dtype=torch.bool)
+    torch.testing.assert_close(fn(cam, depth, tags, everywhere), fn(cam, depth, tags), atol=1e-6, rtol=0)
+    nothing_in_second = everywhere.clone()
+    nothing_in_second[1] = False
+    torch.testing.assert_close(fn(cam, depth, tags, nothing_in_second), fn(cam[:1], depth[:1], tags[:1]),
+                               atol=1e-6, rtol=0)
+    left = everywhere.clone()
+    left[..., 32:] = False  # the left half of the 64-pixel depth: loss cells 0-7 of 16
+    cam = cam.clone().requires_grad_(True)
+    fn(cam, depth, tags, left).backward()
+    assert cam.grad is not None and bool((cam.grad[..., :4] != 0).any())
+    assert bool((cam.grad[..., 12:] == 0).all())  # a CAM cell far from the masked cells gets no gradient
+    with pytest.raises(ValueError, match="cell_mask"):
+        fn(cam, depth, tags, left[..., :32])
+
+
 # --------------------------------------------------------------------------------------------------
 # holes
 # --------------------------------------------------------------------------------------------------
