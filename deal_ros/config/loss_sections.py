@@ -18,7 +18,7 @@ EdgeOperator = Literal["sobel", "plane_sobel", "laplacian"]
 EdgeNorm = Literal["max", "percentile", "fixed"]
 """Depth edge normalisations of deal_ros.depth.maps.normalize_depth_edges."""
 HoleFill = Literal["row_far", "far", "pyramid", "none"]
-DealRegion = Literal["everywhere", "objects", "unsure"]
+DealRegion = Literal["everywhere", "objects"]
 """Hole fillings of deal_ros.depth.maps.fill_holes."""
 
 
@@ -40,9 +40,9 @@ class DealLossConfig(Section):
         support plane is in view (shelves, clutter) or with pseudo_label.support_plane: false.""", runtime=True)
     weight: float = setting(1.0, "lambda: L = L_cls + lambda * L_DEAL.", ge=0, runtime=True)
     region: DealRegion = setting(
-        "everywhere", """Where the CAM's edges must follow depth edges: 'everywhere' (paper); 'objects' (what the depth
-        prior says stands out, grown by one loss cell so its outline counts; the whole frame where no surface is
-        found); 'unsure' (where the prior says nothing: frames without a surface, holes, grown by one cell).""",
+        "everywhere", """Where the CAM's edges must follow depth edges: 'everywhere' (paper) or 'objects' (what the
+        depth prior says stands out, grown by one loss cell so its outline counts; the whole frame where no surface
+        is found, where depth edges are the only depth cue).""",
         runtime=True)
     warmup_steps: int = setting(
         100, "lambda ramps linearly from 0 to `weight` over these steps (a flat CAM scores well under DEAL).",

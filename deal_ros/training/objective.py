@@ -61,18 +61,15 @@ class ObjectiveValue:
 
 def deal_cells(plane: SupportPlane, region: str, cell_px: int) -> torch.Tensor | None:
     """Where DEAL counts (loss.deal.region), (B, 1, H, W) bool at the prior's size; None = everywhere. 'objects':
-    what stands out of the surfaces, the whole frame where none was found; 'unsure': where the prior says nothing
-    (no surface found, holes). Counted per loss cell (cell_px pixels a side): the cells the region holds at least
-    half of, and their neighbours, so that an outline is in and specks of sensor noise are not."""
+    what stands out of the surfaces, the whole frame where none was found. Counted per loss cell (cell_px pixels a
+    side): the cells the region holds at least half of, and their neighbours, so that an outline is in and specks
+    of sensor noise are not."""
     if region == "everywhere":
         return None
-    prior = plane.prior
-    if region == "objects":
-        pixels = (prior > 0) | ~plane.found[:, None, None, None]
-    elif region == "unsure":
-        pixels = prior == 0
-    else:
+    if region != "objects":
         raise ValueError(f"unknown loss.deal.region {region!r}")
+    prior = plane.prior
+    pixels = (prior > 0) | ~plane.found[:, None, None, None]
     share = F.avg_pool2d(pixels.float(), cell_px, stride=cell_px, ceil_mode=True)
     cells = F.max_pool2d((share >= 0.5).float(), 3, stride=1, padding=1)
     return F.interpolate(cells, scale_factor=cell_px, mode="nearest")[..., :prior.shape[-2], :prior.shape[-1]] > 0
@@ -131,7 +128,8 @@ class Objective:
         plane = None  # the support surfaces of each frame, shared by the losses and the pseudo-labels
         if (loss_cfg.support_weight > 0 or (wants_labels and pseudo_cfg.support_plane)
                 or deal_region != "everywhere"):
-            plane = fit_depth_prior(depth_m, pseudo_cfg)
+            # A new RANSAC draw each step: a frame whose surfaces one draw gets wrong is not taught that every step.
+            plane = fit_depth_prior(depth_m, pseudo_cfg, seed=step)
         loss_deal = zero
         if lam > 0:
             cells = None if plane is None else deal_cells(plane, deal_region, loss_cfg.deal.grid_stride)
