@@ -18,8 +18,9 @@ EdgeOperator = Literal["sobel", "plane_sobel", "laplacian"]
 EdgeNorm = Literal["max", "percentile", "fixed"]
 """Depth edge normalisations of deal_ros.depth.maps.normalize_depth_edges."""
 HoleFill = Literal["row_far", "far", "pyramid", "none"]
-DealRegion = Literal["everywhere", "objects"]
 """Hole fillings of deal_ros.depth.maps.fill_holes."""
+DealRegion = Literal["everywhere", "objects"]
+"""Where DEAL counts (deal_ros.training.objective.deal_cells)."""
 
 
 ENABLED_DOC = "Switch this loss term on."
