@@ -28,12 +28,12 @@ def class_scores(cam_logits: torch.Tensor, tags: torch.Tensor, size: tuple[int, 
     return normalize_cam(cam, cam_norm, tau=1e-5) * tags.to(cam)[:, :, None, None]
 
 
-def fit_depth_prior(depth_m: torch.Tensor, cfg: PseudoLabelConfig, seed: int = 0) -> SupportPlane:
+def fit_depth_prior(depth_m: torch.Tensor, cfg: PseudoLabelConfig) -> SupportPlane:
     """The support surfaces of depth_m (B, 1, H, W) metres as cfg configures them (tolerance, flat slabs, container
     walls, extra planes): the one place the pseudo-labels, the training objective and the scripts get them from.
-    seed: of the RANSAC draw; a frame's surfaces depend on it and on the frame alone, not on its batch-mates."""
+    A frame's surfaces depend on the frame alone, not on its batch-mates (one RANSAC draw serves every frame)."""
     return fit_support_plane(depth_m, cfg.support_tolerance, slab_height=cfg.slab_height, walls=cfg.container_walls,
-                             extra_planes=cfg.extra_planes, seed=seed)
+                             extra_planes=cfg.extra_planes)
 
 
 @torch.no_grad()

@@ -128,8 +128,7 @@ class Objective:
         plane = None  # the support surfaces of each frame, shared by the losses and the pseudo-labels
         if (loss_cfg.support_weight > 0 or (wants_labels and pseudo_cfg.support_plane)
                 or deal_region != "everywhere"):
-            # A new RANSAC draw each step: a frame whose surfaces one draw gets wrong is not taught that every step.
-            plane = fit_depth_prior(depth_m, pseudo_cfg, seed=step)
+            plane = fit_depth_prior(depth_m, pseudo_cfg)
         loss_deal = zero
         if lam > 0:
             cells = None if plane is None else deal_cells(plane, deal_region, loss_cfg.deal.grid_stride)
