@@ -36,9 +36,9 @@ class DealLossConfig(Section):
     """
 
     enabled: bool = setting(
-        False, """Add the depth-edge alignment loss. Off by default: next to the support-plane pseudo-labels
-        (pseudo_label.support_plane) it lowers mask quality; without that prior it raises it. Turn it on where no
-        support plane is in view (shelves, clutter) or with pseudo_label.support_plane: false.""", runtime=True)
+        False, """Add the depth-edge alignment loss. Off by default: next to the depth prior it lowers the
+        close-ups' masks (README, Label quality). With region 'objects' it raises bins, shelves and table clutter:
+        turn it on there; everywhere, for scenes without a support surface.""", runtime=True)
     weight: float = setting(1.0, "lambda: L = L_cls + lambda * L_DEAL.", ge=0, runtime=True)
     region: DealRegion = setting(
         "everywhere", """Where the CAM's edges must follow depth edges: 'everywhere' (paper) or 'objects' (what the
