@@ -37,8 +37,8 @@ class DealLossConfig(Section):
 
     enabled: bool = setting(
         False, """Add the depth-edge alignment loss. Off by default: next to the depth prior it lowers the
-        close-ups' masks (README, Label quality). With region 'objects' it raises bins, shelves and table clutter:
-        turn it on there; everywhere, for scenes without a support surface.""", runtime=True)
+        close-ups' masks (README, Label quality). Turn it on with region 'objects' for bins, shelves and table
+        clutter; everywhere for real tabletop bags and scenes without a support surface.""", runtime=True)
     weight: float = setting(1.0, "lambda: L = L_cls + lambda * L_DEAL.", ge=0, runtime=True)
     region: DealRegion = setting(
         "everywhere", """Where the CAM's edges must follow depth edges: 'everywhere' (paper) or 'objects' (what the
