@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deal_ros.config import IGNORE_INDEX, DealRosConfig
+from deal_ros.config.loss_sections import DealRegion
 from deal_ros.depth.support_plane import SupportPlane
 from deal_ros.labels.part_names import PartBank
 from deal_ros.labels.pseudo_labels import fit_depth_prior, make_pseudo_labels
@@ -59,15 +60,13 @@ class ObjectiveValue:
         return ", ".join(f"{name} {float(value)}" for name, value in self.terms.items())
 
 
-def deal_cells(plane: SupportPlane, region: str, cell_px: int) -> torch.Tensor | None:
+def deal_cells(plane: SupportPlane, region: DealRegion, cell_px: int) -> torch.Tensor | None:
     """Where DEAL counts (loss.deal.region), (B, 1, H, W) bool at the prior's size; None = everywhere. 'objects':
     what stands out of the surfaces, the whole frame where none was found. Counted per loss cell (cell_px pixels a
     side): the cells the region holds at least half of, and their neighbours, so that an outline is in and specks
     of sensor noise are not."""
     if region == "everywhere":
         return None
-    if region != "objects":
-        raise ValueError(f"unknown loss.deal.region {region!r}")
     prior = plane.prior
     pixels = (prior > 0) | ~plane.found[:, None, None, None]
     share = F.avg_pool2d(pixels.float(), cell_px, stride=cell_px, ceil_mode=True)
@@ -124,14 +123,13 @@ class Objective:
         agreement = None
         seg_on = loss_cfg.seg_weight > 0
         wants_labels = step >= loss_cfg.seg_warmup_steps and (seg_on or self.structure.needs_pseudo_labels)
-        deal_region = loss_cfg.deal.region if lam > 0 else "everywhere"
+        deal_in_region = lam > 0 and loss_cfg.deal.region != "everywhere"
         plane = None  # the support surfaces of each frame, shared by the losses and the pseudo-labels
-        if (loss_cfg.support_weight > 0 or (wants_labels and pseudo_cfg.support_plane)
-                or deal_region != "everywhere"):
+        if loss_cfg.support_weight > 0 or (wants_labels and pseudo_cfg.support_plane) or deal_in_region:
             plane = fit_depth_prior(depth_m, pseudo_cfg)
         loss_deal = zero
         if lam > 0:
-            cells = None if plane is None else deal_cells(plane, deal_region, loss_cfg.deal.grid_stride)
+            cells = deal_cells(plane, loss_cfg.deal.region, loss_cfg.deal.grid_stride) if plane is not None else None
             loss_deal = self.deal(out.cam_logits, depth_m, tags, cells)
         loss_support = zero
         if plane is not None and loss_cfg.support_weight > 0:
